@@ -1,0 +1,46 @@
+"""Shared fixtures: paths, the ../shared reference data, and an isolated ROS 2 environment."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "slimyolov3"
+MODELS = REPO / "models"
+VENV_BIN = Path(sys.executable).parent
+
+# One DDS domain for the whole pytest run, chosen at random so two runs on one machine never
+# cross; discovery stays on loopback. Subprocesses inherit it through os.environ.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid() ^ int.from_bytes(os.urandom(2))).randint(1, 101)))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def shared_reference() -> Path:
+    """The SlimYOLOv3 authors' files in ../shared: skipped in a user's clone, required in CI."""
+    if not SHARED_REFERENCE.is_dir():
+        msg = f"reference data not found at {SHARED_REFERENCE} (third-party files, not part of the repo)"
+        if in_ci():
+            pytest.fail(msg + "; CI=true requires it")
+        pytest.skip(msg)
+    return SHARED_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def ros_env() -> dict[str, str]:
+    """Environment for subprocesses that speak DDS: loopback only, this run's domain."""
+    env = dict(os.environ)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
