@@ -1,0 +1,133 @@
+"""A VisDrone-format dataset written as a rosbag2 (mcap or sqlite3) with rosbags' Writer.
+
+Topics (all messages of one frame carry the same header stamp, which is also the bag timestamp):
+- ``/camera/image_raw`` sensor_msgs/Image (bgr8, rgb8, mono8), or ``/camera/image_raw/compressed``
+  sensor_msgs/CompressedImage (``jpeg``: a JPEG source file is stored byte for byte, no re-encoding);
+- ``/ground_truth`` vision_msgs/Detection2DArray: one detection per object, ``class_id`` = class name,
+  score 1, ``id`` = the VisDrone-VID track id when there is one;
+- ``/ground_truth/ignore_regions`` vision_msgs/Detection2DArray: the VisDrone "ignored region" boxes
+  (``class_id`` "ignored"). A separate topic so that a consumer of ``/ground_truth`` (a tracker test,
+  a visualiser) sees only real objects; the evaluator needs them because detections inside an ignored
+  region are dropped before scoring, as in ``slimyolo eval``.
+A frame without ground truth (a VID sequence with no annotation file) has an image and nothing else.
+
+Stamps are ``start + i / fps`` (default start 2025-01-01T00:00:00Z) so a bag made twice is identical.
+The class list is stored in the bag's metadata ``custom_data`` (``slimyolo_ros.class_names``, JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+from rosbags.rosbag2 import StoragePlugin, Writer
+from tqdm import tqdm
+
+from slimyolo_ros.bag import msgs
+from slimyolo_ros.bag.types import DETECTION2D_ARRAY, BagError, typestore
+from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_visdrone
+from slimyolo_ros.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+IMAGE_TOPIC = "/camera/image_raw"
+COMPRESSED_TOPIC = "/camera/image_raw/compressed"
+GT_TOPIC = "/ground_truth"
+IGNORE_TOPIC = "/ground_truth/ignore_regions"
+IGNORED_CLASS = "ignored"
+CLASS_NAMES_KEY = "slimyolo_ros.class_names"
+DEFAULT_START_NS = 1_735_689_600 * 1_000_000_000
+STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+
+
+def _frames(root: Path):
+    """(image_path, sample | None, track ids) for every frame of a DET root or a VID root."""
+    from slimyolo_ros.bag.vid import is_vid_root, read_vid
+
+    if is_vid_root(root):
+        return [(f.image_path, f.sample, f.track_ids) for f in read_vid(root)]
+    return [(s.image_path, s, None) for s in read_visdrone(root)]
+
+
+def make_bag(data: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0, encoding: str = "bgr8",
+             storage: str = "mcap", frame_id: str = "camera", start_ns: int = DEFAULT_START_NS,
+             limit: int | None = None, progress: bool = True) -> dict:
+    """Write the dataset at ``data`` as the bag directory ``out``; returns a summary dict.
+
+    The bag is written in a temporary folder beside ``out`` and renamed into place at the end, so an
+    interrupted run never leaves a half-written bag at ``out``.
+    """
+    data, out = Path(data), Path(out)
+    if encoding not in msgs.ENCODINGS:
+        raise BagError(f"--encoding {encoding!r}: unknown (choose one of {', '.join(msgs.ENCODINGS)})")
+    if storage not in STORAGES:
+        raise BagError(f"--storage {storage!r}: unknown (choose mcap or sqlite3)")
+    if not fps > 0:
+        raise BagError(f"--fps {fps}: must be > 0")
+    if out.exists():
+        raise BagError(f"{out}: exists already; remove it or choose another --out")
+    frames = _frames(data)
+    if limit is not None:
+        frames = frames[:limit]
+    ts = typestore()
+    image_topic = COMPRESSED_TOPIC if encoding == "jpeg" else IMAGE_TOPIC
+    period_ns = round(1e9 / fps)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = tmp_root / out.name  # the storage file inside is named after the bag, as ros2 bag does
+    counts = {image_topic: 0, GT_TOPIC: 0, IGNORE_TOPIC: 0}
+    try:
+        writer = Writer(tmp, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
+        writer.set_custom_data(CLASS_NAMES_KEY, json.dumps(list(VISDRONE_CLASSES)))
+        writer.set_custom_data("slimyolo_ros.source", str(data))
+        with writer:
+            image_type = msgs.COMPRESSED_IMAGE if encoding == "jpeg" else msgs.IMAGE
+            conns = {
+                image_topic: writer.add_connection(image_topic, image_type, typestore=ts),
+                GT_TOPIC: writer.add_connection(GT_TOPIC, DETECTION2D_ARRAY, typestore=ts),
+                IGNORE_TOPIC: writer.add_connection(IGNORE_TOPIC, DETECTION2D_ARRAY, typestore=ts),
+            }
+            for i, (path, sample, track_ids) in enumerate(tqdm(frames, desc=f"bag make {out.name}",
+                                                               unit="frame", disable=not progress)):
+                ns = start_ns + i * period_ns
+                jpeg = None
+                img = None
+                if encoding == "jpeg" and path.suffix.lower() in (".jpg", ".jpeg"):
+                    jpeg = path.read_bytes()
+                else:
+                    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                    if img is None:
+                        raise DatasetError(f"{path}: OpenCV cannot decode this image")
+                typename, msg = msgs.image_message(img, encoding, ns, frame_id, jpeg_bytes=jpeg)
+                writer.write(conns[image_topic], ns, ts.serialize_cdr(msg, typename))
+                counts[image_topic] += 1
+                if sample is None:
+                    continue
+                names = [VISDRONE_CLASSES[c] for c in sample.classes.tolist()]
+                gt = msgs.detection_array(ns, frame_id, sample.boxes, names, ids=track_ids)
+                writer.write(conns[GT_TOPIC], ns, ts.serialize_cdr(gt, DETECTION2D_ARRAY))
+                ign = msgs.detection_array(ns, frame_id, sample.ignore, [IGNORED_CLASS] * len(sample.ignore))
+                writer.write(conns[IGNORE_TOPIC], ns, ts.serialize_cdr(ign, DETECTION2D_ARRAY))
+                counts[GT_TOPIC] += 1
+                counts[IGNORE_TOPIC] += 1
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    return {
+        "bag": str(out),
+        "storage": storage,
+        "encoding": encoding,
+        "frames": counts[image_topic],
+        "frames_with_ground_truth": counts[GT_TOPIC],
+        "topics": counts,
+        "fps": fps,
+        "duration_s": (max(len(frames) - 1, 0) * period_ns) / 1e9,
+        "bytes": size,
+    }
