@@ -34,7 +34,8 @@ def header(ns: int, frame_id: str):
     )
 
 
-def image_message(img_bgr: np.ndarray, encoding: str, ns: int, frame_id: str, jpeg_bytes: bytes | None = None):
+def image_message(img_bgr: np.ndarray | None, encoding: str, ns: int, frame_id: str,
+                  jpeg_bytes: bytes | None = None):
     """(typename, message) for one frame: sensor_msgs/Image, or CompressedImage for ``jpeg``."""
     t = typestore().types
     if encoding == "jpeg":

@@ -62,7 +62,8 @@ def _parse(ann: Path) -> dict[int, list[tuple[str, int, tuple[float, float, floa
         if v[7] != cat or not 0 <= cat <= 11:
             raise DatasetError(f"{ann}:{lineno}: object_category {parts[7]!r} is not an integer in 0..11")
         if v[4] <= 0 or v[5] <= 0:
-            raise DatasetError(f"{ann}:{lineno}: bbox_width/bbox_height must be > 0, got {parts[4]}x{parts[5]}")
+            raise DatasetError(f"{ann}:{lineno}: bbox_width/bbox_height must be > 0, "
+                               f"got {parts[4]}x{parts[5]}")
         per_frame[int(v[0])].append((parts[1], cat, (v[2], v[3], v[2] + v[4], v[3] + v[5])))
     return per_frame
 
