@@ -1,0 +1,206 @@
+"""YOLOv3 loss: target encoding, ignore threshold, ignore regions, finite gradients."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.train.loss import YoloLoss
+
+# Two heads, one anchor each, 5x apart in size so a target shaped like one anchor matches only it
+# (the ratio rule accepts shapes within 4x): the expected assignment is then unambiguous.
+CFG = """
+[net]
+width=64
+height=64
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=8
+activation=linear
+
+[yolo]
+mask=0
+anchors=8,8, 40,40
+classes=3
+num=2
+ignore_thresh={thresh}
+
+[route]
+layers=-3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=8
+activation=linear
+
+[yolo]
+mask=1
+anchors=8,8, 40,40
+classes=3
+num=2
+ignore_thresh={thresh}
+"""
+
+SIZE = 64
+BIG = 30.0  # a logit whose sigmoid is 1 - 1e-13
+
+
+def _model(thresh: float = 0.7) -> Darknet:
+    return Darknet.from_text(CFG.format(thresh=thresh))
+
+
+def _empty_outputs(batch: int = 2) -> list[torch.Tensor]:
+    # stride 8 -> 8x8 grid, stride 16 -> 4x4 grid; obj and class logits "certainly not"
+    outs = [torch.zeros(batch, 1, n, n, 8) for n in (8, 4)]
+    for o in outs:
+        o[..., 4:] = -BIG
+    return outs
+
+
+def _encode(outs: list[torch.Tensor], b: int, cls: int, cx: float, cy: float, layer: int) -> None:
+    """Write the raw output a perfect model would give for a box of exactly the layer's anchor shape."""
+    n = outs[layer].shape[2]
+    gx, gy = cx * n, cy * n
+    gi, gj = int(gx), int(gy)
+    fx, fy = gx - gi, gy - gj
+    o = outs[layer][b, 0, gj, gi]
+    o[0], o[1] = math.log(fx / (1 - fx)), math.log(fy / (1 - fy))
+    o[2] = o[3] = 0.0  # exp(0) * anchor = the box size
+    o[4] = BIG
+    o[5 + cls] = BIG
+
+
+def _targets() -> torch.Tensor:
+    # [batch, cls, cx, cy, w, h] normalised: 8x8 px boxes go to the stride-8 head, 40x40 px to stride 16
+    return torch.tensor([
+        [0, 1, 0.30, 0.40, 8 / SIZE, 8 / SIZE],
+        [0, 2, 0.55, 0.55, 40 / SIZE, 40 / SIZE],
+        [1, 0, 0.70, 0.20, 8 / SIZE, 8 / SIZE],
+    ])
+
+
+def _encoded() -> list[torch.Tensor]:
+    outs = _empty_outputs()
+    _encode(outs, 0, 1, 0.30, 0.40, 0)
+    _encode(outs, 0, 2, 0.55, 0.55, 1)
+    _encode(outs, 1, 0, 0.70, 0.20, 0)
+    return outs
+
+
+def test_loss_near_zero_for_encoded_targets_and_large_for_random():
+    loss_fn = YoloLoss(_model(), SIZE)
+    loss, items = loss_fn(_encoded(), _targets(), (SIZE, SIZE))
+    box, obj, cls, total = items.tolist()
+    assert box < 1e-4 and obj < 1e-4 and cls < 1e-4, items
+    assert math.isclose(loss.item(), total * 2, rel_tol=1e-5)  # x batch size
+
+    torch.manual_seed(0)
+    rand = [torch.randn_like(o) for o in _encoded()]
+    _, items_r = loss_fn(rand, _targets(), (SIZE, SIZE))
+    assert items_r[0] > 0.01 and items_r[1] > 100 * max(obj, 1e-6) and items_r[2] > 0.01, items_r
+
+
+def test_misplaced_prediction_is_penalised():
+    # the same perfect output but the 8x8 box predicted one cell to the right: box and obj losses grow
+    loss_fn = YoloLoss(_model(), SIZE)
+    outs = _empty_outputs()
+    _encode(outs, 0, 1, 0.30 + 1 / 8, 0.40, 0)
+    _encode(outs, 0, 2, 0.55, 0.55, 1)
+    _encode(outs, 1, 0, 0.70, 0.20, 0)
+    _, items = loss_fn(outs, _targets(), (SIZE, SIZE))
+    assert items[1] > 1e-2
+
+
+def test_ignore_thresh_from_cfg_spares_overlapping_predictions():
+    # A confident duplicate in the neighbouring cell overlaps the GT by IoU ~0.9: with the cfg's
+    # ignore_thresh=0.7 Darknet does not punish it; with ignore_thresh=1 it is plain background.
+    def with_duplicate() -> list[torch.Tensor]:
+        outs = _empty_outputs(1)
+        cx = (2 + 0.95) / 8  # near the right edge of cell 2
+        _encode(outs, 0, 0, cx, 0.5 + 0.5 / 8, 0)
+        dup = outs[0][0, 0, 4, 3]
+        dup[0] = math.log(0.001 / 0.999)  # centre at cell 3 + 0.001, i.e. 0.051 cells away
+        dup[1] = 0.0
+        dup[2] = dup[3] = 0.0
+        dup[4] = BIG
+        return outs
+
+    targets = torch.tensor([[0, 0, (2 + 0.95) / 8, 0.5 + 0.5 / 8, 8 / SIZE, 8 / SIZE]])
+    _, spared = YoloLoss(_model(0.7), SIZE)(with_duplicate(), targets, (SIZE, SIZE))
+    _, punished = YoloLoss(_model(1.0), SIZE)(with_duplicate(), targets, (SIZE, SIZE))
+    # (objectness is scaled by (64/640)^2 at this input size, so "large" is relative)
+    assert spared[1] < 1e-6
+    assert punished[1] > 1e-2
+
+
+def test_ignore_regions_mask_background_objectness():
+    loss_fn = YoloLoss(_model(), SIZE)
+    torch.manual_seed(1)
+    outs = [torch.randn(2, 1, n, n, 8) for n in (8, 4)]
+    no_targets = torch.zeros((0, 6))
+    _, plain = loss_fn(outs, no_targets, (SIZE, SIZE))
+    whole = torch.tensor([[0, 0.0, 0.0, 1.0, 1.0], [1, 0.0, 0.0, 1.0, 1.0]])
+    _, masked = loss_fn(outs, no_targets, (SIZE, SIZE), ignore=whole)
+    half = torch.tensor([[0, 0.0, 0.0, 1.0, 1.0]])  # image 0 only
+    _, halved = loss_fn(outs, no_targets, (SIZE, SIZE), ignore=half)
+    assert plain[1] > 1e-2
+    assert masked[1] == 0.0
+    assert 0.2 * plain[1] < halved[1] < 0.8 * plain[1]
+
+    # a target inside an ignore region is still learnt (its positive term is not masked)
+    _, with_gt = loss_fn(_empty_outputs(), _targets(), (SIZE, SIZE), ignore=whole)
+    assert with_gt[1] > 1e-2
+
+
+def test_gradients_finite_on_extreme_outputs():
+    model = _model()
+    model.train()
+    loss_fn = YoloLoss(model, SIZE)
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    outs = model(x)
+    outs = [o * 50 for o in outs]  # saturated logits and exp(tw) far out of range
+    loss, _ = loss_fn(outs, _targets(), (SIZE, SIZE))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
