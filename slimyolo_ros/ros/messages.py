@@ -1,0 +1,90 @@
+"""Detections (N×6 ndarray, original pixels) -> vision_msgs messages.
+
+Field choices follow vision_msgs 4.x conventions so trackers and RViz plugins read them as-is:
+``results[0].hypothesis.class_id`` is the class *name* (LabelInfo maps the integer ids),
+``score`` is in [0, 1], ``id`` stays empty (it belongs to trackers), and every Detection2D
+carries the source image's header so a consumer can match it to the frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from vision_msgs.msg import (
+    BoundingBox2D,
+    Detection2D,
+    Detection2DArray,
+    LabelInfo,
+    ObjectHypothesisWithPose,
+    VisionClass,
+)
+
+
+def to_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequence[str]) -> Detection2DArray:
+    """N×6 ``x1, y1, x2, y2, score, class_index`` -> Detection2DArray with ``header`` everywhere.
+
+    One Python loop over the rows is unavoidable (each Detection2D is its own object); the
+    arithmetic is done once for the whole array and the rows are read as Python floats via
+    ``tolist()`` so the loop does no numpy scalar work.
+    """
+    out = Detection2DArray()
+    out.header = header
+    dets = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
+    if not len(dets):
+        return out
+    x1, y1, x2, y2, score, cls = dets.T
+    rows = np.stack(
+        [(x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1, np.clip(score, 0.0, 1.0), cls], axis=1
+    ).tolist()
+    n_names = len(class_names)
+    detections = []
+    for cx, cy, w, h, s, c in rows:
+        ci = int(c)
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = class_names[ci] if 0 <= ci < n_names else str(ci)
+        hyp.hypothesis.score = s
+        bbox = BoundingBox2D()
+        bbox.center.position.x = cx
+        bbox.center.position.y = cy
+        bbox.size_x = w
+        bbox.size_y = h
+        det = Detection2D()
+        det.header = header
+        det.results = [hyp]
+        det.bbox = bbox
+        detections.append(det)
+    out.detections = detections
+    return out
+
+
+def detection2d_array_to_numpy(msg: Detection2DArray, class_names: Sequence[str]) -> np.ndarray:
+    """The inverse (for tests and bag scoring): Detection2DArray -> N×6 float32, unknown names -> -1."""
+    index = {n: i for i, n in enumerate(class_names)}
+    rows = []
+    for d in msg.detections:
+        cx, cy = d.bbox.center.position.x, d.bbox.center.position.y
+        w, h = d.bbox.size_x, d.bbox.size_y
+        hyp = d.results[0].hypothesis if d.results else None
+        rows.append([
+            cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2,
+            hyp.score if hyp else 0.0, index.get(hyp.class_id, -1) if hyp else -1,
+        ])
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 6)
+
+
+def to_label_info(class_names: Sequence[str], threshold: float, header: Any = None) -> LabelInfo:
+    """LabelInfo: class index -> name (the ids used by the model), and the score threshold."""
+    msg = LabelInfo()
+    if header is not None:
+        msg.header = header
+    classes = []
+    for i, name in enumerate(class_names):
+        vc = VisionClass()
+        vc.class_id = i
+        vc.class_name = str(name)
+        classes.append(vc)
+    msg.class_map = classes
+    msg.threshold = float(threshold)
+    return msg
