@@ -1,0 +1,208 @@
+"""SlimYOLOv3 channel pruning on a narrow YOLOv3-SPP3 (the real topology, widths / 16).
+
+Every check compares against an independent computation: the unpruned network run with the removed
+channels silenced, OpenCV DNN reading our files, or counts derived from the cfg.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import MODELS
+
+from slimyolo_ros.darknet.cfg import load_cfg
+from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.errors import PruneError
+from slimyolo_ros.prune.graph import head_convs, propagate, prunable_convs
+from slimyolo_ros.prune.slimming import plan_pruning, prune
+from slimyolo_ros.prune.surgery import apply_plan, masked_copy
+from slimyolo_ros.prune.thresholds import NotSparseWarning, keep_masks
+
+IMG = 64
+
+
+def narrow_spp3(width_div: int = 16, img: int = IMG):
+    """models/yolov3-spp3.cfg with every non-head conv narrowed; the layer graph is unchanged."""
+    sections = load_cfg(MODELS / "yolov3-spp3.cfg")
+    heads = head_convs(sections[1:])
+    sections[0].options["width"] = sections[0].options["height"] = str(img)
+    for i, s in enumerate(sections[1:]):
+        if s.type == "convolutional" and i not in heads:
+            s.options["filters"] = str(max(2, int(s.options["filters"]) // width_div))
+    return sections
+
+
+@torch.no_grad()
+def randomised(sections, seed: int = 0, sparse_share: float = 0.6) -> Darknet:
+    """A model in eval mode with non-trivial BN stats and a sparsity-trained-looking gamma spread."""
+    torch.manual_seed(seed)
+    model = Darknet(sections)
+    for m in model.module_list:
+        if hasattr(m, "bn"):
+            n = m.bn.num_features
+            gamma = torch.rand(n) * 0.9 + 0.3
+            small = torch.rand(n) < sparse_share
+            gamma[small] = torch.rand(int(small.sum())) * 5e-3
+            m.bn.weight.copy_(gamma * torch.sign(torch.randn(n)))
+            m.bn.bias.copy_(torch.randn(n) * 0.5)
+            m.bn.running_mean.copy_(torch.randn(n) * 0.2)
+            m.bn.running_var.copy_(torch.rand(n) * 0.5 + 0.5)
+            m.conv.weight.mul_(2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def base_sections():
+    return narrow_spp3()
+
+
+def raw_outputs(model: Darknet, x: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        _, raws = model.eval()(x)
+    return raws
+
+
+def test_exact_when_removed_channels_are_silent(base_sections):
+    model = randomised(base_sections)
+    plan, _ = plan_pruning(model, 0.6, 0.1)
+    silent = masked_copy(model, plan, zero_beta=True)
+    pruned = apply_plan(silent, plan, fold=True)
+    # The network really shrank, in shortcut layers, SPP and FPN alike.
+    assert sum(p.numel() for p in pruned.parameters()) < 0.7 * sum(p.numel() for p in model.parameters())
+    x = torch.rand(2, 3, IMG, IMG)
+    for a, b in zip(raw_outputs(silent, x), raw_outputs(pruned, x), strict=True):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-4, rtol=0), (a - b).abs().max()
+    # And with the betas left in, pruning is not trivially exact (the test above can fail).
+    loud = apply_plan(masked_copy(model, plan), plan, fold=False)
+    ref = raw_outputs(masked_copy(model, plan), x)
+    assert max((a - b).abs().max().item() for a, b in zip(ref, raw_outputs(loud, x), strict=True)) > 1e-2
+
+
+def test_beta_folding_brings_pruned_model_closer_to_masked_model():
+    sections = narrow_spp3(img=128)
+    model = randomised(sections, seed=1)
+    plan, _ = plan_pruning(model, 0.6, 0.1)
+    masked = masked_copy(model, plan)  # gamma = 0, beta kept: what pruning should reproduce
+    x = torch.rand(1, 3, 128, 128)
+    ref = raw_outputs(masked, x)
+
+    def err(m):
+        out = raw_outputs(m, x)
+        return float(np.mean([(a - b).abs().mean().item() for a, b in zip(ref, out, strict=True)]))
+
+    folded, dropped = err(apply_plan(model, plan, fold=True)), err(apply_plan(model, plan, fold=False))
+    assert folded < 0.5 * dropped, (folded, dropped)
+    # The only inexactness is zero padding (a constant map is not constant at the borders of a
+    # padded 3x3 conv). With wrap-around padding a constant stays constant, so folding is exact.
+    circ_masked, circ_folded = masked, apply_plan(model, plan, fold=True)
+    for net in (circ_masked, circ_folded):
+        for m in net.module_list:
+            if hasattr(m, "conv"):
+                m.conv.padding_mode = "circular"
+    for a, b in zip(raw_outputs(circ_masked, x), raw_outputs(circ_folded, x), strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=0), (a - b).abs().max()
+
+
+def test_graph_rules_shortcuts_heads_floor_and_multiple(base_sections):
+    model = randomised(base_sections, seed=2)
+    defs = model.module_defs
+    plan, info = plan_pruning(model, 0.8, 0.25)
+    # Every shortcut's two inputs carry identical masks, and shortcut-joined convs do shrink.
+    shrunk_in_group = False
+    for i, s in enumerate(defs):
+        if s.type == "shortcut":
+            j = i + int(s.options["from"])
+            assert np.array_equal(plan.out_masks[i - 1], plan.out_masks[j])
+            assert np.array_equal(plan.out_masks[i], plan.out_masks[j])
+            shrunk_in_group |= plan.kept(i - 1) < model.out_channels[i - 1]
+    assert shrunk_in_group
+    big_groups = [g for g in plan.groups if len(g) > 1]
+    assert len(big_groups) == 5  # darknet-53 stages: 1, 2, 8, 8, 4 residual blocks
+    # The heads keep all outputs; every prunable layer keeps at least ceil(K * C).
+    for i in head_convs(defs):
+        assert plan.out_masks[i].all()
+    for i in prunable_convs(defs):
+        c = int(defs[i].options["filters"])
+        assert plan.kept(i) >= math.ceil(0.25 * c)
+    # The pruned network agrees with the plan, layer by layer.
+    pruned = apply_plan(model, plan)
+    for i, s in enumerate(defs):
+        if s.type == "convolutional":
+            assert pruned.module_list[i].conv.out_channels == plan.kept(i)
+            assert pruned.module_list[i].conv.in_channels == int(plan.in_masks[i].sum())
+
+    plan8, _ = plan_pruning(model, 0.8, 0.25, channel_multiple=4)
+    for i in prunable_convs(defs):
+        c = int(defs[i].options["filters"])
+        k = plan8.kept(i)
+        assert k % 4 == 0 or k == c, (i, k, c)
+        assert k >= plan.kept(i)
+        # rounding adds back the strongest removed channels: kept set is a superset
+        assert np.all(plan8.out_masks[i][plan.out_masks[i]])
+
+
+def test_thresholds_follow_the_paper_rule():
+    rng = np.random.default_rng(0)
+    gammas = {0: rng.random(100), 3: rng.random(40) * 0.01, 7: rng.random(10)}
+    masks, info = keep_masks(gammas, 0.5, 0.1)
+    allg = np.concatenate(list(gammas.values()))
+    hat = np.quantile(allg, 0.5)
+    assert info["gamma_hat"] == pytest.approx(hat)
+    for i, g in gammas.items():
+        floor = math.ceil(0.1 * g.size)
+        top = set(np.argsort(-g)[:floor])
+        expect = np.array([(g[c] >= hat) or (c in top) for c in range(g.size)])
+        assert np.array_equal(masks[i], expect)
+    assert masks[3].sum() == 4  # entirely below gamma_hat: only the 10% floor survives
+
+
+def test_bad_ratios_raise_prune_error(base_sections):
+    model = randomised(base_sections)
+    for p, k in [(1.0, 0.1), (90, 0.1), (-0.1, 0.1), (0.5, 0.0), (0.5, 1.5)]:
+        with pytest.raises(PruneError) as exc:
+            plan_pruning(model, p, k)
+        assert repr(p if not 0 <= p < 1 else k) in str(exc.value)
+    with pytest.raises(PruneError, match="channel multiple"):
+        plan_pruning(model, 0.5, 0.1, channel_multiple=0)
+
+
+def test_empty_layer_is_refused(base_sections):
+    defs = Darknet(base_sections).module_defs
+    masks = {i: np.ones(int(defs[i].options["filters"]), bool) for i in prunable_convs(defs)}
+    masks[0][:] = False  # layer 0 is joined by no shortcut, so nothing can bring it back
+    with pytest.raises(PruneError, match=r"layer\(s\) \[0\]"):
+        propagate(defs, masks)
+
+
+def test_not_sparse_weights_warn():
+    rng = np.random.default_rng(1)
+    dense = {0: rng.random(64) + 0.5, 1: rng.random(64) + 0.5}
+    with pytest.warns(NotSparseWarning, match="not look sparsity-trained"):
+        keep_masks(dense, 0.5, 0.1)
+    sparse = {0: np.r_[rng.random(32) * 1e-3, rng.random(32)], 1: rng.random(64)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotSparseWarning)
+        keep_masks(sparse, 0.5, 0.1)
+
+
+def test_prune_report_counts(base_sections):
+    model = randomised(base_sections, seed=3)
+    pruned, report = prune(model, 0.7, 0.1, sizes=(64, 128))
+    rows = {r["index"]: r for r in report["layers"]}
+    for i, m in enumerate(pruned.module_list):
+        if i in rows:
+            assert rows[i]["after"] == m.conv.out_channels
+    c = report["complexity"]
+    assert [r["img_size"] for r in c] == [64, 128]
+    # FLOPs scale with the input area; the cut is the same at every size.
+    assert c[1]["gflops_before"] == pytest.approx(4 * c[0]["gflops_before"], rel=1e-3)
+    assert c[0]["gflops_reduction_pct"] == pytest.approx(c[1]["gflops_reduction_pct"], abs=0.05)
+    assert c[0]["params_after"] == sum(p.numel() for n, p in pruned.named_parameters())
+    assert 0 < c[0]["gflops_reduction_pct"] < 100
+    # The written cfg is what the pruned model is.
+    assert Darknet.from_text(pruned.cfg_text()).out_channels == pruned.out_channels
