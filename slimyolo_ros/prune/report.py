@@ -17,8 +17,8 @@ def complexity_rows(before: Darknet, after: Darknet, sizes: tuple[int, ...]) -> 
     for s in sizes:
         g0, g1 = count_gflops(before, s), count_gflops(after, s)
         rows.append({"img_size": s, "params_before": p0, "params_after": p1,
-                     "params_reduction_pct": _pct(p0, p1), "gflops_before": round(g0, 4),
-                     "gflops_after": round(g1, 4), "gflops_reduction_pct": _pct(g0, g1)})
+                     "params_reduction_pct": _pct(p0, p1), "gflops_before": g0,
+                     "gflops_after": g1, "gflops_reduction_pct": _pct(g0, g1)})
     return rows
 
 
