@@ -1,0 +1,500 @@
+"""``detect_node``: camera Image in, vision_msgs/Detection2DArray out.
+
+A thin ROS shell over :class:`slimyolo_ros.detect.detector.Detector` (no ML here):
+
+* the image subscription has depth 1 and its callback only parks the message in a one-slot
+  mailbox; a worker thread takes the newest message, converts it (ros/convert.py), calls the
+  Detector and publishes exactly one Detection2DArray per processed frame (empty when nothing is
+  found). A frame that arrives while another is waiting replaces it and counts as a drop, so the
+  node never falls behind the camera;
+* drops lost before the callback (middleware overwrote the depth-1 queue) are counted from gaps in
+  the publisher's sequence numbers;
+* LabelInfo (class id -> name) on ``label_info``, TRANSIENT_LOCAL, so late subscribers get it;
+* an annotated debug image only while somebody subscribes to it;
+* conf/nms thresholds and the class filter can be changed at runtime (validated);
+* every ``stats_period`` seconds one info line (fps, latency p50/p95, drops) and the same numbers
+  as JSON on ``~/stats`` (std_msgs/String) for tools and tests.
+
+Startup failures (missing/corrupt model, CUDA requested without a GPU, bad parameter) are one
+error line and exit status 2, like the ``slimyolo`` CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from slimyolo_ros.errors import SlimyoloError
+from slimyolo_ros.ros.convert import ImageDecodeError, bgr_to_image, compressed_to_bgr, image_to_bgr
+from slimyolo_ros.ros.messages import to_detection2d_array, to_label_info
+
+NODE_NAME = "slimyolo_detector"
+PACKAGE = "slimyolo_ros"
+REPO = Path(__file__).resolve().parents[2]
+WARN_PERIOD_S = 5.0  # one warning per kind of bad frame per this many seconds
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class StartupError(SlimyoloError):
+    """The node cannot start: a parameter, the model file or the device is wrong."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def resolve_path(value: str) -> Path:
+    """A model path as given, else relative to the installed share dir, else to the source tree.
+
+    So ``models/x.pt`` means the package's shipped model both after ``colcon build`` (share/
+    slimyolo_ros/models) and in a source checkout (``pip install -e .`` installs no share dir).
+    """
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory(PACKAGE)) / path)
+    except Exception:  # not installed with colcon / no AMENT_PREFIX_PATH: the repo is the share dir
+        pass
+    candidates.append(REPO / path)
+    return next((c for c in candidates if c.exists()), candidates[-1])
+
+
+def _desc(description: str, read_only: bool = True, **kw: Any) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=read_only, **kw)
+
+
+def _range(lo: float, hi: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=lo, to_value=hi)]
+
+
+# name -> (default, descriptor). config/detect.yaml documents the same set (a test checks it).
+PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
+    "weights": ("models/slimyolov3-synth.pt", _desc(
+        "model file: a .pt checkpoint (cfg and class names inside) or Darknet .weights (needs cfg); "
+        "relative paths resolve against the package share dir, then the source tree")),
+    "cfg": ("", _desc("Darknet cfg; empty: the one stored in the .pt checkpoint")),
+    "names": ("", _desc("class names file (one per line); empty: the names in the .pt checkpoint")),
+    "device": ("auto", _desc("auto | cpu | cuda | cuda:N (auto: CUDA when available, "
+                             "else CPU with a warning)")),
+    "half": (True, _desc("fp16 inference on CUDA (ignored on CPU)")),
+    "img_size": (0, _desc("network input size (multiple of 32); 0: the model's own",
+                          integer_range=[IntegerRange(from_value=0, to_value=4096, step=32)])),
+    "conf_threshold": (0.25, _desc("minimum score obj*cls in [0, 1]", read_only=False,
+                                   floating_point_range=_range(0.0, 1.0))),
+    "nms_threshold": (0.45, _desc("NMS IoU threshold in [0, 1]", read_only=False,
+                                  floating_point_range=_range(0.0, 1.0))),
+    "max_detections": (300, _desc("at most this many detections per frame",
+                                  integer_range=[IntegerRange(from_value=1, to_value=100000, step=1)])),
+    "classes": ([], _desc("only publish these class names; empty: all classes", read_only=False,
+                          dynamic_typing=True)),
+    "input_topic": ("image_raw", _desc("image topic (remap it in the launch file)")),
+    "compressed": (False, _desc("subscribe sensor_msgs/CompressedImage on <input_topic>/compressed")),
+    "detections_topic": ("detections", _desc("vision_msgs/Detection2DArray output topic")),
+    "label_info_topic": ("label_info", _desc("vision_msgs/LabelInfo topic (transient local)")),
+    "publish_debug_image": (True, _desc("publish an annotated image while someone subscribes to it")),
+    "debug_image_topic": ("~/debug_image", _desc("annotated sensor_msgs/Image topic")),
+    "reliability": ("best_effort", _desc("image subscription QoS reliability: best_effort | reliable")),
+    "tile": (False, _desc("tiled inference: overlapping tiles at network resolution + merged NMS "
+                          "(small objects in 4K frames)")),
+    "tile_size": (0, _desc("tile side in pixels; 0: img_size",
+                           integer_range=[IntegerRange(from_value=0, to_value=8192, step=1)])),
+    "tile_overlap": (0.2, _desc("tile overlap fraction", floating_point_range=_range(0.0, 0.9))),
+    "backend": ("torch", _desc("torch | onnxruntime")),
+    "stats_period": (5.0, _desc("seconds between stats log lines and ~/stats messages; 0: off",
+                                floating_point_range=_range(0.0, 3600.0))),
+}
+
+
+class FrameSlot:
+    """A one-message mailbox: ``put`` replaces what is waiting (and says so), ``take`` blocks."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: tuple[Any, float] | None = None
+        self._closed = False
+
+    def put(self, msg: Any, t_recv: float) -> bool:
+        with self._cond:
+            replaced = self._item is not None
+            self._item = (msg, t_recv)
+            self._cond.notify()
+        return replaced
+
+    def take(self) -> tuple[Any, float] | None:
+        with self._cond:
+            while self._item is None and not self._closed:
+                self._cond.wait()
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class Stats:
+    """Counters and a latency window, shared by the callback, the worker and the stats timer."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received = self.processed = self.bad = 0
+        self.dropped_replaced = self.dropped_middleware = 0
+        self.window_processed = 0
+        self.window_start = time.monotonic()
+        self.latency_ms: deque[float] = deque(maxlen=1000)
+        self.inference_ms: deque[float] = deque(maxlen=1000)
+        self._last_seq: dict[Any, int] = {}
+
+    def on_receive(self, info: dict | None) -> None:
+        """Count middleware drops from gaps in the publisher's sequence numbers (when the RMW
+        reports them; Fast DDS does)."""
+        with self.lock:
+            self.received += 1
+            seq = info.get("publication_sequence_number") if info else None
+            if not seq:
+                return
+            gid = info.get("publisher_gid")
+            key = bytes(gid["data"]) if isinstance(gid, dict) and "data" in gid else repr(gid)
+            last = self._last_seq.get(key)
+            if last is not None and seq > last + 1:
+                self.dropped_middleware += seq - last - 1
+            self._last_seq[key] = seq
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            now = time.monotonic()
+            elapsed = max(now - self.window_start, 1e-9)
+            lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
+            inf = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
+            out = {
+                "received": self.received,
+                "processed": self.processed,
+                "dropped": self.dropped_replaced + self.dropped_middleware,
+                "dropped_replaced": self.dropped_replaced,
+                "dropped_middleware": self.dropped_middleware,
+                "bad_frames": self.bad,
+                "fps": round(self.window_processed / elapsed, 2),
+                "latency_ms_p50": round(float(np.percentile(lat, 50)), 1),
+                "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
+                "inference_ms_p50": round(float(np.percentile(inf, 50)), 1),
+            }
+            self.window_processed = 0
+            self.window_start = now
+            self.latency_ms.clear()
+            self.inference_ms.clear()
+            return out
+
+
+class DetectorNode(Node):
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        for name, (default, descriptor) in PARAMETERS.items():
+            try:
+                self.declare_parameter(name, default, descriptor)
+            except Exception as exc:  # InvalidParameterValueException etc. from a params file
+                raise StartupError(f"parameter {name!r}: {_one_line(exc)}") from None
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self._p = p
+        self._check_static_parameters(p)
+
+        self.detector = self._load_detector(p)
+        self.class_names: list[str] = list(self.detector.class_names)
+        self.detector.class_filter = self._validate_classes(p["classes"]) or None
+        self.add_on_set_parameters_callback(self._validate_update)
+        self.add_post_set_parameters_callback(self._apply_update)
+
+        self._draw = _load_draw()
+        self.stats = Stats()
+        self._warned: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._slot = FrameSlot()
+        self._compressed = bool(p["compressed"])
+
+        image_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
+            reliability=ReliabilityPolicy.RELIABLE if p["reliability"] == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT,
+        )
+        topic = p["input_topic"] + ("/compressed" if self._compressed else "")
+        self._sub = self.create_subscription(
+            CompressedImage if self._compressed else Image, topic, self._on_image, image_qos
+        )
+        self._det_pub = self.create_publisher(Detection2DArray, p["detections_topic"], 10)
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._label_pub = self.create_publisher(LabelInfo, p["label_info_topic"], latched)
+        self._publish_label_info()
+        self._debug_pub = (self.create_publisher(Image, p["debug_image_topic"], 1)
+                           if p["publish_debug_image"] else None)
+        self._stats_pub = self.create_publisher(String, "~/stats", 10)
+        if p["stats_period"] > 0:
+            self.create_timer(float(p["stats_period"]), self._report_stats)
+
+        self._worker = threading.Thread(target=self._work, name="slimyolo-inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: {self._sub.topic_name} ({'CompressedImage' if self._compressed else 'Image'}, "
+            f"{p['reliability']}) -> {self._det_pub.topic_name}; model {self._model_desc}"
+        )
+
+    # ---- startup -------------------------------------------------------------------------
+    def _check_static_parameters(self, p: dict[str, Any]) -> None:
+        if not _DEVICE_RE.match(p["device"]):
+            raise StartupError(f"parameter 'device': {p['device']!r} is not auto, cpu, cuda or cuda:N")
+        if p["reliability"] not in ("best_effort", "reliable"):
+            raise StartupError(
+                f"parameter 'reliability': {p['reliability']!r} is not best_effort or reliable"
+            )
+        if p["backend"] not in ("torch", "onnxruntime"):
+            raise StartupError(f"parameter 'backend': {p['backend']!r} is not torch or onnxruntime")
+        if p["img_size"] and p["img_size"] % 32:
+            raise StartupError(f"parameter 'img_size': {p['img_size']} is not a multiple of 32")
+
+    def _load_detector(self, p: dict[str, Any]) -> Any:
+        weights = resolve_path(p["weights"])
+        if not weights.is_file():
+            raise StartupError(f"model file not found: {weights} (parameter 'weights' = {p['weights']!r})")
+        cfg = resolve_path(p["cfg"]) if p["cfg"] else None
+        names = resolve_path(p["names"]) if p["names"] else None
+        for label, path in (("cfg", cfg), ("names", names)):
+            if path is not None and not path.is_file():
+                raise StartupError(f"{label} file not found: {path} (parameter {label!r})")
+        device = p["device"]
+        if device.startswith("cuda") or device == "auto":
+            device = _resolve_cuda(device, self.get_logger())
+        tile = None
+        if p["tile"]:
+            tile = {"size": int(p["tile_size"]) or None, "overlap": float(p["tile_overlap"])}
+        from slimyolo_ros.detect.detector import Detector  # torch is imported here, after arg checks
+
+        t0 = time.monotonic()
+        try:
+            det = Detector(
+                str(weights), cfg=str(cfg) if cfg else None, names=str(names) if names else None,
+                device=device, half=bool(p["half"]) and device.startswith("cuda"),
+                img_size=int(p["img_size"]) or None, conf_threshold=float(p["conf_threshold"]),
+                nms_threshold=float(p["nms_threshold"]), max_detections=int(p["max_detections"]),
+                backend=p["backend"], tile=tile,
+            )
+        except SlimyoloError as exc:
+            raise StartupError(f"cannot load model {weights}: {_one_line(exc)}") from None
+        except Exception as exc:  # torch/pickle/OpenCV errors on a corrupt file
+            raise StartupError(
+                f"cannot load model {weights}: {type(exc).__name__}: {_one_line(exc)}"
+            ) from None
+        load_ms = (time.monotonic() - t0) * 1e3
+        # Warm-up: the first forward pays for allocator/cuDNN autotuning; do it before the camera.
+        t0 = time.monotonic()
+        det(np.zeros((480, 640, 3), np.uint8))
+        warm_ms = (time.monotonic() - t0) * 1e3
+        self._model_desc = (f"{weights.name} ({len(det.class_names)} classes, device {det.device}, "
+                            f"loaded in {load_ms:.0f} ms, warm-up {warm_ms:.0f} ms)")
+        return det
+
+    def _validate_classes(self, value: Any) -> list[str]:
+        """Class-filter value -> list of names; raises ValueError naming unknown names."""
+        if value is None:
+            return []
+        if isinstance(value, (bytes, bytearray)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"classes must be a list of class names, got {list(value)!r}")
+        names = [v for v in value if v]
+        unknown = [n for n in names if n not in self.class_names]
+        if unknown:
+            raise ValueError(
+                f"unknown class name(s) {unknown} (model classes: {', '.join(self.class_names)})"
+            )
+        return names
+
+    # ---- runtime parameters --------------------------------------------------------------
+    def _validate_update(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            if param.name == "classes":
+                try:
+                    string_like = (Parameter.Type.STRING_ARRAY, Parameter.Type.NOT_SET)
+                    if param.type_ not in string_like and param.value:
+                        raise ValueError(f"classes must be a string array, got {param.type_.name}")
+                    self._validate_classes(param.value)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+            elif param.name in ("conf_threshold", "nms_threshold"):
+                # The descriptor's range already rejects these; kept for NaN, which passes ranges.
+                if not (0.0 <= float(param.value) <= 1.0):
+                    return SetParametersResult(successful=False, reason=f"{param.name} must be in [0, 1]")
+        return SetParametersResult(successful=True)
+
+    def _apply_update(self, params: list[Parameter]) -> None:
+        for param in params:
+            if param.name == "conf_threshold":
+                self.detector.conf_threshold = float(param.value)
+                self._publish_label_info()
+            elif param.name == "nms_threshold":
+                self.detector.nms_threshold = float(param.value)
+            elif param.name == "classes":
+                self.detector.class_filter = self._validate_classes(param.value) or None
+            else:
+                continue
+            self.get_logger().info(f"parameter {param.name} = {param.value}")
+
+    def _publish_label_info(self) -> None:
+        msg = to_label_info(self.class_names, self.detector.conf_threshold)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._label_pub.publish(msg)
+
+    # ---- data path -----------------------------------------------------------------------
+    def _on_image(self, msg: Any, info: Any) -> None:
+        self.stats.on_receive(info)
+        if self._slot.put(msg, time.monotonic()):
+            with self.stats.lock:
+                self.stats.dropped_replaced += 1
+
+    def _work(self) -> None:
+        while rclpy.ok():
+            item = self._slot.take()
+            if item is None:
+                return
+            try:
+                self._process(*item)
+            except Exception as exc:  # one broken frame must never stop the worker
+                self._bad_frame("internal", f"frame failed: {type(exc).__name__}: {_one_line(exc)}")
+
+    def _process(self, msg: Any, t_recv: float) -> None:
+        try:
+            img = compressed_to_bgr(msg) if self._compressed else image_to_bgr(msg)
+        except ImageDecodeError as exc:
+            self._bad_frame(exc.kind, f"dropped frame (stamp {msg.header.stamp.sec}."
+                            f"{msg.header.stamp.nanosec:09d}, frame_id {msg.header.frame_id!r}): {exc}")
+            return
+        t0 = time.monotonic()
+        dets = self.detector(img)
+        t1 = time.monotonic()
+        self._det_pub.publish(to_detection2d_array(dets, msg.header, self.class_names))
+        t_done = time.monotonic()
+        with self.stats.lock:
+            self.stats.processed += 1
+            self.stats.window_processed += 1
+            self.stats.latency_ms.append((t_done - t_recv) * 1e3)
+            self.stats.inference_ms.append((t1 - t0) * 1e3)
+        if self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0:
+            self._debug_pub.publish(bgr_to_image(self._draw(img, dets, self.class_names), header=msg.header))
+
+    def _bad_frame(self, kind: str, text: str) -> None:
+        with self.stats.lock:
+            self.stats.bad += 1
+        now = time.monotonic()
+        if now - self._warned.get(kind, -1e9) < WARN_PERIOD_S:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._warned[kind] = now
+        more = self._suppressed.pop(kind, 0)
+        suffix = f" (+{more} more of this kind in the last {WARN_PERIOD_S:.0f} s)" if more else ""
+        self.get_logger().warning(text + suffix)
+
+    def _report_stats(self) -> None:
+        s = self.stats.snapshot()
+        self._stats_pub.publish(String(data=json.dumps(s)))
+        self.get_logger().info(
+            f"fps {s['fps']:.1f} | latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms "
+            f"(inference p50 {s['inference_ms_p50']:.0f} ms) | processed {s['processed']} "
+            f"dropped {s['dropped']} (replaced {s['dropped_replaced']}, "
+            f"middleware {s['dropped_middleware']}) "
+            f"bad {s['bad_frames']}"
+        )
+
+    def close(self) -> None:
+        self._slot.close()
+        self._worker.join(timeout=5.0)
+
+
+def _resolve_cuda(device: str, logger: Any) -> str:
+    """Check a CUDA request before the model loads: fail clearly, or fall back for ``auto``."""
+    import torch
+
+    if torch.cuda.is_available():
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise StartupError(f"parameter 'device': {device} requested but only "
+                               f"{torch.cuda.device_count()} CUDA device(s) exist")
+        return "cuda:0" if device == "auto" else device
+    if device == "auto":
+        logger.warning("device auto: no CUDA device available, running on CPU")
+        return "cpu"
+    raise StartupError(f"parameter 'device': {device} requested but no CUDA device is available "
+                       "(set device to auto or cpu)")
+
+
+def _load_draw() -> Any:
+    """detect/draw.py's annotator when present, else plain OpenCV boxes."""
+    try:
+        from slimyolo_ros.detect.draw import draw_detections
+
+        return draw_detections
+    except ImportError:
+        import cv2
+
+        def draw(img: np.ndarray, dets: np.ndarray, names: list[str]) -> np.ndarray:
+            out = np.ascontiguousarray(img).copy()
+            for x1, y1, x2, y2, score, cls in np.asarray(dets).tolist():
+                label = f"{names[int(cls)] if 0 <= int(cls) < len(names) else int(cls)} {score:.2f}"
+                cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
+                cv2.putText(out, label, (int(x1), max(int(y1) - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                            0.5, (0, 255, 0), 1, cv2.LINE_AA)
+            return out
+
+        return draw
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=sys.argv if argv is None else argv)
+    try:
+        node = DetectorNode()
+    except SlimyoloError as exc:
+        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
+        rclpy.try_shutdown()
+        return 2
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()
+        return 130
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
