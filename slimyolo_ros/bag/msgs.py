@@ -101,26 +101,13 @@ def read_detections(msg) -> tuple[np.ndarray, list[str], np.ndarray]:
 
 
 def decode_image(msg, typename: str) -> np.ndarray:
-    """A bag image message as H×W×3 BGR uint8. Raises ValueError naming what is unsupported."""
-    if typename == COMPRESSED_IMAGE:
-        img = cv2.imdecode(np.asarray(msg.data, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"CompressedImage format {msg.format!r}: OpenCV cannot decode the data")
-        return img
-    enc = msg.encoding
-    if enc not in RAW_ENCODINGS and enc not in ("bgra8", "rgba8"):
-        raise ValueError(f"unsupported image encoding {enc!r} (supported: "
-                         f"{', '.join([*RAW_ENCODINGS, 'bgra8', 'rgba8'])})")
-    channels = {"bgra8": 4, "rgba8": 4}.get(enc) or RAW_ENCODINGS[enc][0]
-    data = np.asarray(msg.data, np.uint8)
-    if msg.step < msg.width * channels or len(data) < msg.step * msg.height:
-        raise ValueError(f"{enc} image {msg.width}x{msg.height}: step {msg.step} / {len(data)} data bytes "
-                         f"too small for {channels} channel(s)")
-    rows = data[: msg.step * msg.height].reshape(msg.height, msg.step)[:, : msg.width * channels]
-    img = rows.reshape(msg.height, msg.width, channels)
-    conv = {"rgb8": cv2.COLOR_RGB2BGR, "mono8": cv2.COLOR_GRAY2BGR, "bgra8": cv2.COLOR_BGRA2BGR,
-            "rgba8": cv2.COLOR_RGBA2BGR}.get(enc)
-    return np.ascontiguousarray(img) if conv is None else cv2.cvtColor(img, conv)
+    """A bag image message as H×W×3 BGR uint8, decoded exactly as the node decodes it
+    (``slimyolo_ros.ros.convert`` reads rosbags messages too: same field names, numpy data).
+    Raises ``ImageDecodeError`` naming what is unsupported."""
+    from slimyolo_ros.ros.convert import compressed_to_bgr, image_to_bgr
+
+    img = compressed_to_bgr(msg) if typename == COMPRESSED_IMAGE else image_to_bgr(msg)
+    return np.ascontiguousarray(img)
 
 
 def is_image_type(typename: str) -> bool:
