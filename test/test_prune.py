@@ -206,3 +206,100 @@ def test_prune_report_counts(base_sections):
     assert 0 < c[0]["gflops_reduction_pct"] < 100
     # The written cfg is what the pruned model is.
     assert Darknet.from_text(pruned.cfg_text()).out_channels == pruned.out_channels
+
+
+def _opencv_heads(cfg, weights, x: np.ndarray) -> list[np.ndarray]:
+    import cv2
+
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    names = list(net.getLayerNames())
+    # OpenCV names its layers itself; the conv feeding each head sits right before its permute.
+    heads = [names[names.index(n) - 1] for n in names if n.startswith("permute_")]
+    net.setInput(x)
+    return list(net.forward(heads))
+
+
+def test_pruned_files_load_in_opencv_and_match(base_sections, tmp_path):
+    from slimyolo_ros.darknet.checkpoint import load_model
+    from slimyolo_ros.prune.files import prune_to_dir
+
+    model = randomised(base_sections, seed=4)
+    names = [f"c{i}" for i in range(model.num_classes)]
+    prune_to_dir(model, names, IMG, tmp_path, 0.7, 0.1, channel_multiple=2, sizes=(IMG,))
+    ours, class_names, _ = load_model(tmp_path / "pruned.pt")
+    assert class_names == names
+    assert ours.cfg_text() == (tmp_path / "pruned.cfg").read_text()
+    x = np.random.default_rng(0).random((1, 3, IMG, IMG), dtype=np.float32)
+    raws = raw_outputs(ours, torch.from_numpy(x))
+    cv_out = _opencv_heads(tmp_path / "pruned.cfg", tmp_path / "pruned.weights", x)
+    assert len(cv_out) == len(raws) == 3
+    for o, r in zip(cv_out, raws, strict=True):
+        b, a, h, w, n = r.shape
+        t = r.permute(0, 1, 4, 2, 3).reshape(b, a * n, h, w).numpy()
+        assert o.shape == t.shape
+        np.testing.assert_allclose(o, t, rtol=1e-4, atol=1e-4 * np.abs(t).max())
+    # The pruned model really is the smaller one.
+    assert sum(p.numel() for p in ours.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_prune_cli_writes_files_and_reports_errors(base_sections, tmp_path, capsys):
+    import json
+
+    from slimyolo_ros.cli import main
+    from slimyolo_ros.darknet.checkpoint import save_checkpoint
+
+    model = randomised(base_sections, seed=5)
+    names = [f"c{i}" for i in range(model.num_classes)]
+    save_checkpoint(tmp_path / "sparse.pt", model, names, IMG)
+    out = tmp_path / "out"
+    rc = main(["prune", "--weights", str(tmp_path / "sparse.pt"), "--global-percent", "0.5",
+               "--layer-keep", "0.1", "--out", str(out), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in out.iterdir()) == ["prune_report.json", "prune_report.md", "pruned.cfg",
+                                                    "pruned.pt", "pruned.weights"]
+    assert json.loads((out / "prune_report.json").read_text())["complexity"] == report["complexity"]
+    assert [r["img_size"] for r in report["complexity"]] == [416, 608, 832]
+    md = (out / "prune_report.md").read_text()
+    assert "| 416 |" in md and "| layer |" in md
+
+    rc = main(["prune", "--weights", str(tmp_path / "sparse.pt"), "--global-percent", "95",
+               "--out", str(out)])
+    assert rc == 2 and "P=95.0" in capsys.readouterr().err
+    # cfg/weights mismatch: the pruned Darknet weights against the unpruned cfg
+    (tmp_path / "full.cfg").write_text(model.cfg_text())
+    rc = main(["prune", "--cfg", str(tmp_path / "full.cfg"), "--weights", str(out / "pruned.weights"),
+               "--global-percent", "0.5", "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pruned.weights" in err, err
+
+
+def test_authors_pruned_cfgs_complexity(shared_reference):
+    """Our params/GFLOPs on the SlimYOLOv3 authors' own cfgs, and our graph rules hold on them."""
+    from slimyolo_ros.darknet.complexity import count_gflops, count_params
+
+    cfg_dir = shared_reference / "cfg"
+    full = Darknet.from_file(cfg_dir / "00-unpruned__yolov3-spp3.cfg")
+    g_full, p_full = count_gflops(full, 416), count_params(full)
+    cut = {}
+    for name in ("1iter-pruned__prune_0.5.cfg", "1iter-pruned__prune_0.9.cfg",
+                 "1iter-pruned__prune_0.95.cfg"):
+        m = Darknet.from_file(cfg_dir / name)
+        # same layer graph, fewer filters: our mask propagation accepts it unchanged
+        assert [s.type for s in m.module_defs] == [s.type for s in full.module_defs]
+        propagate(m.module_defs, {})
+        cut[name] = (g_full / count_gflops(m, 416), p_full / count_params(m))
+    g95, p95 = cut["1iter-pruned__prune_0.95.cfg"]
+    assert 8 < g95 < 14, g95  # the paper's ~90% FLOPs cut for SlimYOLOv3-SPP3-95
+    assert p95 > 8, p95
+    ratios = [cut[n][0] for n in sorted(cut)]
+    assert ratios == sorted(ratios)  # 0.5 < 0.9 < 0.95
+    # The paper's table (input 832): SlimYOLOv3-SPP3-50 (two 50% iterations) 20.8 M params,
+    # 122.0 BFLOPs; -90 8.0 M, 39.9; -95 5.1 M, 26.3.
+    for name, params_m, gflops in (("2iter-pruned__prune_0.5_0.5.cfg", 20.8, 122.0),
+                                   ("1iter-pruned__prune_0.9.cfg", 8.0, 39.9),
+                                   ("1iter-pruned__prune_0.95.cfg", 5.1, 26.3)):
+        m = Darknet.from_file(cfg_dir / name)
+        assert count_params(m) / 1e6 == pytest.approx(params_m, abs=0.05), name
+        assert count_gflops(m, 832) == pytest.approx(gflops, abs=0.05), name
+    assert count_gflops(full, 832) == pytest.approx(4 * count_gflops(full, 416), rel=1e-6)

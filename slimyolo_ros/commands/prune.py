@@ -1,0 +1,73 @@
+"""``slimyolo prune``: SlimYOLOv3 channel pruning of a (sparsity-trained) model.
+
+    slimyolo prune --cfg CFG --weights W --global-percent 0.9 --layer-keep 0.1 --out DIR
+        [--channel-multiple N] [--no-fold] [--eval ROOT] [--json]
+
+writes DIR/pruned.cfg + DIR/pruned.weights (Darknet; OpenCV DNN loads them), DIR/pruned.pt (fine-tune
+it with ``slimyolo train --cfg DIR/pruned.cfg --weights DIR/pruned.pt``), DIR/prune_report.json/.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from slimyolo_ros.errors import PruneError, WeightsError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cfg", default=None,
+                        help="Darknet cfg (required for .weights; a .pt carries its own)")
+    parser.add_argument("--weights", required=True,
+                        help="sparsity-trained .pt checkpoint or Darknet .weights")
+    parser.add_argument("--names", default=None, help=".names file (class names for Darknet .weights)")
+    parser.add_argument("--global-percent", "-P", type=float, required=True,
+                        help="global ratio P in [0, 1): gamma_hat is the P-quantile of all prunable |gamma|")
+    parser.add_argument("--layer-keep", "-K", type=float, default=0.1,
+                        help="K in (0, 1]: every layer keeps at least ceil(K * channels) (default 0.1)")
+    parser.add_argument("--channel-multiple", type=int, default=1,
+                        help="round kept channel counts up to a multiple of N (faster kernels)")
+    parser.add_argument("--no-fold", action="store_true",
+                        help="drop the removed channels' beta instead of folding it into the next layer")
+    parser.add_argument("--eval", metavar="ROOT", default=None,
+                        help="VisDrone-format dataset: report mAP right after pruning, "
+                             "with and without folding")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="evaluation input size (default: the model's)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from slimyolo_ros.darknet.checkpoint import load_model
+    from slimyolo_ros.prune.files import prune_to_dir
+    from slimyolo_ros.prune.report import to_markdown
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    if args.weights.endswith(".weights") and args.cfg is None:
+        raise PruneError(f"{args.weights}: Darknet weights need --cfg")
+    try:
+        model, names, img_size = load_model(args.weights, cfg=args.cfg, names=args.names)
+    except WeightsError as exc:  # the cfg and the weights do not fit each other
+        raise PruneError(f"cannot prune: {exc}") from None
+    img_size = args.img_size or img_size
+    samples = None
+    if args.eval:
+        from slimyolo_ros.data.visdrone import read_visdrone
+
+        samples = read_visdrone(args.eval)
+    _, report = prune_to_dir(model, names, img_size, args.out, args.global_percent, args.layer_keep,
+                             channel_multiple=args.channel_multiple, fold=not args.no_fold,
+                             eval_samples=samples, title=f"Prune report: {args.weights}")
+    report["source"] = {"weights": str(args.weights), "cfg": args.cfg}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        c = {r["img_size"]: r for r in report["complexity"]}
+        print(to_markdown(report).split("\n| layer |")[0])
+        first = next(iter(c.values()))
+        print(f"wrote {args.out}/pruned.cfg, pruned.weights, pruned.pt, prune_report.json/.md "
+              f"(GFLOPs -{first['gflops_reduction_pct']:.1f}%, params -{first['params_reduction_pct']:.1f}%)")
+    return 0

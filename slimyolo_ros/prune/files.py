@@ -1,0 +1,68 @@
+"""Prune a model and write its files: pruned.cfg, pruned.weights, pruned.pt, prune_report.json/.md.
+
+Shared by ``slimyolo prune`` and the ``slimyolo slim`` pipeline so both write the same set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from slimyolo_ros.darknet.checkpoint import save_checkpoint
+from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.darknet.weights import save_darknet_weights
+from slimyolo_ros.io_utils import atomic_write_json, atomic_write_text
+from slimyolo_ros.prune.report import build_report, to_markdown
+from slimyolo_ros.prune.slimming import plan_pruning
+from slimyolo_ros.prune.surgery import apply_plan
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_map(model: Darknet, class_names: list[str], img_size: int, samples: list) -> dict:
+    """P, R, F1, mAP@0.5, mAP of ``model`` on ``samples`` through the project's Detector and evaluator."""
+    from slimyolo_ros.detect.detector import Detector
+    from slimyolo_ros.evaluate.run import evaluate_detector
+
+    # A low threshold so the AP curve is complete; P/R/F1 come from the best-F1 point.
+    detector = Detector.from_model(model.eval(), class_names, img_size, conf_threshold=0.001)
+    return evaluate_detector(detector, samples)
+
+
+def prune_to_dir(model: Darknet, class_names: list[str], img_size: int, out: str | os.PathLike,
+                 global_percent: float, layer_keep: float, channel_multiple: int = 1, fold: bool = True,
+                 eval_samples: list | None = None, sizes: tuple[int, ...] = (416, 608, 832),
+                 title: str | None = None) -> tuple[Darknet, dict]:
+    """Prune ``model`` and write the five files under ``out``; returns (pruned model, report).
+
+    With ``eval_samples`` the report also holds the mAP right after pruning (before any
+    fine-tuning) with and without beta folding, and the unpruned model's for reference.
+    """
+    out = Path(out)
+    plan, info = plan_pruning(model, global_percent, layer_keep, channel_multiple)
+    pruned = apply_plan(model, plan, fold=fold)
+    info["fold"] = fold
+    report = build_report(model, pruned, plan, info, sizes)
+    if eval_samples is not None:
+        other = apply_plan(model, plan, fold=not fold)
+        folded, unfolded = (pruned, other) if fold else (other, pruned)
+        report["map"] = {}
+        keys = ("map50", "map", "precision", "recall", "f1")
+        for name, m in (("unpruned", model), ("pruned, beta folded", folded),
+                        ("pruned, beta dropped", unfolded)):
+            metrics = evaluate_map(m, class_names, img_size, eval_samples)
+            report["map"][name] = {k: float(metrics[k]) for k in keys}
+            log.info("%s: mAP@0.5 %.4f", name, metrics["map50"])
+    out.mkdir(parents=True, exist_ok=True)
+    pruned.save_cfg(out / "pruned.cfg")
+    save_darknet_weights(pruned, out / "pruned.weights")
+    save_checkpoint(out / "pruned.pt", pruned, class_names, img_size,
+                    prune={"global_percent": float(global_percent), "layer_keep": float(layer_keep),
+                           "channel_multiple": int(channel_multiple), "fold": bool(fold)})
+    report["files"] = {k: str(out / f) for k, f in (("cfg", "pruned.cfg"), ("weights", "pruned.weights"),
+                                                     ("pt", "pruned.pt"), ("json", "prune_report.json"),
+                                                     ("md", "prune_report.md"))}
+    atomic_write_json(out / "prune_report.json", report)
+    atomic_write_text(out / "prune_report.md", to_markdown(report, title or f"Prune report: {out}"))
+    return pruned, report
