@@ -55,8 +55,9 @@ def _summary(acc: dict, live: dict, bag: Path, out: Path) -> str:
              f"model: {acc.get('model', 'config/detect.yaml default')}", ""]
     lines.append("accuracy (lockstep: each frame waits for its detections; every frame scored)")
     if acc.get("map50") is not None:
+        n_obj = sum(acc["ground_truth_per_class"].values())
         lines.append(f"  mAP@0.5 {acc['map50']:.3f}    mAP@0.5:0.95 {acc['map']:.3f}    "
-                     f"({acc['frames_scored']} frames, {sum(acc['ground_truth_per_class'].values())} objects)")
+                     f"({acc['frames_scored']} frames, {n_obj} objects)")
     lines.append(f"  {'class':<16}{'objects':>8}{'detected':>10}{'AP@0.5':>8}")
     classes = sorted(set(acc["ground_truth_per_class"]) | set(acc["detections_per_class"]))
     for c in classes:
@@ -71,8 +72,9 @@ def _summary(acc: dict, live: dict, bag: Path, out: Path) -> str:
     if lat["p50"] is not None:
         lines.append(f"  latency publish->detections: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, "
                      f"p99 {lat['p99']:.1f} ms")
-    lines.append(f"  throughput {live['fps']:.1f} fps; {live['answered']} of {live['frames']} frames answered, "
-                 f"{live['dropped']} dropped (the node keeps only the newest frame when it falls behind)")
+    lines.append(f"  throughput {live['fps']:.1f} fps; {live['answered']} of {live['frames']} frames "
+                 f"answered, {live['dropped']} dropped (the node keeps only the newest frame when it "
+                 "falls behind)")
     if live.get("map50") is not None:
         lines.append(f"  mAP@0.5 over the answered frames: {live['map50']:.3f}")
     lines.append("")
