@@ -55,6 +55,7 @@ class SynthConfig:
     min_size: float | None = None  # car length in px; None: 4 % of the short image side
     max_size: float | None = None  # None: 9 % of the short image side
     ignore_prob: float = 0.35  # chance of a car park / crowd ignored region per image
+    trees: bool = True  # tree crowns over the scene: the occlusion examples
     jpeg_quality: int = 92
 
     def car_length_range(self) -> tuple[float, float]:
@@ -625,13 +626,21 @@ class _Scene:
 
 def render_scene(cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """One synthetic image (BGR uint8) and its VisDrone annotation text."""
-    scene = _Scene(cfg, rng)
+    # One random stream per stage: changing how many objects (or whether trees) are drawn leaves the
+    # ground, the ignored regions and the camera of a scene as they were (the tests rely on it).
+    ground, ignored, objects, trees, camera = rng.spawn(5)
+    scene = _Scene(cfg, ground)
     scene.ground()
     scene.roads_and_buildings()
-    if rng.random() < cfg.ignore_prob:
+    scene.rng = ignored
+    if ignored.random() < cfg.ignore_prob:
         scene.ignored_region()
+    scene.rng = objects
     scene.objects_pass()
-    scene.trees()
+    scene.rng = trees
+    if cfg.trees:
+        scene.trees()
+    scene.rng = camera
     img = scene.camera()
     boxes, cats, trunc, occl = scene.annotations()
     return img, format_annotation(boxes, cats, trunc, occl)
