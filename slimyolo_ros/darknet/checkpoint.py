@@ -55,11 +55,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message suggests weights_only=False; keep only the line naming the offending global.
-        lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "global" in ln]
-        detail = f" ({lines[0]})" if lines else ""
-        raise WeightsError(f"{path}: refused: the checkpoint holds pickled code or objects that "
-                           f"torch.load(weights_only=True) does not load{detail}") from None
+        # torch's message suggests weights_only=False; report only the line that says what stopped it.
+        lines = [ln.strip() for ln in str(exc).splitlines()]
+        code = [ln for ln in lines if "GLOBAL" in ln or "global" in ln]
+        if code:
+            raise WeightsError(f"{path}: refused: the checkpoint holds pickled code or objects that "
+                               f"torch.load(weights_only=True) does not load ({code[0]})") from None
+        detail = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0] if lines else "")
+        raise WeightsError(f"{path}: not a readable torch checkpoint ({detail})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable torch checkpoint: {exc}") from None
     if not isinstance(ckpt, dict):
