@@ -100,7 +100,8 @@ def test_make_vid_sequences_and_missing_annotations(tmp_path):
     for seq, n in (("uav_a", 3), ("uav_b", 2)):
         (root / "sequences" / seq).mkdir(parents=True)
         for k in range(1, n + 1):
-            cv2.imwrite(str(root / "sequences" / seq / f"{k:07d}.jpg"), np.full((60, 80, 3), 40 * k, np.uint8))
+            img = np.full((60, 80, 3), 40 * k, np.uint8)
+            cv2.imwrite(str(root / "sequences" / seq / f"{k:07d}.jpg"), img)
     (root / "annotations").mkdir()
     # frame_index,target_id,left,top,w,h,score,category,trunc,occl: two cars on frame 2, track ids 7/9,
     # an ignored region on frame 1, an "others" object (dropped) on frame 3
@@ -124,8 +125,8 @@ def test_make_cli_errors(tiny_det, tmp_path):
                         "--encoding", "yuv422"], capture_output=True, text=True)
     assert r.returncode == 2 and "yuv422" in r.stderr and "bgr8" in r.stderr
     assert not (tmp_path / "x").exists()
-    r = subprocess.run([*SLIMYOLO, "bag", "make", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "y")],
-                       capture_output=True, text=True)
+    r = subprocess.run([*SLIMYOLO, "bag", "make", "--data", str(tmp_path / "nope"),
+                        "--out", str(tmp_path / "y")], capture_output=True, text=True)
     assert r.returncode == 2 and "nope" in r.stderr
     (tmp_path / "exists").mkdir()
     r = subprocess.run([*SLIMYOLO, "bag", "make", "--data", str(tiny_det), "--out", str(tmp_path / "exists")],
