@@ -22,11 +22,17 @@ log = logging.getLogger(__name__)
 
 def evaluate_map(model: Darknet, class_names: list[str], img_size: int, samples: list) -> dict:
     """P, R, F1, mAP@0.5, mAP of ``model`` on ``samples`` through the project's Detector and evaluator."""
+    import copy
+
     from slimyolo_ros.detect.detector import Detector
     from slimyolo_ros.evaluate.run import evaluate_detector
 
-    # A low threshold so the AP curve is complete; P/R/F1 come from the best-F1 point.
-    detector = Detector.from_model(model.eval(), class_names, img_size, conf_threshold=0.001)
+    # The trainer's evaluation settings, so numbers here and in results.csv compare: a low threshold
+    # so the AP curve is complete (P/R/F1 come from the best-F1 point). A copy: the Detector may
+    # move, fuse or half() the module it is given.
+    m = copy.deepcopy(model).float().eval()
+    detector = Detector.from_model(m, class_names, img_size, device="cpu", conf_threshold=0.001,
+                                   nms_threshold=0.6)
     return evaluate_detector(detector, samples)
 
 
