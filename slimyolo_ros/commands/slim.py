@@ -1,0 +1,70 @@
+"""``slimyolo slim``: the whole SlimYOLOv3 pipeline, every stage evaluated, a paper-style table at the end.
+
+    slimyolo slim --cfg CFG --data ROOT --val ROOT (--weights W | --baseline-epochs E)
+        --ratios 0.5,0.5 --layer-keep 0.1 --sparsity 0.001 --sparsity-epochs E1 --finetune-epochs E2
+        --img-size N --batch B [--channel-multiple N] --out DIR [--resume] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from slimyolo_ros.errors import PruneError
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.5,0.5, found {text!r}") \
+            from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cfg", required=True, help="Darknet cfg of the unpruned network")
+    parser.add_argument("--data", required=True, help="VisDrone-format training set")
+    parser.add_argument("--val", required=True, help="VisDrone-format validation set (every stage is scored)")
+    start = parser.add_mutually_exclusive_group(required=True)
+    start.add_argument("--weights", default=None, help="trained baseline (.pt or Darknet .weights)")
+    start.add_argument("--baseline-epochs", type=int, default=0, help="train the baseline first, E epochs")
+    parser.add_argument("--ratios", type=_ratios, default=[0.5, 0.5],
+                        help="global ratios, one prune iteration each (default 0.5,0.5 = SlimYOLOv3-SPP3-50)")
+    parser.add_argument("--layer-keep", type=float, default=0.1, help="layer keep K (default 0.1)")
+    parser.add_argument("--sparsity", type=float, default=1e-3, help="L1 alpha on BN gammas (default 0.001)")
+    parser.add_argument("--sparsity-schedule", choices=("constant", "decay"), default="constant")
+    parser.add_argument("--sparsity-epochs", type=int, default=10)
+    parser.add_argument("--finetune-epochs", type=int, default=10)
+    parser.add_argument("--img-size", type=int, default=416)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--channel-multiple", type=int, default=1,
+                        help="round kept channel counts up to a multiple of N")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate of every training stage")
+    parser.add_argument("--workers", type=int, default=None, help="data-loader workers")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--resume", action="store_true", help="reuse the finished steps found in --out")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from slimyolo_ros.prune.pipeline import slim, to_markdown
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    if args.sparsity_epochs < 1 or args.finetune_epochs < 1:
+        raise PruneError(f"--sparsity-epochs ({args.sparsity_epochs}) and --finetune-epochs "
+                         f"({args.finetune_epochs}) must be >= 1")
+    train_options = {k: v for k, v in (("lr", args.lr), ("workers", args.workers)) if v is not None}
+    report = slim(args.cfg, args.data, args.val, args.out, args.ratios, args.img_size, args.batch,
+                  weights=args.weights, baseline_epochs=args.baseline_epochs, layer_keep=args.layer_keep,
+                  sparsity=args.sparsity, sparsity_epochs=args.sparsity_epochs,
+                  finetune_epochs=args.finetune_epochs, channel_multiple=args.channel_multiple,
+                  sparsity_schedule=args.sparsity_schedule, device=args.device, resume=args.resume,
+                  train_options=train_options)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(to_markdown(report))
+    return 0
