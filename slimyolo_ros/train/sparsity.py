@@ -1,0 +1,164 @@
+"""SlimYOLOv3 sparsity training: an L1 penalty on the BN scale factors (gamma) of prunable convs.
+
+The objective is ``loss + alpha * sum |gamma|``; its subgradient ``alpha * sign(gamma)`` is added to
+each gamma's gradient after backward (network slimming, Liu et al. 2017; SlimYOLOv3 used alpha=1e-3).
+
+When the trainer calls :func:`add_l1_subgradient` (our choices, the same effective penalty as the
+authors' ultralytics-based code, which added it after every backward):
+
+- AMP: after ``scaler.unscale_(optimizer)``, so the penalty is added to true gradients, not to
+  gradients multiplied by the loss scale (and a step the scaler skips for inf/NaN skips it too).
+- Gradient accumulation over K micro-batches: once per optimizer step with ``alpha * K``. The data
+  gradient at that point is the sum over K micro-batches, so ``K * alpha`` keeps the penalty's ratio to
+  it the same as without accumulation (equivalently: alpha * sum|gamma| added to each micro-batch's loss).
+- DDP: after the all-reduce (inside backward); every rank adds the same term to the same gammas.
+
+Schedules (:func:`alpha_at`): ``constant``; ``decay`` keeps alpha for the first 70% of the epochs,
+then lowers it along a half cosine to 0.1 * alpha at the last epoch, so the network recovers
+accuracy while the small gammas stay small.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimyolo_ros.io_utils import atomic_write
+
+# log10 |gamma| histogram bins: 1e-6 .. 1e1 in 0.1-decade steps; values below 1e-6 go into the first bin
+HIST_EDGES = np.round(np.arange(-6.0, 1.0001, 0.1), 4)
+SMALL_GAMMA = 1e-2  # the share of |gamma| below this is reported per epoch
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def prunable_bn(model: nn.Module) -> list[int]:
+    """Indices (into ``module_list``) of every [convolutional] with batch norm.
+
+    All of them are prunable in this project's method: layers joined by a [shortcut] are pruned with one
+    merged mask by the pruning step instead of being skipped, and the convs feeding a [yolo] layer have
+    no BN (they keep all outputs)."""
+    model = _unwrap(model)
+    return [i for i, m in enumerate(model.module_list)
+            if isinstance(m, nn.Sequential) and hasattr(m, "bn") and isinstance(m.bn, nn.BatchNorm2d)]
+
+
+def bn_gammas(model: nn.Module, indices: list[int]) -> list[torch.Tensor]:
+    model = _unwrap(model)
+    return [model.module_list[i].bn.weight for i in indices]
+
+
+@torch.no_grad()
+def add_l1_subgradient(model: nn.Module, alpha: float, indices: list[int]) -> None:
+    """Add ``alpha * sign(gamma)`` to the gradient of each listed BN's gamma (call after backward)."""
+    if alpha == 0:
+        return
+    for gamma in bn_gammas(model, indices):
+        if gamma.grad is None:
+            gamma.grad = torch.zeros_like(gamma)
+        gamma.grad.add_(torch.sign(gamma.detach()).to(gamma.grad.dtype), alpha=alpha)
+
+
+def alpha_at(epoch: int, epochs: int, alpha: float, schedule: str = "constant") -> float:
+    """The sparsity coefficient for ``epoch`` (0-based) of ``epochs``."""
+    if schedule == "constant" or alpha == 0:
+        return alpha
+    if schedule != "decay":
+        raise ValueError(f"unknown sparsity schedule {schedule!r} (constant, decay)")
+    start = 0.7 * epochs
+    if epoch < start or epochs <= 1:
+        return alpha
+    t = min(1.0, (epoch - start) / max(epochs - 1 - start, 1e-9))
+    return alpha * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def gamma_abs(model: nn.Module, indices: list[int]) -> np.ndarray:
+    """All listed |gamma| as one float64 array."""
+    gammas = bn_gammas(model, indices)
+    if not gammas:
+        return np.zeros(0)
+    return torch.cat([g.detach().abs().flatten().double().cpu() for g in gammas]).numpy()
+
+
+def gamma_histogram(values: np.ndarray) -> np.ndarray:
+    """Counts of log10|gamma| over HIST_EDGES (values outside the range are clipped into the end bins)."""
+    logs = np.log10(np.clip(values, 10.0 ** HIST_EDGES[0], 10.0 ** HIST_EDGES[-1] * 0.999))
+    counts, _ = np.histogram(logs, bins=HIST_EDGES)
+    return counts.astype(np.int64)
+
+
+class GammaLog:
+    """Per-epoch |gamma| histograms of a run, kept in ``<run>/gamma_hist.npz`` and drawn as a heat map."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / "gamma_hist.npz"
+        self.png = Path(run_dir) / "gamma_hist.png"
+        self.epochs: list[int] = []
+        self.counts: list[np.ndarray] = []
+        self.small_share: list[float] = []
+
+    def load(self, upto_epoch: int) -> None:
+        """Resume: keep the rows of epochs < ``upto_epoch`` from an earlier run."""
+        if not self.path.is_file():
+            return
+        with np.load(self.path) as z:
+            keep = z["epochs"] < upto_epoch
+            self.epochs = [int(e) for e in z["epochs"][keep]]
+            self.counts = list(z["counts"][keep])
+            self.small_share = [float(s) for s in z["small_share"][keep]]
+
+    def add(self, epoch: int, values: np.ndarray) -> float:
+        share = float((values < SMALL_GAMMA).mean()) if values.size else 0.0
+        self.epochs.append(epoch)
+        self.counts.append(gamma_histogram(values))
+        self.small_share.append(share)
+        self._save()
+        return share
+
+    def _save(self) -> None:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, epochs=np.array(self.epochs, np.int64), counts=np.stack(self.counts),
+                         edges=HIST_EDGES, small_share=np.array(self.small_share))
+
+        atomic_write(self.path, write)
+
+    def plot(self, title: str = "") -> Path:
+        """The paper's figure: log10|gamma| distribution (colour = share of channels) against epoch."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        counts = np.stack(self.counts).astype(float)
+        share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
+        extent = (self.epochs[0] - 0.5, self.epochs[-1] + 0.5, HIST_EDGES[0], HIST_EDGES[-1])
+        im = ax0.imshow(share.T, origin="lower", aspect="auto", extent=extent, cmap="viridis",
+                        interpolation="nearest")
+        ax0.axhline(np.log10(SMALL_GAMMA), color="w", lw=0.8, ls="--")
+        ax0.set_xlabel("epoch")
+        ax0.set_ylabel("log10 |gamma|")
+        ax0.set_title("BN scale factors over training")
+        fig.colorbar(im, ax=ax0, label="share of channels")
+        centres = (HIST_EDGES[:-1] + HIST_EDGES[1:]) / 2
+        picks = sorted({0, len(self.epochs) // 2, len(self.epochs) - 1})
+        for k in picks:
+            ax1.plot(centres, share[k], label=f"epoch {self.epochs[k]}")
+        ax1.set_xlabel("log10 |gamma|")
+        ax1.set_ylabel("share of channels")
+        ax1.set_title(f"|gamma| < {SMALL_GAMMA:g}: {self.small_share[-1]:.1%} at the last epoch")
+        ax1.legend()
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        atomic_write(self.png, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        plt.close(fig)
+        return self.png

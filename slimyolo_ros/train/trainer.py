@@ -1,0 +1,665 @@
+"""YOLOv3 training: SGD + warmup + cosine/step LR, EMA, AMP, gradient accumulation, multi-scale,
+DDP under torchrun, BN sparsity (SlimYOLOv3), per-epoch COCO eval, resumable atomic checkpoints.
+
+Run directory (``out``):
+- ``last.pt``: written atomically at the end of every epoch; holds everything ``--resume`` needs:
+  the EMA weights as ``state_dict`` (what inference, pruning and fine-tuning load), the raw training
+  weights (``model_state``), optimizer, scheduler, AMP scaler, EMA update count, epoch, RNG states and
+  the training arguments. A SIGKILL mid-epoch loses only that epoch.
+- ``best.pt``: the EMA weights of the epoch with the best fitness (mAP@0.5 on --val; the paper's metric).
+- ``results.csv`` + ``results.png``: losses, LR, sparsity and metrics per epoch.
+- ``gamma_hist.npz`` + ``gamma_hist.png``: |gamma| of the prunable BNs per epoch (see sparsity.py).
+
+Resume is exact on CPU: the sampler's shuffle is a function of (seed, epoch) and the python/numpy/torch
+RNG states are restored, so 2 epochs straight equal 1 epoch + resume 1 epoch, bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from slimyolo_ros.darknet.checkpoint import load_checkpoint, save_checkpoint
+from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.errors import DatasetError, TrainingError, WeightsError
+from slimyolo_ros.io_utils import atomic_torch_save, atomic_write, atomic_write_text
+from slimyolo_ros.train import sparsity as sp
+from slimyolo_ros.train.loss import YoloLoss
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "loss", "alpha", "gamma_small_share",
+              "precision", "recall", "f1", "map50", "map", "epoch_time_s"]
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a run (stored in last.pt, reused by --resume)."""
+
+    cfg: str
+    data: str
+    val: str
+    epochs: int
+    img_size: int
+    batch: int
+    out: str
+    weights: str | None = None
+    cutoff: int | None = None
+    device: str = "auto"
+    accumulate: int = 1
+    multi_scale: bool = False
+    lr: float = 0.01
+    lr_final: float = 0.01  # final LR = lr * lr_final
+    lr_schedule: str = "cosine"
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    ema: bool = True
+    workers: int = 0
+    augment: bool = True
+    sparsity: float = 0.0
+    sparsity_schedule: str = "constant"
+    eval_every: int = 1
+    seed: int = 0
+    sync_bn: bool = False
+    conf_threshold: float = 0.001  # eval detections: low, so the PR curve is complete (COCO practice)
+    nms_threshold: float = 0.6
+    skip_bad: bool = False
+    progress: bool = True
+    # fault injection / checks (hidden in the CLI)
+    debug_nan_step: int | None = None  # make the input of this global step NaN
+    debug_dump_state: bool = False  # each DDP rank writes its final weights to out/rank<r>_state.pt
+
+
+# ------------------------------------------------------------------------------------ distributed
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_arg: str) -> tuple[_Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    d = _Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    cuda = torch.cuda.is_available() and device_arg in ("auto", "cuda") or device_arg.startswith("cuda:")
+    if device_arg == "cpu":
+        cuda = False
+    if device_arg.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"--device {device_arg}: CUDA is not available on this machine")
+    if cuda:
+        index = d.local_rank if d.enabled or ":" not in device_arg else int(device_arg.split(":")[1])
+        torch.cuda.set_device(index)
+        device = torch.device("cuda", index)
+    else:
+        device = torch.device("cpu")
+    if d.enabled and not dist.is_initialized():
+        # env:// rendezvous from torchrun (MASTER_ADDR/MASTER_PORT); nccl for GPUs, gloo for CPUs
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return d, device
+
+
+# ------------------------------------------------------------------------------------ EMA
+class ModelEMA:
+    """Exponential moving average of the weights (yolov5's): decay ramps up as 0.9999 (1 - e^(-u/2000)),
+    so in short runs the average follows the model closely instead of staying at the initial weights."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0):
+        self.ema = copy.deepcopy(_unwrap(model)).eval()
+        self.updates = updates
+        self.decay, self.tau = decay, tau
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        msd = _unwrap(model).state_dict()
+        for k, v in self.ema.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+# ------------------------------------------------------------------------------------ RNG
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    """RNG states as weights_only-safe types (tensors, ints, tuples, strings)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _worker_init(worker_id: int) -> None:
+    # each DataLoader worker gets its seed from the loader's (per-epoch seeded) generator
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# ------------------------------------------------------------------------------------ data
+def _load_samples(root: str, what: str, skip_bad: bool):
+    from slimyolo_ros.data.visdrone import read_visdrone
+
+    samples = read_visdrone(root, skip_bad=skip_bad)
+    if len(samples) == 0:
+        raise DatasetError(f"{root}: the {what} set holds no images (expected {root}/images/*.jpg)")
+    return samples
+
+
+def _unpack_batch(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(images, targets, ignore regions or None) from whatever ``collate`` returns."""
+    if isinstance(batch, dict):
+        return batch["images"], batch["targets"], batch.get("ignore")
+    imgs, targets = batch[0], batch[1]
+    ignore = batch[4] if len(batch) > 4 and isinstance(batch[4], torch.Tensor) else None
+    return imgs, targets, ignore
+
+
+# ------------------------------------------------------------------------------------ optimizer, LR
+def _build_optimizer(model: nn.Module, opt: TrainOptions) -> torch.optim.Optimizer:
+    """SGD, weight decay on conv weights only (not on BN gammas/betas or biases, as in the ports)."""
+    bn_w, conv_w, biases = [], [], []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            bn_w.append(module.weight)
+            biases.append(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            conv_w.append(module.weight)
+            if module.bias is not None:
+                biases.append(module.bias)
+    optimizer = torch.optim.SGD(bn_w, lr=opt.lr, momentum=opt.momentum, nesterov=opt.momentum > 0)
+    optimizer.add_param_group({"params": conv_w, "weight_decay": opt.weight_decay})
+    optimizer.add_param_group({"params": biases})
+    return optimizer
+
+
+def _lr_lambda(opt: TrainOptions):
+    epochs, final = max(opt.epochs, 1), opt.lr_final
+    if opt.lr_schedule == "cosine":
+        return lambda e: ((1 - math.cos(e * math.pi / epochs)) / 2) * (final - 1) + 1
+    if opt.lr_schedule == "step":  # Darknet-style: x0.1 at 80% and again at 90% of the epochs
+        return lambda e: 0.1 ** ((e >= 0.8 * epochs) + (e >= 0.9 * epochs))
+    raise TrainingError(f"--lr-schedule {opt.lr_schedule!r}: expected cosine or step")
+
+
+# ------------------------------------------------------------------------------------ results
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _read_csv(path: Path, before_epoch: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [dict(r) for r in csv.DictReader(f)]
+    return [r for r in rows if r.get("epoch", "") != "" and int(r["epoch"]) < before_epoch]
+
+
+def _plot_results(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def col(name):
+        return [float(r[name]) if r.get(name) not in ("", None) else float("nan") for r in rows]
+
+    ep = [int(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, name in zip(axes[0], ("box", "obj", "cls"), strict=True):
+        ax.plot(ep, col(name), marker=".")
+        ax.set_title(f"{name} loss")
+        ax.set_xlabel("epoch")
+    axes[1, 0].plot(ep, col("loss"), marker=".")
+    axes[1, 0].set_title("total loss (per image)")
+    for name in ("map50", "map"):
+        axes[1, 1].plot(ep, col(name), marker="o", label=name)
+    axes[1, 1].set_title("val mAP")
+    axes[1, 1].legend()
+    for name in ("precision", "recall", "f1"):
+        axes[1, 2].plot(ep, col(name), marker=".", label=name)
+    axes[1, 2].set_title("val P / R / F1 (best-F1 threshold)")
+    axes[1, 2].legend()
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------ the trainer
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   l1_alpha: float, prunable: list[int], max_norm: float = 10.0) -> torch.Tensor:
+    """One optimizer step on the accumulated gradients: unscale (AMP), add the BN L1 subgradient
+    ``l1_alpha * sign(gamma)`` to the true gradients, clip, step, update the scale, zero the grads.
+    Returns the gradient norm before clipping (inf/NaN under AMP means the scaler skipped the step)."""
+    scaler.unscale_(optimizer)
+    sp.add_l1_subgradient(model, l1_alpha, prunable)
+    norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def train(cfg: str | os.PathLike | None, data: str | os.PathLike | None, val: str | os.PathLike | None,
+          epochs: int | None, img_size: int | None, batch: int | None, out: str | os.PathLike,
+          weights: str | os.PathLike | None = None, resume: bool = False, device: str = "auto",
+          sparsity: float = 0.0, sparsity_schedule: str = "constant", **kwargs: Any) -> dict:
+    """Train a Darknet cfg on a VisDrone-format dataset; see the module docstring for the outputs.
+
+    With ``resume=True`` the options stored in ``out/last.pt`` are used (``epochs`` may be raised to
+    train longer; ``device``, ``workers`` and ``progress`` may differ) and training continues after the
+    last finished epoch. Returns ``{"best", "last", "epochs_done", "metrics", "best_fitness", ...}``.
+    """
+    out = Path(out)
+    extra_keys = {f for f in TrainOptions.__dataclass_fields__}
+    unknown = set(kwargs) - extra_keys
+    if unknown:
+        raise TypeError(f"unknown training options: {', '.join(sorted(unknown))}")
+    ckpt = None
+    if resume:
+        last = out / "last.pt"
+        if not last.is_file():
+            raise TrainingError(f"{last}: nothing to resume (no last.pt in the run directory)")
+        ckpt = load_checkpoint(last)
+        if "train_options" not in ckpt or "optimizer" not in ckpt:
+            raise TrainingError(f"{last}: not a resumable training checkpoint (no optimizer/options)")
+        stored = dict(ckpt["train_options"])
+        stored.update(debug_nan_step=None, debug_dump_state=False)  # fault injection is per invocation
+        stored.update({k: v for k, v in kwargs.items() if k in ("workers", "progress", "debug_nan_step",
+                                                                 "debug_dump_state")})
+        stored["device"] = device
+        stored["out"] = str(out)
+        if epochs is not None:
+            stored["epochs"] = int(epochs)
+        opt = TrainOptions(**stored)
+    else:
+        missing = [n for n, v in (("cfg", cfg), ("data", data), ("val", val), ("epochs", epochs),
+                                  ("img_size", img_size), ("batch", batch)) if v is None]
+        if missing:
+            raise TrainingError(f"missing training options: {', '.join(missing)}")
+        opt = TrainOptions(cfg=str(cfg), data=str(data), val=str(val), epochs=int(epochs),
+                           img_size=int(img_size), batch=int(batch), out=str(out),
+                           weights=None if weights is None else str(weights), device=device,
+                           sparsity=float(sparsity), sparsity_schedule=sparsity_schedule, **kwargs)
+    _check_options(opt)
+    return _Trainer(opt, ckpt).run()
+
+
+def _check_options(o: TrainOptions) -> None:
+    checks = [
+        (o.epochs >= 1, f"--epochs must be >= 1, found {o.epochs}"),
+        (o.img_size >= 32 and o.img_size % 32 == 0,
+         f"--img-size must be a multiple of 32, found {o.img_size}"),
+        (o.batch >= 1, f"--batch must be >= 1, found {o.batch}"),
+        (o.accumulate >= 1, f"--accumulate must be >= 1, found {o.accumulate}"),
+        (o.lr > 0, f"--lr must be > 0, found {o.lr}"),
+        (o.sparsity >= 0, f"--sparsity must be >= 0, found {o.sparsity}"),
+        (o.sparsity_schedule in ("constant", "decay"),
+         f"--sparsity-schedule must be constant or decay, found {o.sparsity_schedule!r}"),
+        (o.lr_schedule in ("cosine", "step"),
+         f"--lr-schedule must be cosine or step, found {o.lr_schedule!r}"),
+        (o.eval_every >= 1, f"--eval-every must be >= 1, found {o.eval_every}"),
+        (o.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, found {o.warmup_epochs}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise TrainingError(message)
+    if not Path(o.cfg).is_file():
+        raise TrainingError(f"--cfg {o.cfg}: file not found")
+
+
+class _Trainer:
+    def __init__(self, opt: TrainOptions, ckpt: dict | None):
+        self.opt = opt
+        self.resume_ckpt = ckpt
+        self.out = Path(opt.out)
+
+    # -------------------------------------------------------------------------------- setup
+    def _setup(self) -> None:
+        from slimyolo_ros.data.dataset import YoloDataset, collate
+        from slimyolo_ros.data.visdrone import VISDRONE_CLASSES
+
+        o = self.opt
+        self.dist, self.device = _init_distributed(o.device)
+        self.cuda = self.device.type == "cuda"
+        _seed_everything(o.seed + self.dist.rank)
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True  # fixed-size batches: let cuDNN pick the fastest kernels
+        self.model = Darknet.from_file(o.cfg)
+        self.class_names = list(VISDRONE_CLASSES)
+        if self.model.num_classes != len(self.class_names):
+            raise TrainingError(f"{o.cfg}: the [yolo] layers have classes={self.model.num_classes} but the "
+                                f"VisDrone dataset has {len(self.class_names)} classes")
+        if o.weights and self.resume_ckpt is None:
+            self._load_initial_weights(o.weights, o.cutoff)
+        self.model.to(self.device)
+
+        self.train_samples = _load_samples(o.data, "training", o.skip_bad)
+        self.val_samples = _load_samples(o.val, "validation", o.skip_bad) if self.dist.main else None
+        self.dataset = YoloDataset(self.train_samples, o.img_size, augment=o.augment)
+        per_rank = max(1, o.batch // self.dist.world)
+        self.generator = torch.Generator()
+        if self.dist.enabled:
+            self.sampler = torch.utils.data.DistributedSampler(
+                self.dataset, num_replicas=self.dist.world, rank=self.dist.rank, shuffle=True, seed=o.seed)
+        else:
+            self.sampler = torch.utils.data.RandomSampler(self.dataset, generator=self.generator)
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=per_rank, sampler=self.sampler, num_workers=o.workers,
+            collate_fn=collate, pin_memory=self.cuda, worker_init_fn=_worker_init, generator=self.generator,
+            drop_last=False)
+        self.nb = len(self.loader)
+
+        self.gs = 32  # multi-scale sizes stay multiples of the largest stride
+        self.loss_fn = YoloLoss(self.model, o.img_size)
+        self.optimizer = _build_optimizer(self.model, o)
+        self.lf = _lr_lambda(o)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.ema = ModelEMA(self.model) if o.ema else None
+        self.prunable = sp.prunable_bn(self.model)
+        self.gamma_log = sp.GammaLog(self.out)
+        self.start_epoch = 0
+        self.best_fitness = -1.0
+        self.rows: list[dict] = []
+        if self.resume_ckpt is not None:
+            self._restore(self.resume_ckpt)
+        if self.dist.enabled:
+            if o.sync_bn and self.cuda:
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            elif o.sync_bn and self.dist.main:
+                log.warning("--sync-bn needs CUDA; training with per-process BN statistics")
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.cuda else None)
+
+    def _load_initial_weights(self, weights: str, cutoff: int | None) -> None:
+        path = Path(weights)
+        if path.suffix == ".pt":
+            ck = load_checkpoint(path)
+            try:
+                self.model.load_state_dict(ck["state_dict"], strict=True)
+            except RuntimeError as exc:
+                detail = str(exc).strip().splitlines()
+                raise WeightsError(f"{path}: state_dict does not fit {self.opt.cfg}: "
+                                   f"{' '.join(d.strip() for d in detail[:2])}") from None
+        else:
+            from slimyolo_ros.darknet.weights import load_darknet_weights
+
+            load_darknet_weights(self.model, path, cutoff=cutoff)
+
+    def _restore(self, ck: dict) -> None:
+        self.model.load_state_dict(ck["model_state"])
+        if self.ema is not None:
+            self.ema.ema.load_state_dict(ck["state_dict"])
+            self.ema.updates = int(ck.get("ema_updates", 0))
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        if "scaler" in ck and self.cuda:
+            self.scaler.load_state_dict(ck["scaler"])
+        self.start_epoch = int(ck["epoch"]) + 1
+        self.best_fitness = float(ck.get("best_fitness", -1.0))
+        if self.dist.main and "rng" in ck:
+            _set_rng_state(ck["rng"])
+        else:  # other ranks: a fresh stream that still depends only on (seed, rank, epoch)
+            _seed_everything(self.opt.seed + self.dist.rank + 1000 * self.start_epoch)
+        self.rows = _read_csv(self.out / "results.csv", self.start_epoch)
+        self.gamma_log.load(self.start_epoch)
+        # move optimizer state to the device
+        for state in self.optimizer.state.values():
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor):
+                    state[k] = v.to(self.device)
+
+    # -------------------------------------------------------------------------------- loop
+    def run(self) -> dict:
+        try:
+            self._setup()
+            if self.dist.main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self._say(f"training {self.opt.cfg} on {self.opt.data} ({len(self.train_samples)} images, "
+                          f"{self.nb} batches/epoch, world {self.dist.world}, {self.device}); "
+                          f"epochs {self.start_epoch}..{self.opt.epochs - 1} -> {self.out}")
+            metrics: dict = {}
+            for epoch in range(self.start_epoch, self.opt.epochs):
+                metrics = self._epoch(epoch)
+            result = {"best": str(self.out / "best.pt"), "last": str(self.out / "last.pt"),
+                      "results_csv": str(self.out / "results.csv"), "epochs_done": self.opt.epochs,
+                      "best_fitness": self.best_fitness, "metrics": metrics or self._last_metrics()}
+            if self.opt.debug_dump_state:
+                state = {k: v.detach().cpu() for k, v in _unwrap(self.model).state_dict().items()}
+                atomic_torch_save({"rank": self.dist.rank, "state_dict": state,
+                                   "ema": self.ema.ema.state_dict() if self.ema else {}},
+                                  self.out / f"rank{self.dist.rank}_state.pt")
+            return result
+        finally:
+            if self.dist.enabled and dist.is_initialized():
+                dist.destroy_process_group()
+
+    def _last_metrics(self) -> dict:
+        for r in reversed(self.rows):
+            if r.get("map50") not in ("", None):
+                return {k: float(r[k]) for k in ("precision", "recall", "f1", "map50", "map")}
+        return {}
+
+    def _say(self, msg: str) -> None:
+        if self.dist.main:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _epoch(self, epoch: int) -> dict:
+        from tqdm import tqdm
+
+        o, model = self.opt, self.model
+        t0 = time.time()
+        model.train()
+        self.generator.manual_seed(o.seed * 100003 + epoch)  # shuffle = f(seed, epoch): resume-exact
+        if self.dist.enabled:
+            self.sampler.set_epoch(epoch)
+        alpha = sp.alpha_at(epoch, o.epochs, o.sparsity, o.sparsity_schedule)
+        nw = round(o.warmup_epochs * self.nb)
+        mean_items = torch.zeros(4)
+        pending = 0  # micro-batches accumulated since the last optimizer step
+        self.optimizer.zero_grad(set_to_none=True)
+        bar = tqdm(enumerate(self.loader), total=self.nb, file=sys.stderr, dynamic_ncols=True, leave=False,
+                   desc=f"epoch {epoch + 1}/{o.epochs}", disable=not (self.dist.main and o.progress))
+        for i, batch in bar:
+            ni = i + self.nb * epoch  # global step
+            imgs, targets, ignore = _unpack_batch(batch)
+            imgs = imgs.to(self.device, non_blocking=True).float()
+            if o.debug_nan_step is not None and ni == o.debug_nan_step:
+                imgs = torch.full_like(imgs, float("nan"))
+            if ni < nw:  # warmup: LR 0 -> scheduled value, momentum 0.8 -> momentum
+                for j, g in enumerate(self.optimizer.param_groups):
+                    start = 0.1 if j == 2 else 0.0  # biases start high (yolov5)
+                    g["lr"] = float(np.interp(ni, [0, nw], [start, g["initial_lr"] * self.lf(epoch)]))
+                    g["momentum"] = float(np.interp(ni, [0, nw], [0.8, o.momentum]))
+            if o.multi_scale:
+                gs = self.gs
+                size = max(gs, random.randrange(int(o.img_size * 0.5), int(o.img_size * 1.5) + gs) // gs * gs)
+                if size != imgs.shape[-1]:
+                    imgs = nn.functional.interpolate(imgs, size=(size, size), mode="bilinear",
+                                                     align_corners=False)
+
+            step_now = (i + 1) % o.accumulate == 0 or i == self.nb - 1
+            sync = self.dist.enabled and not step_now
+            ctx = model.no_sync() if sync else _null()
+            with ctx:
+                with torch.autocast(device_type="cuda", enabled=self.cuda):
+                    outputs = model(imgs)
+                loss, items = self.loss_fn(outputs, targets.to(self.device), imgs.shape[-2:], ignore)
+                self._check_finite(loss, epoch, i)
+                if self.dist.enabled:
+                    loss = loss * self.dist.world  # DDP averages gradients; keep them sums over images
+                self.scaler.scale(loss).backward()
+            pending += 1
+            if step_now:
+                norm = optimizer_step(model, self.optimizer, self.scaler, alpha * pending, self.prunable)
+                if not self.cuda and not torch.isfinite(norm):
+                    raise TrainingError(f"non-finite gradient (norm {norm.item()}) at epoch {epoch}, "
+                                        f"step {i} (global step {ni}); last good checkpoint: "
+                                        f"{self.out / 'last.pt'}")
+                if self.ema is not None:
+                    self.ema.update(model)
+                pending = 0
+            mean_items = (mean_items * i + items.cpu()) / (i + 1)
+            bar.set_postfix(box=f"{mean_items[0]:.4f}", obj=f"{mean_items[1]:.4f}",
+                            cls=f"{mean_items[2]:.4f}", size=imgs.shape[-1])
+        bar.close()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        return self._end_epoch(epoch, mean_items, lr, alpha, time.time() - t0)
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+        if self.dist.enabled:  # every rank must stop together, or the others hang in the next all-reduce
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not finite.item():
+            raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step} "
+                                f"(global step {step + self.nb * epoch}); training stopped, the last good "
+                                f"checkpoint is {self.out / 'last.pt'}")
+
+    def _end_epoch(self, epoch: int, items: torch.Tensor, lr: float, alpha: float, seconds: float) -> dict:
+        o = self.opt
+        final = epoch == o.epochs - 1
+        do_eval = final or (epoch + 1) % o.eval_every == 0
+        metrics: dict = {}
+        row = {"epoch": epoch, "lr": _fmt(lr), "box": _fmt(items[0].item()), "obj": _fmt(items[1].item()),
+               "cls": _fmt(items[2].item()), "loss": _fmt(items[3].item()), "alpha": _fmt(alpha)}
+        if self.dist.main:
+            saved = self.ema.ema if self.ema is not None else _unwrap(self.model)
+            share = self.gamma_log.add(epoch, sp.gamma_abs(saved, self.prunable))
+            row["gamma_small_share"] = _fmt(share)
+            if do_eval:
+                metrics = self._evaluate(saved)
+                row.update({k: _fmt(metrics[k]) for k in ("precision", "recall", "f1", "map50", "map")})
+            row["epoch_time_s"] = f"{seconds:.1f}"
+            self.rows.append(row)
+            fitness = metrics.get("map50", -1.0) if do_eval else -1.0
+            improved = do_eval and fitness > self.best_fitness
+            if improved:
+                self.best_fitness = fitness
+            # last.pt first: if killed between the two writes, resume still sees this epoch as done
+            self._save_last(epoch, saved, metrics)
+            if improved or not (self.out / "best.pt").is_file():
+                save_checkpoint(self.out / "best.pt", saved, self.class_names, o.img_size, epoch=epoch,
+                                metrics=metrics, train_options=asdict(o))
+            _write_csv(self.out / "results.csv", self.rows)
+            try:
+                _plot_results(self.out / "results.png", self.rows)
+                self.gamma_log.plot(f"{Path(o.cfg).name}, sparsity alpha={o.sparsity:g} "
+                                    f"({o.sparsity_schedule})")
+            except Exception as exc:  # a plot must never stop training
+                log.warning("plotting failed: %s", exc)
+            msg = (f"epoch {epoch + 1}/{o.epochs}: loss {items[3]:.4f} (box {items[0]:.4f} "
+                   f"obj {items[1]:.4f} cls {items[2]:.4f}) lr {lr:.2e} |gamma|<1e-2 {share:.1%}")
+            if metrics:
+                msg += (f" | mAP@0.5 {metrics['map50']:.4f} mAP {metrics['map']:.4f} "
+                        f"P {metrics['precision']:.3f} R {metrics['recall']:.3f} F1 {metrics['f1']:.3f}")
+            self._say(msg + f" ({seconds:.1f} s)")
+        if self.dist.enabled:
+            dist.barrier()
+        return metrics
+
+    def _evaluate(self, model: nn.Module) -> dict:
+        from slimyolo_ros.detect.detector import Detector
+        from slimyolo_ros.evaluate.run import evaluate_detector
+
+        # a copy: the Detector may move, fuse or half() the module it is given
+        eval_model = copy.deepcopy(model).float().eval()
+        det = Detector.from_model(eval_model, self.class_names, self.opt.img_size, device=str(self.device),
+                                  conf_threshold=self.opt.conf_threshold,
+                                  nms_threshold=self.opt.nms_threshold)
+        result = evaluate_detector(det, self.val_samples)
+        return {k: float(result[k]) for k in ("precision", "recall", "f1", "map50", "map")}
+
+    def _save_last(self, epoch: int, saved: nn.Module, metrics: dict) -> None:
+        o = self.opt
+        save_checkpoint(
+            self.out / "last.pt", saved, self.class_names, o.img_size,
+            epoch=epoch,
+            metrics=metrics,
+            best_fitness=self.best_fitness,
+            model_state={k: v.detach().cpu() for k, v in _unwrap(self.model).state_dict().items()},
+            ema_updates=self.ema.updates if self.ema is not None else 0,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            rng=_rng_state(),
+            train_options=asdict(o),
+        )
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def result_json(result: dict) -> str:
+    return json.dumps(result, sort_keys=False)
