@@ -140,6 +140,17 @@ def image_size(path: Path) -> tuple[int, int]:
     return size
 
 
+def read_image(path: str | Path) -> np.ndarray:
+    """BGR uint8 pixels as stored: EXIF orientation is ignored, because VisDrone boxes (and the header
+    sizes above) are in stored-pixel coordinates. Raises ``DatasetError`` naming the file."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if img is None:
+        raise DatasetError(f"{path}: unreadable image (missing, truncated or not an image OpenCV can decode)")
+    return img
+
+
 # ---------------------------------------------------------------------------------------------- parsing
 def _parse_annotation(ann: Path, width: int, height: int, problems: list[str] | None) -> dict:
     """Parse one file; ``problems`` None means raise on the first bad line."""
