@@ -263,6 +263,16 @@ def test_prune_cli_writes_files_and_reports_errors(base_sections, tmp_path, caps
     md = (out / "prune_report.md").read_text()
     assert "| 416 |" in md and "| layer |" in md
 
+    # with layer pruning first: two residual blocks (6 layers) fewer, compared against the original
+    rc = main(["prune", "--weights", str(tmp_path / "sparse.pt"), "--global-percent", "0.5",
+               "--prune-layers", "2", "--out", str(tmp_path / "lp"), "--json"])
+    assert rc == 0
+    lp = json.loads(capsys.readouterr().out)
+    assert len(lp["layer_pruning"]["dropped_shortcuts"]) == 2
+    assert len(Darknet.from_file(tmp_path / "lp" / "pruned.cfg").module_list) == len(model.module_list) - 6
+    assert lp["complexity"][0]["gflops_before"] == report["complexity"][0]["gflops_before"]
+    assert lp["complexity"][0]["gflops_after"] < report["complexity"][0]["gflops_after"]
+
     rc = main(["prune", "--weights", str(tmp_path / "sparse.pt"), "--global-percent", "95",
                "--out", str(out)])
     assert rc == 2 and "P=95.0" in capsys.readouterr().err
@@ -303,3 +313,28 @@ def test_authors_pruned_cfgs_complexity(shared_reference):
         assert count_params(m) / 1e6 == pytest.approx(params_m, abs=0.05), name
         assert count_gflops(m, 832) == pytest.approx(gflops, abs=0.05), name
     assert count_gflops(full, 832) == pytest.approx(4 * count_gflops(full, 416), rel=1e-6)
+
+
+def test_layer_pruning_drops_silent_residual_blocks_exactly(base_sections):
+    from slimyolo_ros.prune.layers import prune_layers, residual_blocks
+
+    model = randomised(base_sections, seed=6)
+    blocks = residual_blocks(model.module_defs)
+    assert len(blocks) == 23  # darknet-53: 1 + 2 + 8 + 8 + 4
+    silent = [blocks[0], blocks[5], blocks[-1]]  # first block, mid-stage, last block of the backbone
+    with torch.no_grad():
+        for s in silent:
+            for j in (s - 2, s - 1):
+                model.module_list[j].bn.weight.zero_()
+            model.module_list[s - 1].bn.bias.zero_()  # f(x) = leaky(0) = 0: y = x exactly
+    slim_model, info = prune_layers(model, 3)
+    assert info["dropped_shortcuts"] == silent
+    assert len(slim_model.module_list) == len(model.module_list) - 9
+    x = torch.rand(1, 3, IMG, IMG)
+    for a, b in zip(raw_outputs(model, x), raw_outputs(slim_model, x), strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=0), (a - b).abs().max()
+    # and the result still channel-prunes (routes were re-pointed correctly)
+    pruned, _ = prune(slim_model, 0.5, 0.1, sizes=(IMG,))
+    assert len(raw_outputs(pruned, x)) == 3
+    with pytest.raises(PruneError, match="23 residual blocks"):
+        prune_layers(model, 24)

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="K in (0, 1]: every layer keeps at least ceil(K * channels) (default 0.1)")
     parser.add_argument("--channel-multiple", type=int, default=1,
                         help="round kept channel counts up to a multiple of N (faster kernels)")
+    parser.add_argument("--prune-layers", type=int, default=0, metavar="N",
+                        help="first drop the N residual blocks with the lowest mean |gamma| (layer pruning)")
     parser.add_argument("--no-fold", action="store_true",
                         help="drop the removed channels' beta instead of folding it into the next layer")
     parser.add_argument("--eval", metavar="ROOT", default=None,
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         samples = read_visdrone(args.eval)
     _, report = prune_to_dir(model, names, img_size, args.out, args.global_percent, args.layer_keep,
                              channel_multiple=args.channel_multiple, fold=not args.no_fold,
-                             eval_samples=samples, title=f"Prune report: {args.weights}")
+                             eval_samples=samples, title=f"Prune report: {args.weights}",
+                             prune_layers=args.prune_layers)
     report["source"] = {"weights": str(args.weights), "cfg": args.cfg}
     if args.json:
         print(json.dumps(report))

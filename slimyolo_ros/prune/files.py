@@ -13,7 +13,8 @@ from slimyolo_ros.darknet.checkpoint import save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.darknet.weights import save_darknet_weights
 from slimyolo_ros.io_utils import atomic_write_json, atomic_write_text
-from slimyolo_ros.prune.report import build_report, to_markdown
+from slimyolo_ros.prune.layers import prune_layers as drop_residual_blocks
+from slimyolo_ros.prune.report import build_report, complexity_rows, to_markdown
 from slimyolo_ros.prune.slimming import plan_pruning
 from slimyolo_ros.prune.surgery import apply_plan
 
@@ -39,23 +40,33 @@ def evaluate_map(model: Darknet, class_names: list[str], img_size: int, samples:
 def prune_to_dir(model: Darknet, class_names: list[str], img_size: int, out: str | os.PathLike,
                  global_percent: float, layer_keep: float, channel_multiple: int = 1, fold: bool = True,
                  eval_samples: list | None = None, sizes: tuple[int, ...] = (416, 608, 832),
-                 title: str | None = None) -> tuple[Darknet, dict]:
+                 title: str | None = None, prune_layers: int = 0) -> tuple[Darknet, dict]:
     """Prune ``model`` and write the five files under ``out``; returns (pruned model, report).
+
+    ``prune_layers`` > 0 first drops that many residual blocks (lowest mean |gamma|), then prunes
+    channels of what is left; complexity is then reported against the original ``model``.
 
     With ``eval_samples`` the report also holds the mAP right after pruning (before any
     fine-tuning) with and without beta folding, and the unpruned model's for reference.
     """
     out = Path(out)
+    original = model
+    layer_info = None
+    if prune_layers:
+        model, layer_info = drop_residual_blocks(model, prune_layers)
     plan, info = plan_pruning(model, global_percent, layer_keep, channel_multiple)
     pruned = apply_plan(model, plan, fold=fold)
     info["fold"] = fold
     report = build_report(model, pruned, plan, info, sizes)
+    if layer_info is not None:
+        report["layer_pruning"] = layer_info
+        report["complexity"] = complexity_rows(original, pruned, sizes)
     if eval_samples is not None:
         other = apply_plan(model, plan, fold=not fold)
         folded, unfolded = (pruned, other) if fold else (other, pruned)
         report["map"] = {}
         keys = ("map50", "map", "precision", "recall", "f1")
-        for name, m in (("unpruned", model), ("pruned, beta folded", folded),
+        for name, m in (("unpruned", original), ("pruned, beta folded", folded),
                         ("pruned, beta dropped", unfolded)):
             metrics = evaluate_map(m, class_names, img_size, eval_samples)
             report["map"][name] = {k: float(metrics[k]) for k in keys}

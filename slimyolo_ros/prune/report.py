@@ -58,6 +58,11 @@ def to_markdown(report: dict, title: str = "Prune report") -> str:
                      f"median |gamma| {sp['median_abs_gamma']:.4g}.")
     lines.append(f"Prunable channels: {report['prunable_channels_before']} -> "
                  f"{report['prunable_channels_after']}.")
+    if "layer_pruning" in report:
+        lp = report["layer_pruning"]
+        lines.append(f"Layer pruning first: dropped {len(lp['dropped_shortcuts'])} of {lp['blocks']} "
+                     f"residual blocks (shortcut layers {lp['dropped_shortcuts']} of the original cfg); "
+                     "the layer table below indexes the layer-pruned network.")
     lines += ["", "| input | params before | params after | params cut "
                   "| GFLOPs before | GFLOPs after | GFLOPs cut |",
               "|---:|---:|---:|---:|---:|---:|---:|"]

@@ -1,0 +1,88 @@
+"""``slimyolo slim`` end to end on a tiny synthetic set: real trainer, real pruning, real evaluator.
+
+The numbers are meaningless at this size (1 epoch per stage); what is checked is the pipeline's
+plumbing: every stage ran from the previous one's output and was scored, the pruned architecture is
+what got fine-tuned, and a rerun with --resume reuses finished steps.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import MODELS
+
+from slimyolo_ros.darknet.cfg import load_cfg, write_cfg
+from slimyolo_ros.darknet.checkpoint import load_checkpoint
+from slimyolo_ros.errors import PruneError
+from slimyolo_ros.prune.graph import head_convs
+
+IMG = 64
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from slimyolo_ros.data.synth import generate
+
+    root = tmp_path_factory.mktemp("slim")
+    sections = load_cfg(MODELS / "yolov3-spp3.cfg")
+    heads = head_convs(sections[1:])
+    sections[0].options["width"] = sections[0].options["height"] = str(IMG)
+    for i, s in enumerate(sections[1:]):
+        if s.type == "convolutional" and i not in heads:
+            s.options["filters"] = str(max(2, int(s.options["filters"]) // 16))
+    cfg = root / "spp3-w16.cfg"
+    cfg.write_text(write_cfg(sections))
+    train = generate(root / "train", 6, size=(96, 96), seed=0, progress=False)
+    val = generate(root / "val", 3, size=(96, 96), seed=1, progress=False)
+    return cfg, train, val, root
+
+
+def test_slim_pipeline_runs_every_stage(tiny, capsys):
+    from slimyolo_ros.cli import main
+
+    cfg, train, val, root = tiny
+    out = root / "run"
+    argv = ["slim", "--cfg", str(cfg), "--data", str(train), "--val", str(val), "--baseline-epochs", "1",
+            "--ratios", "0.5,0.5", "--layer-keep", "0.1", "--sparsity", "0.01", "--sparsity-epochs", "1",
+            "--finetune-epochs", "1", "--img-size", str(IMG), "--batch", "3", "--device", "cpu",
+            "--out", str(out), "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    stages = [r["stage"] for r in report["rows"]]
+    assert stages == ["baseline", "sparsity", "pruned", "finetuned", "sparsity", "pruned", "finetuned"]
+    g = [r["gflops"] for r in report["rows"]]
+    # Each pruning cuts compute, and fine-tuning keeps the pruned architecture.
+    assert g[2] < g[1] == g[0] and g[3] == g[2]
+    assert g[5] < g[4] == g[3] and g[6] == g[5]
+    for r in report["rows"]:
+        assert 0.0 <= r["map50"] <= 1.0 and r["latency_ms"] > 0 and r["params"] > 0
+    # The fine-tuned checkpoint is the pruned cfg, and iteration 2 started from iteration 1's result.
+    it1, it2 = out / "iter1_p50", out / "iter2_p50"
+    tuned = load_checkpoint(it1 / "finetune" / "best.pt")
+    assert tuned["cfg"] == (it1 / "prune" / "pruned.cfg").read_text()
+    sparse2 = load_checkpoint(it2 / "sparsity" / "last.pt")
+    assert sparse2["cfg"] == tuned["cfg"]
+    for f in ("slim_report.md", "slim_report.json", "slim_map_vs_gflops.png"):
+        assert (out / f).stat().st_size > 0
+    assert (out / "slim_map_vs_gflops.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "slim_report.md").read_text()
+    assert md.count("| spp3-w16") == len(report["rows"])
+
+    # --resume: every step is reused, nothing is trained again, the table is the same.
+    stamp = (it2 / "finetune" / "best.pt").stat().st_mtime_ns
+    assert main(argv + ["--resume"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert [r["gflops"] for r in again["rows"]] == g
+    assert [r["map50"] for r in again["rows"]] == [r["map50"] for r in report["rows"]]
+    assert (it2 / "finetune" / "best.pt").stat().st_mtime_ns == stamp
+
+
+def test_slim_bad_arguments(tiny, tmp_path):
+    from slimyolo_ros.prune.pipeline import slim
+
+    cfg, train, val, _ = tiny
+    with pytest.raises(PruneError, match="P=1.5"):
+        slim(cfg, train, val, tmp_path, [0.5, 1.5], IMG, 2, baseline_epochs=1)
+    with pytest.raises(PruneError, match="--weights"):
+        slim(cfg, train, val, tmp_path, [0.5], IMG, 2)
