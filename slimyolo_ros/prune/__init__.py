@@ -1,1 +1,5 @@
+"""SlimYOLOv3 channel pruning: thresholds -> graph (shortcut/route rules) -> surgery (+ beta folding)."""
 
+from slimyolo_ros.prune.slimming import plan_pruning, prune
+
+__all__ = ["plan_pruning", "prune"]
