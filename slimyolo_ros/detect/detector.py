@@ -1,0 +1,468 @@
+"""The Detector: the one place where BGR images become detections.
+
+The ROS node, ``slimyolo eval``, ``slimyolo detect`` and the bag replay all call it, so they can never
+disagree. Pipeline: letterbox → forward (torch or ONNX Runtime) → decode (in the network) →
+class-aware NMS → boxes back to original pixels. Optionally tiled: overlapping crops of a large frame
+(plus the whole frame) go through the network as one batch and their detections are merged by NMS,
+so small objects of a 4K UAV frame are not shrunk away to nothing at 416 px.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from slimyolo_ros.detect.letterbox import letterbox, unletterbox_boxes
+from slimyolo_ros.detect.nms import batched_nms, postprocess
+from slimyolo_ros.errors import SlimyoloError
+
+BACKENDS = ("torch", "onnxruntime")
+# Largest stride of every cfg in the family; the input side must be a multiple of it.
+MAX_STRIDE = 32
+
+
+class DetectorError(SlimyoloError, ValueError):
+    """Bad Detector argument or input (device, threshold, class name, image); a ValueError too."""
+
+
+_warned_cpu_fallback = False
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` → first GPU if torch sees one, else CPU (warned once per process);
+    ``cpu``, ``cuda``, ``cuda:N`` are checked against what torch can actually use."""
+    global _warned_cpu_fallback
+    if isinstance(device, torch.device):
+        device = str(device)
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda:0")
+        if not _warned_cpu_fallback:
+            _warned_cpu_fallback = True
+            warnings.warn("device='auto': no CUDA GPU visible to torch, the Detector runs on the CPU",
+                          RuntimeWarning, stacklevel=3)
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise DetectorError(
+                f"device {device!r}: torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() "
+                f"is False; a CPU-only torch build or no driver); use device='cpu' or 'auto' "
+                f"(docs/deploy.md explains installing a CUDA build of torch)")
+        index = 0
+        if ":" in name:
+            try:
+                index = int(name.split(":", 1)[1])
+            except ValueError:
+                raise DetectorError(f"device {device!r}: expected cuda:N with an integer N") from None
+        if not 0 <= index < torch.cuda.device_count():
+            raise DetectorError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible "
+                                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+        return torch.device(f"cuda:{index}")
+    raise DetectorError(f"device {device!r}: expected one of auto, cpu, cuda, cuda:N")
+
+
+def as_bgr(img: Any) -> np.ndarray:
+    """Check an input image and bring it to H×W×3 uint8 BGR (grayscale and BGRA are converted)."""
+    if not isinstance(img, np.ndarray):
+        raise DetectorError(f"image must be a numpy array (H×W×3 uint8 BGR), got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise DetectorError(f"image dtype must be uint8 (8-bit BGR), got {img.dtype} with shape {img.shape}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        if img.size == 0:
+            raise DetectorError(f"image is empty (shape {img.shape})")
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise DetectorError(f"image must be H×W×3 (BGR), H×W×4 (BGRA) or H×W (gray), got shape {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise DetectorError(f"image is empty (shape {img.shape})")
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def tile_windows(
+    height: int, width: int, rows: int, cols: int, overlap: float
+) -> list[tuple[int, int, int, int]]:
+    """``rows × cols`` windows ``(x0, y0, x1, y1)`` covering the image, neighbours overlapping by
+    ``overlap`` of a window's side."""
+    def spans(length: int, n: int) -> list[tuple[int, int]]:
+        if n <= 1:
+            return [(0, length)]
+        side = min(length, math.ceil(length / (n - (n - 1) * overlap)))
+        starts = np.linspace(0, length - side, n).round().astype(int)
+        return [(int(s), int(s) + side) for s in starts]
+
+    return [(x0, y0, x1, y1) for (y0, y1) in spans(height, rows) for (x0, x1) in spans(width, cols)]
+
+
+def _parse_tile(tile: Any) -> tuple[int, int] | None:
+    if tile is None or tile is False:
+        return None
+    if isinstance(tile, int):
+        rows = cols = tile
+    elif isinstance(tile, str):
+        parts = tile.lower().replace("x", ",").split(",")
+        try:
+            rows, cols = (int(parts[0]), int(parts[-1]))
+        except ValueError:
+            raise DetectorError(f"tile {tile!r}: expected ROWSxCOLS such as 2x3") from None
+    else:
+        try:
+            rows, cols = (int(v) for v in tile)
+        except (TypeError, ValueError):
+            raise DetectorError(f"tile {tile!r}: expected an int n (n×n) or (rows, cols)") from None
+    if rows < 1 or cols < 1:
+        raise DetectorError(f"tile {tile!r}: rows and cols must be >= 1")
+    if rows == cols == 1:
+        return None
+    return rows, cols
+
+
+class _TorchBackend:
+    def __init__(self, model: nn.Module, device: torch.device, half: bool):
+        self.model = model.to(device).eval()
+        self.device, self.half = device, half
+        if half:
+            self.model.half()
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> torch.Tensor:
+        # uint8 crosses to the device (4x less than float), the channel flip and scaling run there.
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).flip(1).to(torch.float16 if self.half else torch.float32).mul_(1 / 255)
+        pred, _ = self.model(x)
+        return pred.float()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class _OnnxRuntimeBackend:
+    def __init__(self, path: Path, device: torch.device):
+        from slimyolo_ros.export.onnx import ort_session
+
+        self.session = ort_session(path, device)
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+
+    def __call__(self, batch: np.ndarray) -> torch.Tensor:
+        x = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+        x *= np.float32(1 / 255)
+        (pred,) = self.session.run(None, {self.input_name: x})
+        return torch.from_numpy(pred)
+
+    def sync(self) -> None:
+        pass
+
+
+class Detector:
+    """Images in (H×W×3 uint8 BGR), N×6 float32 detections out: x1, y1, x2, y2 (original pixels),
+    score = objectness × class probability, class index.
+
+    ``weights``: a ``.pt`` checkpoint, Darknet ``.weights`` (with ``cfg``) or, for
+    ``backend="onnxruntime"``, an ``.onnx`` written by ``slimyolo export --decoded``. With the
+    onnxruntime backend and ``.pt``/``.weights``, the model is exported once to a cache file
+    (``onnx_cache`` folder, default ``$SLIMYOLO_CACHE`` or ``~/.cache/slimyolo_ros``).
+
+    ``fuse`` folds BatchNorm into the convolutions of a private copy of the model (exact to ~1e-6,
+    faster). ``tile`` = n or (rows, cols) runs overlapping crops (``tile_overlap`` of a crop's side)
+    plus, if ``tile_full_frame``, the whole frame, and merges them with class-aware NMS.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None,
+        cfg: str | os.PathLike | None = None,
+        names: str | os.PathLike | None = None,
+        device: str | torch.device = "auto",
+        half: bool = False,
+        img_size: int | None = None,
+        conf_threshold: float = 0.25,
+        nms_threshold: float = 0.45,
+        max_detections: int = 300,
+        classes: Sequence[str | int] | None = None,
+        backend: str = "torch",
+        tile: int | tuple[int, int] | str | None = None,
+        *,
+        fuse: bool = True,
+        multi_label: bool = False,
+        tile_overlap: float = 0.2,
+        tile_full_frame: bool = True,
+        onnx_cache: str | os.PathLike | None = None,
+        _model: nn.Module | None = None,
+        _class_names: Sequence[str] | None = None,
+    ):
+        if backend not in BACKENDS:
+            raise DetectorError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.device = resolve_device(device)
+        if half and self.device.type != "cuda":
+            warnings.warn(f"half=True ignored on {self.device}: fp16 is only used on CUDA", RuntimeWarning,
+                          stacklevel=2)
+            half = False
+        if half and backend != "torch":
+            warnings.warn("half=True ignored with the onnxruntime backend (the fp32 graph is used)",
+                          RuntimeWarning, stacklevel=2)
+            half = False
+        self.half = half
+        self.fused = False
+        self.weights = Path(weights) if weights is not None else None
+
+        onnx_path: Path | None = None
+        model = _model
+        if model is not None:
+            class_names = list(_class_names or [])
+            size = img_size or getattr(model, "img_size", None)
+        elif self.weights is not None and self.weights.suffix == ".onnx":
+            if backend != "onnxruntime":
+                raise DetectorError(f"{self.weights}: an .onnx model needs backend='onnxruntime'")
+            from slimyolo_ros.export.onnx import read_metadata
+
+            meta = read_metadata(self.weights)
+            if meta.get("outputs") != "decoded":
+                raise DetectorError(f"{self.weights}: the Detector needs an ONNX exported with decoded "
+                                    f"boxes (slimyolo export --decoded); this one has "
+                                    f"outputs={meta.get('outputs')!r}")
+            onnx_path = self.weights
+            if names is not None:
+                from slimyolo_ros.darknet.checkpoint import load_names
+
+                class_names = load_names(names)
+            else:
+                class_names = list(meta.get("class_names") or [])
+            size = int(meta["img_size"])
+            if img_size is not None and int(img_size) != size:
+                raise DetectorError(f"{self.weights}: exported for img_size {size}, img_size={img_size} "
+                                    f"asked; export again with --img-size {img_size}")
+        elif self.weights is not None:
+            from slimyolo_ros.darknet.checkpoint import load_model
+
+            model, class_names, size = load_model(self.weights, cfg=cfg, names=names, device="cpu")
+            size = img_size or size
+        else:
+            raise DetectorError("Detector needs weights (.pt, .weights or .onnx) or Detector.from_model(...)")
+
+        self.img_size = int(img_size or size or 416)
+        if self.img_size < MAX_STRIDE or self.img_size % MAX_STRIDE:
+            raise DetectorError(f"img_size {self.img_size}: must be a positive multiple of {MAX_STRIDE}")
+        self.class_names: list[str] = list(class_names)
+        if not self.class_names:
+            n = getattr(model, "num_classes", 0)
+            self.class_names = [str(i) for i in range(n)]
+
+        if model is not None:
+            if fuse:
+                from slimyolo_ros.detect.fuse import fuse_model
+
+                model = fuse_model(model)
+                self.fused = True
+            else:
+                model = model.eval()
+        if backend == "torch":
+            self._backend: Any = _TorchBackend(model, self.device, self.half)
+            self.model = self._backend.model
+        else:
+            if onnx_path is None:
+                from slimyolo_ros.export.onnx import cached_onnx
+
+                onnx_path = cached_onnx(model, self.img_size, self.class_names, cache_dir=onnx_cache)
+            self._backend = _OnnxRuntimeBackend(onnx_path, self.device)
+            self.model = model
+        self.onnx_path = onnx_path
+
+        self.conf_threshold = conf_threshold
+        self.nms_threshold = nms_threshold
+        self.max_detections = max_detections
+        self.multi_label = bool(multi_label)
+        self.class_filter = classes
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.tile_full_frame = bool(tile_full_frame)
+        self.last_timings: dict[str, float] = {}
+        if self.device.type == "cuda":
+            self.warmup()
+
+    @classmethod
+    def from_model(cls, model: nn.Module, class_names: Sequence[str], img_size: int | None = None,
+                   **kw: Any) -> Detector:
+        """A Detector around a model already in memory (e.g. evaluation during training). With
+        ``fuse=True`` (default) it works on a folded copy, so the caller's model is left untouched."""
+        kw.setdefault("device", next(model.parameters()).device)
+        return cls(None, img_size=img_size, _model=model, _class_names=list(class_names), **kw)
+
+    # ----- settable parameters, validated -----
+    @property
+    def conf_threshold(self) -> float:
+        return self._conf
+
+    @conf_threshold.setter
+    def conf_threshold(self, value: float) -> None:
+        self._conf = _unit_interval("conf_threshold", value)
+
+    @property
+    def nms_threshold(self) -> float:
+        return self._nms
+
+    @nms_threshold.setter
+    def nms_threshold(self, value: float) -> None:
+        self._nms = _unit_interval("nms_threshold", value)
+
+    @property
+    def max_detections(self) -> int:
+        return self._max_det
+
+    @max_detections.setter
+    def max_detections(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise DetectorError(f"max_detections {value!r}: must be an integer >= 1")
+        self._max_det = int(value)
+
+    @property
+    def class_filter(self) -> list[str] | None:
+        """Names of the classes reported, or None for all."""
+        return None if self._class_idx is None else [self.class_names[i] for i in self._class_idx]
+
+    @class_filter.setter
+    def class_filter(self, classes: Sequence[str | int] | str | None) -> None:
+        if classes is None:
+            self._class_idx = None
+            return
+        if isinstance(classes, str):
+            classes = [c for c in classes.split(",") if c.strip()]
+        lookup = {n: i for i, n in enumerate(self.class_names)}
+        idx: list[int] = []
+        for c in classes:
+            if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+                if not 0 <= c < len(self.class_names):
+                    raise DetectorError(f"class index {c} out of range 0..{len(self.class_names) - 1}")
+                idx.append(int(c))
+            elif isinstance(c, str) and c.strip() in lookup:
+                idx.append(lookup[c.strip()])
+            else:
+                raise DetectorError(f"unknown class {c!r}; valid names: {', '.join(self.class_names)}")
+        self._class_idx = sorted(set(idx))
+
+    @property
+    def tile(self) -> tuple[int, int] | None:
+        return self._tile
+
+    @tile.setter
+    def tile(self, value: Any) -> None:
+        self._tile = _parse_tile(value)
+
+    @property
+    def tile_overlap(self) -> float:
+        return self._tile_overlap
+
+    @tile_overlap.setter
+    def tile_overlap(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value < 1.0:
+            raise DetectorError(f"tile_overlap {value}: must be in [0, 1)")
+        self._tile_overlap = value
+
+    # ----- inference -----
+    def warmup(self, runs: int = 2) -> None:
+        """Run the network on blank input (CUDA kernels selected and memory pooled before real frames)."""
+        blank = np.zeros((1, self.img_size, self.img_size, 3), np.uint8)
+        for _ in range(runs):
+            self._backend(blank)
+        self._backend.sync()
+
+    def __call__(self, img_bgr: np.ndarray) -> np.ndarray:
+        img = as_bgr(img_bgr)
+        if self._tile is None:
+            return self._detect([img])[0]
+        return self._detect_tiled(img)
+
+    def detect_many(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+        """Detections for each image; images go through the network ``batch_size`` at a time."""
+        out: list[np.ndarray] = []
+        totals: dict[str, float] = {}
+        for start in range(0, len(images), batch_size):
+            chunk = [as_bgr(im) for im in images[start : start + batch_size]]
+            if self._tile is None:
+                out.extend(self._detect(chunk))
+            else:
+                out.extend(self._detect_tiled(im) for im in chunk)
+            for k, v in self.last_timings.items():
+                totals[k] = totals.get(k, 0.0) + v
+        self.last_timings = totals
+        return out
+
+    def _detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        t0 = time.perf_counter()
+        padded, metas = [], []
+        for img in images:
+            p, scale, pad = letterbox(img, self.img_size)
+            padded.append(p)
+            metas.append((scale, pad, img.shape[:2]))
+        batch = padded[0][None] if len(padded) == 1 else np.stack(padded)
+        t1 = time.perf_counter()
+        pred = self._backend(batch)
+        self._backend.sync()
+        t2 = time.perf_counter()
+        dets = postprocess(pred, self._conf, self._nms, self._max_det, self._class_idx, self.multi_label)
+        results = [unletterbox_boxes(d.cpu().numpy(), *m) for d, m in zip(dets, metas, strict=True)]
+        t3 = time.perf_counter()
+        self.last_timings = {"preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3,
+                             "postprocess": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
+        return results
+
+    def _detect_tiled(self, img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        rows, cols = self._tile
+        windows = tile_windows(h, w, rows, cols, self._tile_overlap)
+        if self.tile_full_frame:
+            windows = [(0, 0, w, h), *windows]
+        crops = [img[y0:y1, x0:x1] for (x0, y0, x1, y1) in windows]
+        per_crop = self._detect(crops)
+        t0 = time.perf_counter()
+        parts = []
+        for d, (x0, y0, _, _) in zip(per_crop, windows, strict=True):
+            if len(d):
+                d = d.copy()
+                d[:, [0, 2]] += x0
+                d[:, [1, 3]] += y0
+                parts.append(d)
+        if not parts:
+            merged = np.zeros((0, 6), np.float32)
+        else:
+            allb = torch.from_numpy(np.concatenate(parts))
+            keep = batched_nms(allb[:, :4], allb[:, 4], allb[:, 5].long(), self._nms, self._max_det)
+            merged = allb[keep].numpy()
+        self.last_timings["postprocess"] += (time.perf_counter() - t0) * 1e3
+        self.last_timings["total"] += (time.perf_counter() - t0) * 1e3
+        self.last_timings["tiles"] = float(len(windows))
+        return merged
+
+    def __repr__(self) -> str:
+        return (f"Detector(backend={self.backend!r}, device={str(self.device)!r}, img_size={self.img_size}, "
+                f"classes={len(self.class_names)}, conf={self._conf}, nms={self._nms}, half={self.half}, "
+                f"fused={self.fused}, tile={self._tile})")
+
+
+def _unit_interval(name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise DetectorError(f"{name} {value!r}: must be a number in [0, 1]") from None
+    if not 0.0 <= v <= 1.0 or math.isnan(v):
+        raise DetectorError(f"{name} {value!r}: must be in [0, 1]")
+    return v

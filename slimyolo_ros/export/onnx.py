@@ -1,0 +1,286 @@
+"""ONNX export of a Darknet model, the parity check against torch, and ONNX Runtime sessions.
+
+Exported with torch's TorchScript-based exporter (``dynamo=False``): it writes one self-contained
+file (the dynamo exporter stores weights as external data, which OpenCV DNN cannot read) and its
+graphs load in ONNX Runtime, OpenCV DNN and TensorRT's trtexec.
+
+Outputs: ``pred`` B×N×(5+C) decoded boxes (cx, cy, w, h in input pixels, sigmoid objectness,
+sigmoid class probabilities — what the Detector post-processes) with ``decoded=True``; otherwise one raw
+head per [yolo] layer, ``head{i}`` B×A×H×W×(5+C) before any sigmoid/exp (decode with the
+``anchors`` and ``strides`` stored in the file's metadata). The file's metadata_props carry
+``class_names`` (JSON), ``img_size``, ``outputs`` (decoded|raw), ``anchors``, ``strides``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimyolo_ros.errors import SlimyoloError
+from slimyolo_ros.io_utils import atomic_write
+
+OPSET = 17
+# Bump when the exported graph changes shape or meaning, so stale cache files are not reused.
+EXPORT_VERSION = "1"
+PARITY_TOL = 1e-4
+
+
+class ExportError(SlimyoloError):
+    """Export failed or the exported graph disagrees with torch."""
+
+
+class ExportModel(nn.Module):
+    """The network as exported: float input N×3×S×S RGB in [0, 1] → decoded ``pred`` or raw heads."""
+
+    def __init__(self, model: nn.Module, decoded: bool):
+        super().__init__()
+        self.model = model
+        self.decoded = decoded
+
+    def forward(self, x: torch.Tensor):
+        pred, raws = self.model(x)
+        return pred if self.decoded else tuple(raws)
+
+
+def _yolo_info(model: nn.Module, img_size: int) -> tuple[list[list[list[float]]], list[float]]:
+    layers = [model.module_list[i] for i in getattr(model, "yolo_layers", [])]
+    anchors = [m.anchors.tolist() for m in layers]
+    # Strides are fixed by the architecture (input / grid), so any input size gives the same ones.
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, img_size, img_size, device=next(model.parameters()).device,
+                          dtype=next(model.parameters()).dtype))
+    strides = [float(m.stride) for m in layers]
+    return anchors, strides
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    img_size: int,
+    class_names: list[str] | None = None,
+    *,
+    decoded: bool = False,
+    dynamic: bool = False,
+    dynamic_batch: bool = True,
+    half: bool = False,
+    opset: int = OPSET,
+    check: bool = True,
+) -> dict[str, Any]:
+    """Write ``model`` as one ONNX file (atomically) and, with ``check``, compare ONNX Runtime's
+    outputs with torch's on a random input. Returns a report dict (path, outputs, parity numbers).
+
+    ``dynamic``: batch, height and width are free (ONNX Runtime, TensorRT with profiles; OpenCV DNN
+    cannot load such a graph). Otherwise only the batch is free (``dynamic_batch``), which every
+    runtime here accepts. ``half`` exports fp16 weights and input (for GPU runtimes).
+    """
+    import onnx
+
+    if opset < 13:
+        raise ExportError(f"opset {opset}: must be >= 13")
+    path = Path(path)
+    src_device = next(model.parameters()).device
+    net = ExportModel(_export_copy(model, half), decoded).eval()
+    dtype = torch.float16 if half else torch.float32
+    dummy = torch.rand(1, 3, img_size, img_size, generator=torch.Generator().manual_seed(0)).to(dtype)
+    n_heads = len(getattr(model, "yolo_layers", []))
+    output_names = ["pred"] if decoded else [f"head{i}" for i in range(n_heads)]
+    axes: dict[str, dict[int, str]] = {}
+    if dynamic or dynamic_batch:
+        axes["images"] = {0: "batch"}
+        for name in output_names:
+            axes[name] = {0: "batch"}
+        if dynamic:
+            axes["images"].update({2: "height", 3: "width"})
+            for name in output_names:
+                axes[name].update({1: "boxes"} if decoded else {2: "grid_y", 3: "grid_x"})
+    anchors, strides = _yolo_info(net.model, img_size)
+
+    def write(tmp: str) -> None:
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of dynamo, which cannot write one file
+            # OpenCV reads; its tracer warnings about python ints in the decode are expected.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (dummy,), tmp, dynamo=False, opset_version=opset, input_names=["images"],
+                              output_names=output_names, dynamic_axes=axes or None, do_constant_folding=True)
+        proto = onnx.load(tmp)
+        meta = {"producer": "slimyolo_ros", "export_version": EXPORT_VERSION,
+                "outputs": "decoded" if decoded else "raw", "img_size": str(img_size),
+                "class_names": json.dumps(list(class_names or [])), "anchors": json.dumps(anchors),
+                "strides": json.dumps(strides), "dtype": "float16" if half else "float32"}
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.checker.check_model(proto)
+        onnx.save_model(proto, tmp, save_as_external_data=False)
+
+    try:
+        atomic_write(path, write)
+    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:  # type: ignore[attr-defined]
+        raise ExportError(f"{path}: ONNX export failed: {exc}") from exc
+    report: dict[str, Any] = {"path": str(path), "format": "onnx", "opset": opset, "img_size": img_size,
+                              "outputs": "decoded" if decoded else "raw", "dynamic": dynamic, "half": half,
+                              "bytes": path.stat().st_size}
+    if check:
+        report["onnxruntime"] = check_parity(path, model.to(src_device), img_size, decoded=decoded, half=half)
+        if not report["onnxruntime"]["ok"]:
+            diff = report["onnxruntime"]["max_abs_diff"]
+            raise ExportError(f"{path}: ONNX Runtime disagrees with torch: max abs diff {diff:.3g} "
+                              f"(tolerance {PARITY_TOL} abs + rel)")
+    return report
+
+
+def _export_copy(model: nn.Module, half: bool) -> nn.Module:
+    import copy
+
+    m = copy.deepcopy(model).cpu().eval()
+    return m.half() if half else m.float()
+
+
+def _random_input(img_size: int, batch: int = 1, seed: int = 0) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    return g.random((batch, 3, img_size, img_size), dtype=np.float32)
+
+
+def torch_reference(model: nn.Module, x: np.ndarray, decoded: bool) -> list[np.ndarray]:
+    net = ExportModel(_export_copy(model, False), decoded).eval()
+    with torch.inference_mode():
+        out = net(torch.from_numpy(x))
+    return [out.numpy()] if decoded else [o.numpy() for o in out]
+
+
+def compare(
+    outputs: list[np.ndarray], reference: list[np.ndarray], tol: float = PARITY_TOL
+) -> dict[str, Any]:
+    """Max abs difference and whether every value is within ``tol`` abs + ``tol`` × |ref| (allclose)."""
+    if len(outputs) != len(reference):
+        return {"ok": False, "max_abs_diff": float("inf"), "error": f"{len(outputs)} outputs, expected "
+                                                                    f"{len(reference)}"}
+    max_abs, ok = 0.0, True
+    for a, b in zip(outputs, reference, strict=True):
+        a = np.asarray(a, np.float32)
+        if a.shape != b.shape:
+            return {"ok": False, "max_abs_diff": float("inf"), "error": f"shape {a.shape} != {b.shape}"}
+        diff = np.abs(a - b)
+        max_abs = max(max_abs, float(diff.max(initial=0.0)))
+        ok &= bool(np.all(diff <= tol + tol * np.abs(b)))
+    return {"ok": ok, "max_abs_diff": max_abs, "tolerance": tol}
+
+
+def check_parity(path: str | os.PathLike, model: nn.Module, img_size: int, *, decoded: bool,
+                 half: bool = False, batch: int = 1) -> dict[str, Any]:
+    """ONNX Runtime (CPU) on ``path`` vs the torch model (fp32) on one seeded random input."""
+    x = _random_input(img_size, batch)
+    ref = torch_reference(model, x, decoded)
+    session = ort_session(path, torch.device("cpu"))
+    feed = x.astype(np.float16) if half else x
+    try:
+        outs = session.run(None, {session.get_inputs()[0].name: feed})
+    except Exception as exc:  # ORT raises its own exception types; report, do not crash the export
+        return {"ok": False, "max_abs_diff": float("nan"), "error": f"onnxruntime run failed: {exc}"}
+    # fp16 carries ~3 decimal digits; the check then only guards against a broken graph.
+    return compare(outs, ref, tol=2e-2 if half else PARITY_TOL)
+
+
+def check_opencv(
+    path: str | os.PathLike, model: nn.Module, img_size: int, *, decoded: bool
+) -> dict[str, Any]:
+    """Load ``path`` with OpenCV DNN and compare its outputs with torch's."""
+    import cv2
+
+    try:
+        net = cv2.dnn.readNetFromONNX(str(path))
+    except cv2.error as exc:
+        return {"loads": False, "ok": False, "error": str(exc).strip().splitlines()[-1]}
+    x = _random_input(img_size)
+    net.setInput(x)
+    outs = net.forward(net.getUnconnectedOutLayersNames())
+    ref = torch_reference(model, x, decoded)
+    # OpenCV does not keep the output order of the graph; match heads by shape.
+    outs = sorted(outs, key=lambda o: o.shape)
+    ref_sorted = sorted(ref, key=lambda o: o.shape)
+    return {"loads": True, **compare(list(outs), ref_sorted)}
+
+
+def ort_session(path: str | os.PathLike, device: torch.device | str = "cpu"):
+    """An ONNX Runtime session on CPU, or CUDA when ``device`` is a GPU (errors if ORT lacks CUDA)."""
+    import onnxruntime as ort
+
+    device = torch.device(device)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ExportError(f"device {device}: this onnxruntime has no CUDAExecutionProvider "
+                              f"(available: {', '.join(ort.get_available_providers())}); "
+                              f"install onnxruntime-gpu or use device='cpu'")
+        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # ORT's own exception types (InvalidGraph, NoSuchFile, ...)
+        raise ExportError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata_props written by :func:`export_onnx` (``class_names``, ``img_size``, ...)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: ONNX file not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise ExportError(f"{path}: not a readable ONNX model: {exc}") from None
+    meta: dict[str, Any] = {p.key: p.value for p in proto.metadata_props}
+    for key in ("class_names", "anchors", "strides"):
+        if key in meta:
+            meta[key] = json.loads(meta[key])
+    if "img_size" not in meta:
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[3].dim_value:
+            meta["img_size"] = dims[3].dim_value
+        else:
+            raise ExportError(f"{path}: no img_size in metadata and the input width is not fixed")
+    return meta
+
+
+def model_digest(model: nn.Module, *parts: object) -> str:
+    """A content hash of the architecture and weights (and ``parts``) naming a cache file."""
+    h = hashlib.sha256()
+    h.update(EXPORT_VERSION.encode())
+    for p in parts:
+        h.update(repr(p).encode())
+    if hasattr(model, "cfg_text"):
+        h.update(model.cfg_text().encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SLIMYOLO_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "slimyolo_ros"
+
+
+def cached_onnx(model: nn.Module, img_size: int, class_names: list[str],
+                cache_dir: str | os.PathLike | None = None) -> Path:
+    """Path of a decoded, dynamic-batch ONNX of ``model``; exported (and parity-checked) on first use."""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir() / "onnx"
+    path = folder / f"{model_digest(model, img_size, list(class_names))}.onnx"
+    if not path.is_file():
+        export_onnx(model, path, img_size, class_names, decoded=True, dynamic_batch=True, check=True)
+    return path
