@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from slimyolo_ros.errors import SlimyoloError
 BACKENDS = ("torch", "onnxruntime")
 # Largest stride of every cfg in the family; the input side must be a multiple of it.
 MAX_STRIDE = 32
+TILE_BATCH = 8
 
 
 class DetectorError(SlimyoloError, ValueError):
@@ -95,42 +97,102 @@ def as_bgr(img: Any) -> np.ndarray:
     return img
 
 
+def _spans(
+    length: int, overlap: float, n: int | None = None, side: int | None = None
+) -> list[tuple[int, int]]:
+    """``n`` windows (or as many windows of ``side`` as needed) covering ``0..length``, neighbours
+    overlapping by ``overlap`` of a window."""
+    if side is not None:
+        side = min(side, length)
+        n = 1 if side >= length else math.ceil((length - side) / (side * (1 - overlap))) + 1
+    elif n is None or n <= 1:
+        return [(0, length)]
+    else:
+        side = min(length, math.ceil(length / (n - (n - 1) * overlap)))
+    starts = np.linspace(0, length - side, n).round().astype(int)
+    return [(int(s), int(s) + side) for s in starts]
+
+
 def tile_windows(
     height: int, width: int, rows: int, cols: int, overlap: float
 ) -> list[tuple[int, int, int, int]]:
     """``rows × cols`` windows ``(x0, y0, x1, y1)`` covering the image, neighbours overlapping by
     ``overlap`` of a window's side."""
-    def spans(length: int, n: int) -> list[tuple[int, int]]:
-        if n <= 1:
-            return [(0, length)]
-        side = min(length, math.ceil(length / (n - (n - 1) * overlap)))
-        starts = np.linspace(0, length - side, n).round().astype(int)
-        return [(int(s), int(s) + side) for s in starts]
-
-    return [(x0, y0, x1, y1) for (y0, y1) in spans(height, rows) for (x0, x1) in spans(width, cols)]
+    return [(x0, y0, x1, y1) for (y0, y1) in _spans(height, overlap, n=rows)
+            for (x0, x1) in _spans(width, overlap, n=cols)]
 
 
-def _parse_tile(tile: Any) -> tuple[int, int] | None:
+@dataclass(frozen=True)
+class TileSpec:
+    """How a frame is cut: a fixed ``rows × cols`` grid, or square windows of ``size`` pixels
+    (0: the network input size, i.e. tiles seen at native resolution) as many as the frame needs."""
+
+    rows: int = 0
+    cols: int = 0
+    size: int = 0
+    overlap: float = 0.2
+    full_frame: bool = True
+
+    def windows(self, height: int, width: int, img_size: int) -> list[tuple[int, int, int, int]]:
+        if self.rows and self.cols:
+            tiles = tile_windows(height, width, self.rows, self.cols, self.overlap)
+        else:
+            side = self.size or img_size
+            tiles = [(x0, y0, x1, y1) for (y0, y1) in _spans(height, self.overlap, side=side)
+                     for (x0, x1) in _spans(width, self.overlap, side=side)]
+        full = (0, 0, width, height)
+        if self.full_frame and full not in tiles:
+            tiles = [full, *tiles]
+        return tiles
+
+
+def parse_tile(tile: Any, overlap: float = 0.2, full_frame: bool = True) -> TileSpec | None:
+    """``None``/``False`` → no tiling; ``n`` → n×n; ``(rows, cols)`` or ``"ROWSxCOLS"`` → grid;
+    ``{"size": px|None, "overlap": f, "rows": r, "cols": c, "full_frame": b}`` → as given."""
     if tile is None or tile is False:
         return None
-    if isinstance(tile, int):
-        rows = cols = tile
-    elif isinstance(tile, str):
-        parts = tile.lower().replace("x", ",").split(",")
+    if isinstance(tile, TileSpec):
+        spec = tile
+    elif isinstance(tile, dict):
+        unknown = set(tile) - {"size", "overlap", "rows", "cols", "full_frame"}
+        if unknown:
+            raise DetectorError(f"tile {tile!r}: unknown keys {sorted(unknown)} "
+                                f"(expected size, overlap, rows, cols, full_frame)")
         try:
-            rows, cols = (int(parts[0]), int(parts[-1]))
-        except ValueError:
-            raise DetectorError(f"tile {tile!r}: expected ROWSxCOLS such as 2x3") from None
-    else:
-        try:
-            rows, cols = (int(v) for v in tile)
+            spec = TileSpec(rows=int(tile.get("rows") or 0), cols=int(tile.get("cols") or 0),
+                            size=int(tile.get("size") or 0), overlap=float(tile.get("overlap", overlap)),
+                            full_frame=bool(tile.get("full_frame", full_frame)))
         except (TypeError, ValueError):
-            raise DetectorError(f"tile {tile!r}: expected an int n (n×n) or (rows, cols)") from None
-    if rows < 1 or cols < 1:
-        raise DetectorError(f"tile {tile!r}: rows and cols must be >= 1")
-    if rows == cols == 1:
+            raise DetectorError(f"tile {tile!r}: size/rows/cols must be integers, overlap a number") from None
+        if spec.size < 0:
+            raise DetectorError(f"tile size {spec.size}: must be >= 0 (0: the network input size)")
+    else:
+        if isinstance(tile, bool):
+            rows = cols = 0  # tile=True: windows of the network input size
+        elif isinstance(tile, (int, np.integer)):
+            rows = cols = int(tile)
+        elif isinstance(tile, str):
+            parts = tile.lower().replace("x", ",").split(",")
+            try:
+                rows, cols = int(parts[0]), int(parts[-1])
+            except ValueError:
+                raise DetectorError(f"tile {tile!r}: expected ROWSxCOLS such as 2x3") from None
+        else:
+            try:
+                rows, cols = (int(v) for v in tile)
+            except (TypeError, ValueError):
+                raise DetectorError(f"tile {tile!r}: expected an int n (n×n), (rows, cols) "
+                                    f"or a dict") from None
+        if not isinstance(tile, bool) and (rows < 1 or cols < 1):
+            raise DetectorError(f"tile {tile!r}: rows and cols must be >= 1")
+        spec = TileSpec(rows=rows, cols=cols, overlap=overlap, full_frame=full_frame)
+    if bool(spec.rows) != bool(spec.cols) or spec.rows < 0 or spec.cols < 0:
+        raise DetectorError(f"tile {tile!r}: give both rows and cols (>= 1) or neither")
+    if not 0.0 <= spec.overlap < 1.0:
+        raise DetectorError(f"tile overlap {spec.overlap}: must be in [0, 1)")
+    if spec.rows == spec.cols == 1:
         return None
-    return rows, cols
+    return spec
 
 
 class _TorchBackend:
@@ -181,8 +243,9 @@ class Detector:
     (``onnx_cache`` folder, default ``$SLIMYOLO_CACHE`` or ``~/.cache/slimyolo_ros``).
 
     ``fuse`` folds BatchNorm into the convolutions of a private copy of the model (exact to ~1e-6,
-    faster). ``tile`` = n or (rows, cols) runs overlapping crops (``tile_overlap`` of a crop's side)
-    plus, if ``tile_full_frame``, the whole frame, and merges them with class-aware NMS.
+    faster). ``tile`` (see :func:`parse_tile`: n, (rows, cols), or {"size": px, "overlap": f}) runs
+    overlapping crops (``tile_overlap`` of a crop's side) plus, if ``tile_full_frame``, the whole
+    frame through the network as one batch, and merges their detections with class-aware NMS.
     """
 
     def __init__(
@@ -198,7 +261,7 @@ class Detector:
         max_detections: int = 300,
         classes: Sequence[str | int] | None = None,
         backend: str = "torch",
-        tile: int | tuple[int, int] | str | None = None,
+        tile: int | tuple[int, int] | str | dict | None = None,
         *,
         fuse: bool = True,
         multi_label: bool = False,
@@ -291,9 +354,10 @@ class Detector:
         self.max_detections = max_detections
         self.multi_label = bool(multi_label)
         self.class_filter = classes
-        self.tile = tile
+        self._tile = None
+        self._tile_full_frame = bool(tile_full_frame)
         self.tile_overlap = tile_overlap
-        self.tile_full_frame = bool(tile_full_frame)
+        self.tile = tile
         self.last_timings: dict[str, float] = {}
         if self.device.type == "cuda":
             self.warmup()
@@ -359,16 +423,16 @@ class Detector:
         self._class_idx = sorted(set(idx))
 
     @property
-    def tile(self) -> tuple[int, int] | None:
+    def tile(self) -> TileSpec | None:
         return self._tile
 
     @tile.setter
     def tile(self, value: Any) -> None:
-        self._tile = _parse_tile(value)
+        self._tile = parse_tile(value, self._tile_overlap, self._tile_full_frame)
 
     @property
     def tile_overlap(self) -> float:
-        return self._tile_overlap
+        return self._tile.overlap if self._tile else self._tile_overlap
 
     @tile_overlap.setter
     def tile_overlap(self, value: float) -> None:
@@ -376,6 +440,8 @@ class Detector:
         if not 0.0 <= value < 1.0:
             raise DetectorError(f"tile_overlap {value}: must be in [0, 1)")
         self._tile_overlap = value
+        if self._tile is not None:
+            self._tile = replace(self._tile, overlap=value)
 
     # ----- inference -----
     def warmup(self, runs: int = 2) -> None:
@@ -427,12 +493,16 @@ class Detector:
 
     def _detect_tiled(self, img: np.ndarray) -> np.ndarray:
         h, w = img.shape[:2]
-        rows, cols = self._tile
-        windows = tile_windows(h, w, rows, cols, self._tile_overlap)
-        if self.tile_full_frame:
-            windows = [(0, 0, w, h), *windows]
+        windows = self._tile.windows(h, w, self.img_size)
         crops = [img[y0:y1, x0:x1] for (x0, y0, x1, y1) in windows]
-        per_crop = self._detect(crops)
+        per_crop: list[np.ndarray] = []
+        timings: dict[str, float] = {}
+        # Bounded batches: 85 tiles of a 4K frame at once would need gigabytes of activations.
+        for start in range(0, len(crops), TILE_BATCH):
+            per_crop.extend(self._detect(crops[start : start + TILE_BATCH]))
+            for k, v in self.last_timings.items():
+                timings[k] = timings.get(k, 0.0) + v
+        self.last_timings = timings
         t0 = time.perf_counter()
         parts = []
         for d, (x0, y0, _, _) in zip(per_crop, windows, strict=True):

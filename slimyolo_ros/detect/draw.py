@@ -1,0 +1,72 @@
+"""Annotated images: detection boxes with class name and score, for people to look at.
+
+Used by ``slimyolo detect --out``, the node's debug image and bag-replay frames.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from slimyolo_ros.io_utils import atomic_write_bytes
+
+# Distinct, saturated BGR colours; class i uses PALETTE[i % len(PALETTE)].
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+    (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
+    (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
+    (200, 149, 255), (199, 55, 255),
+)
+
+
+def class_color(cls: int) -> tuple[int, int, int]:
+    return PALETTE[int(cls) % len(PALETTE)]
+
+
+def draw_detections(
+    img: np.ndarray,
+    dets: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    thickness: int | None = None,
+    show_score: bool = True,
+) -> np.ndarray:
+    """A copy of ``img`` (BGR, or gray which is converted) with the N×6 ``dets`` drawn on it.
+
+    Line width and font scale follow the image size, so boxes stay visible on 4K frames.
+    """
+    out = np.ascontiguousarray(img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)).copy()
+    if out.shape[2] == 4:
+        out = cv2.cvtColor(out, cv2.COLOR_BGRA2BGR)
+    h, w = out.shape[:2]
+    lw = thickness or max(1, round((h + w) / 2 * 0.003))
+    font_scale = max(0.4, lw / 3)
+    dets = np.asarray(dets, np.float32).reshape(-1, 6)
+    # Lowest score first so the most confident boxes end up on top.
+    for x1, y1, x2, y2, score, cls in dets[np.argsort(dets[:, 4])].tolist():
+        c = int(cls)
+        color = class_color(c)
+        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+        cv2.rectangle(out, p1, p2, color, lw, cv2.LINE_AA)
+        name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
+        label = f"{name} {score:.2f}" if show_score else name
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, lw // 2))
+        # Label above the box, or inside it when the box touches the top edge.
+        top = p1[1] - th - base - 2 >= 0
+        y_text = p1[1] - base - 1 if top else p1[1] + th + 1
+        bg_y1, bg_y2 = (p1[1] - th - base - 2, p1[1]) if top else (p1[1], p1[1] + th + base + 2)
+        cv2.rectangle(out, (p1[0], bg_y1), (p1[0] + tw + 2, bg_y2), color, -1)
+        cv2.putText(out, label, (p1[0] + 1, y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
+                    max(1, lw // 2), cv2.LINE_AA)
+    return out
+
+
+def write_png(path: str | os.PathLike, img: np.ndarray) -> Path:
+    """Encode ``img`` as PNG and write it atomically."""
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise ValueError(f"{path}: OpenCV could not encode a {img.shape} {img.dtype} image as PNG")
+    return atomic_write_bytes(path, buf.tobytes())
