@@ -1,0 +1,79 @@
+"""Where one frame's time goes in the node: the node's own functions, called in its order.
+
+Stages (each timed over repeated runs, median):
+  receive   rclpy deserialising the Image (the executor does this before the callback runs)
+  convert   ros/convert.image_to_bgr (Image -> H×W×3 BGR)
+  letterbox Detector stage ``preprocess`` (letterbox + batch)
+  forward   Detector stage ``forward`` (uint8 -> float on the device, network incl. YOLO decode)
+  decode+NMS Detector stage ``postprocess`` (score filter, class-aware NMS, back to original pixels)
+  message   ros/messages.to_detection2d_array
+  publish   a real rclpy publisher with one matched subscriber (DDS serialisation + hand-off)
+The letterbox/forward/postprocess numbers are the Detector's own ``last_timings`` from full
+``detector(img)`` calls, i.e. exactly what the node runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.common import Timing, time_call
+
+STAGES = ("receive", "convert", "letterbox", "forward", "decode+NMS", "message", "publish")
+
+
+def split_frame(det, img: np.ndarray, warmup: int, repeats: int, node=None) -> dict:
+    """Median ms per stage for one frame through ``det`` (a Detector) and the node's converters."""
+    import rclpy
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+
+    from slimyolo_ros.ros.convert import bgr_to_image, image_to_bgr
+    from slimyolo_ros.ros.messages import to_detection2d_array
+
+    own = node is None
+    if own:
+        if not rclpy.ok():
+            rclpy.init()
+        node = rclpy.create_node("slimyolo_bench_split")
+    pub = node.create_publisher(Detection2DArray, "/bench/split_detections", 10)
+    sub = node.create_subscription(Detection2DArray, "/bench/split_detections", lambda _m: None, 10)
+    end = time.monotonic() + 10
+    while pub.get_subscription_count() == 0 and time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+    msg = bgr_to_image(img)
+    wire = serialize_message(msg)
+    received = deserialize_message(wire, Image)
+    out: dict[str, Timing] = {}
+    out["receive"] = time_call(lambda: deserialize_message(wire, Image), warmup, repeats)
+    out["convert"] = time_call(lambda: image_to_bgr(received), warmup, repeats)
+    frame = image_to_bgr(received)
+    stage_t = {"letterbox": Timing(), "forward": Timing(), "decode+NMS": Timing()}
+    dets = None
+    for i in range(warmup + repeats):
+        dets = det(frame)
+        if i >= warmup:
+            lt = det.last_timings
+            stage_t["letterbox"].samples_ms.append(lt["preprocess"])
+            stage_t["forward"].samples_ms.append(lt["forward"])
+            stage_t["decode+NMS"].samples_ms.append(lt["postprocess"])
+    out.update(stage_t)
+    names = det.class_names
+    out["message"] = time_call(lambda: to_detection2d_array(dets, received.header, names), warmup, repeats)
+    built = to_detection2d_array(dets, received.header, names)
+
+    # KEEP_LAST history: an undrained subscriber never blocks the writer, so no spinning is timed.
+    out["publish"] = time_call(lambda: pub.publish(built), warmup, repeats)
+    node.destroy_subscription(sub)
+    node.destroy_publisher(pub)
+    if own:
+        node.destroy_node()
+    medians = {k: round(out[k].median, 3) for k in STAGES}
+    total = sum(medians.values())
+    return {"stages_ms": medians, "total_ms": round(total, 3),
+            "outside_forward_ms": round(total - medians["forward"], 3),
+            "detections": int(len(dets)), "frame": f"{img.shape[1]}x{img.shape[0]}",
+            "image_bytes": int(img.nbytes)}

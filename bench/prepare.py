@@ -1,0 +1,91 @@
+"""The models under test: synthetic sparse YOLOv3-SPP3 and its pruned versions from ``slimyolo prune``.
+
+Preparation is not timed. Each pruned model is produced by the project's own CLI (a subprocess
+running ``slimyolo prune``), exactly as a user would, so the benchmark measures the networks the
+pruner really emits (shortcut unions, per-layer keep floor, ``--channel-multiple`` rounding).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import REPO
+
+LAYER_KEEP = 0.1  # the SlimYOLOv3 authors' released prune_0.x cfgs keep >= 10% of every layer
+PERCENTS = {"slim-50": 0.5, "slim-90": 0.9, "slim-95": 0.95}
+
+
+@dataclass
+class ModelFiles:
+    """One network under test: Darknet cfg + .weights (OpenCV), .pt (torch / ONNX export)."""
+
+    name: str  # yolov3-spp3, slim-50, slim-90, slim-95
+    cfg: Path
+    weights: Path
+    pt: Path
+    channel_multiple: int = 1
+    gflops: dict[int, float] = field(default_factory=dict)
+    params: int = 0
+    onnx: dict[int, Path] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.name if self.channel_multiple == 1 else f"{self.name}/cm{self.channel_multiple}"
+
+
+def _complexity(mf: ModelFiles, sizes: tuple[int, ...]) -> None:
+    from slimyolo_ros.darknet.checkpoint import load_model
+    from slimyolo_ros.darknet.complexity import count_gflops, count_params
+
+    model, _, _ = load_model(mf.pt)
+    mf.params = count_params(model)
+    mf.gflops = {s: round(count_gflops(model, s), 3) for s in sizes}
+
+
+def make_base(work: Path, cfg: Path, seed: int, sizes: tuple[int, ...]) -> ModelFiles:
+    """The unpruned network with synthetic sparse gammas, saved as .pt and as cfg + .weights."""
+    from bench.sparse_model import class_names, make_sparse_model
+    from slimyolo_ros.darknet.checkpoint import save_checkpoint
+    from slimyolo_ros.darknet.weights import save_darknet_weights
+
+    out = work / "yolov3-spp3"
+    out.mkdir(parents=True, exist_ok=True)
+    model = make_sparse_model(cfg, seed=seed)
+    names = class_names(REPO)
+    mf = ModelFiles("yolov3-spp3", out / "sparse.cfg", out / "sparse.weights", out / "sparse.pt")
+    model.save_cfg(mf.cfg)
+    save_darknet_weights(model, mf.weights)
+    save_checkpoint(mf.pt, model, names, model.img_size)
+    _complexity(mf, sizes)
+    return mf
+
+
+def prune_command(base: ModelFiles, percent: float, channel_multiple: int, out: Path) -> list[str]:
+    return [sys.executable, "-m", "slimyolo_ros.cli", "prune", "--weights", str(base.pt),
+            "--global-percent", str(percent), "--layer-keep", str(LAYER_KEEP),
+            "--channel-multiple", str(channel_multiple), "--out", str(out), "--json"]
+
+
+def _run_prune(base: ModelFiles, name: str, cm: int, work: Path, sizes: tuple[int, ...]) -> ModelFiles:
+    out = work / (name if cm == 1 else f"{name}-cm{cm}")
+    cmd = prune_command(base, PERCENTS[name], cm, out)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    json.loads(proc.stdout)  # exactly one JSON object: the CLI contract
+    mf = ModelFiles(name, out / "pruned.cfg", out / "pruned.weights", out / "pruned.pt", channel_multiple=cm)
+    _complexity(mf, sizes)
+    return mf
+
+
+def make_pruned(base: ModelFiles, work: Path, multiples: dict[str, tuple[int, ...]], sizes: tuple[int, ...],
+                jobs: int = 2) -> list[ModelFiles]:
+    """Run ``slimyolo prune`` for every (model, channel multiple); ``jobs`` CLI processes at a time."""
+    todo = [(name, cm) for name, cms in multiples.items() for cm in cms]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda t: _run_prune(base, t[0], t[1], work, sizes), todo))

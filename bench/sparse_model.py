@@ -1,0 +1,135 @@
+"""A stand-in for a sparsity-trained YOLOv3-SPP3: random weights, BN gammas made sparse on purpose.
+
+Speed does not depend on what the weights have learned, only on the architecture the pruner leaves
+behind, so the benchmark does not need a trained model (days of GPU time). What it needs is:
+
+- |gamma| spread over decades like after L1 sparsity training: drawn log-uniform in
+  [GAMMA_MIN, GAMMA_MAX], i.i.d. over all channels, so the global P-percentile threshold of
+  ``slimyolo prune`` removes a share P of the prunable channels before the shortcut unions and the
+  per-layer keep floor (which the pruner applies, and the resulting GFLOPs record);
+- activations of a sane scale (no overflow, no denormals, which would make a CPU crawl): the BN
+  running statistics are set from one forward pass in train mode (data-dependent init), so every
+  BN sees mean 0 / variance 1 input as in a trained network;
+- a realistic amount of post-processing work: the head convs are rescaled so their logits have unit
+  spread and the objectness bias is chosen so about ``CANDIDATES`` boxes pass the confidence
+  threshold on the benchmark frame (a trained VisDrone model sees a few hundred on a dense frame),
+  instead of the thousands (or none) that raw random weights give.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from bench.common import SHARED_REFERENCE
+
+GAMMA_MIN, GAMMA_MAX = 1e-4, 1.0
+CANDIDATES = 200
+CONF_THRESHOLD = 0.25
+
+
+def bench_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A BGR frame of the given size: the real UAV frame in ../shared when present, else textured noise."""
+    real = SHARED_REFERENCE / "uav_frame_3840x2160.jpg"
+    img = cv2.imread(str(real)) if real.is_file() else None
+    if img is None:
+        rng = np.random.default_rng(seed)
+        small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+        img = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def frame_source() -> str:
+    real = SHARED_REFERENCE / "uav_frame_3840x2160.jpg"
+    return "the real 3840x2160 UAV frame of ../shared/reference (resized)" if real.is_file() \
+        else "textured noise (../shared/reference not present)"
+
+
+def _to_input(img_bgr: np.ndarray, size: int) -> torch.Tensor:
+    # Calibration only (not timed): a plain square resize is close enough to the letterbox.
+    rgb = cv2.cvtColor(cv2.resize(img_bgr, (size, size)), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+
+
+@torch.no_grad()
+def make_sparse_model(cfg: str | Path, seed: int = 0, calib_size: int = 320, head_size: int = 416):
+    """Darknet model from ``cfg`` with log-uniform |gamma|, calibrated BN statistics and heads."""
+    from slimyolo_ros.darknet.model import Darknet
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = Darknet.from_file(cfg)
+    bns = [m.bn for m in model.module_list if isinstance(m, torch.nn.Sequential) and hasattr(m, "bn")]
+    for bn in bns:
+        c = bn.num_features
+        gamma = np.exp(rng.uniform(np.log(GAMMA_MIN), np.log(GAMMA_MAX), c))
+        bn.weight.copy_(torch.from_numpy(gamma).float())
+        bn.bias.copy_(torch.from_numpy(rng.normal(0.0, 0.05, c)).float())
+
+    # Data-dependent init: with momentum 1 one train-mode pass stores exactly the batch statistics,
+    # and each BN normalises with them, so later layers are calibrated on normalised inputs too.
+    frame = bench_frame(1920, 1080, seed)
+    batch = torch.cat([_to_input(frame, calib_size), _to_input(frame[:, ::-1].copy(), calib_size)])
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 1.0
+    model.train()
+    model(batch)
+    for bn, m in zip(bns, saved, strict=True):
+        bn.momentum = m
+    model.eval()
+    _calibrate_heads(model, _to_input(frame, head_size))
+    return model
+
+
+@torch.no_grad()
+def _calibrate_heads(model, x: torch.Tensor) -> None:
+    feats: dict[int, torch.Tensor] = {}
+    hooks = []
+    for yi in model.yolo_layers:
+        conv = model.module_list[yi - 1].conv
+        hooks.append(conv.register_forward_hook(lambda m, inp, out, yi=yi: feats.__setitem__(yi, inp[0])))
+    model(x)
+    for h in hooks:
+        h.remove()
+    obj_logits, cls_best = [], []
+    for yi in model.yolo_layers:
+        conv = model.module_list[yi - 1].conv
+        layer = model.module_list[yi]
+        n = 5 + layer.num_classes
+        z = torch.nn.functional.conv2d(feats[yi], conv.weight, None, conv.stride, conv.padding)
+        std = z.flatten(2).std(dim=2)[0].clamp_min(1e-6)  # per output channel
+        scale = torch.ones_like(std)
+        target = torch.ones_like(std)
+        for a in range(layer.num_anchors):
+            target[a * n + 2: a * n + 4] = 0.3  # box size: exp() of a small spread around the anchor
+        scale = target / std
+        conv.weight.mul_(scale.view(-1, 1, 1, 1))
+        conv.bias.zero_()
+        z = z * scale.view(1, -1, 1, 1)
+        for a in range(layer.num_anchors):
+            obj_logits.append(z[0, a * n + 4].flatten())
+            cls_best.append(z[0, a * n + 5: (a + 1) * n].sigmoid().amax(0).flatten())
+    obj = torch.cat(obj_logits).double()
+    cls = torch.cat(cls_best).double()
+    # Bisection on the objectness bias b: count(sigmoid(z + b) * best_cls > conf) == CANDIDATES.
+    lo, hi = -30.0, 30.0
+    for _ in range(60):
+        b = (lo + hi) / 2
+        count = int(((obj + b).sigmoid() * cls > CONF_THRESHOLD).sum())
+        if count > CANDIDATES:
+            hi = b
+        else:
+            lo = b
+    for yi in model.yolo_layers:
+        conv = model.module_list[yi - 1].conv
+        n = 5 + model.module_list[yi].num_classes
+        for a in range(model.module_list[yi].num_anchors):
+            conv.bias[a * n + 4] = lo
+
+
+def class_names(repo: Path) -> list[str]:
+    return [line.strip() for line in (repo / "models" / "visdrone.names").read_text().splitlines() if line.strip()]
