@@ -52,7 +52,7 @@ ROOF_COLOURS = [(60, 80, 160), (120, 120, 125), (85, 85, 90), (130, 110, 95), (7
 class SynthConfig:
     size: tuple[int, int] = (640, 640)  # width, height
     objects: tuple[int, int] = (15, 40)  # annotated objects per image, inclusive range
-    min_size: float | None = None  # car length in px; None: 4 % of the short image side
+    min_size: float | None = None  # car length in px; None: 4 % of the short image side (>= 4 px)
     max_size: float | None = None  # None: 9 % of the short image side
     ignore_prob: float = 0.35  # chance of a car park / crowd ignored region per image
     trees: bool = True  # tree crowns over the scene: the occlusion examples
@@ -60,8 +60,8 @@ class SynthConfig:
 
     def car_length_range(self) -> tuple[float, float]:
         short = min(self.size)
-        lo = self.min_size if self.min_size is not None else 0.04 * short
-        hi = self.max_size if self.max_size is not None else 0.09 * short
+        lo = self.min_size if self.min_size is not None else max(4.0, 0.04 * short)
+        hi = self.max_size if self.max_size is not None else max(lo, 0.09 * short)
         return float(lo), float(hi)
 
     def check(self) -> None:
