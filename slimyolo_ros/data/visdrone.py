@@ -155,7 +155,7 @@ def read_image(path: str | Path) -> np.ndarray:
 def _parse_annotation(ann: Path, width: int, height: int, problems: list[str] | None) -> dict:
     """Parse one file; ``problems`` None means raise on the first bad line."""
     try:
-        text = ann.read_text()
+        text = ann.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark from Windows editors
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{ann}: cannot read annotation file: {exc}") from exc
     boxes, classes, ignore, trunc, occl = [], [], [], [], []

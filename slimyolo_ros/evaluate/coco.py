@@ -7,6 +7,10 @@ VisDrone's ignored regions are handled as the VisDrone2018-DET toolkit does (``u
 a ground-truth box or a detection is dropped before matching when at least half of its area lies inside the
 union of the image's ignored regions (the toolkit keeps a box only when ``igrVal / (h * w) < 0.5``, with
 ``igrVal`` the ignored area under the box from an integral image of the ignore mask).
+
+AP itself is COCO's (101-point interpolated precision, pycocotools), as the issue asks; the MATLAB toolkit
+integrates VOC-style (all points), so its numbers differ slightly. Like the toolkit, only categories 1..10
+are scored: "others" (11) is neither a ground truth nor an ignored region.
 """
 
 from __future__ import annotations
