@@ -107,7 +107,8 @@ def decode_image(msg, typename: str) -> np.ndarray:
     from slimyolo_ros.ros.convert import compressed_to_bgr, image_to_bgr
 
     img = compressed_to_bgr(msg) if typename == COMPRESSED_IMAGE else image_to_bgr(msg)
-    return np.ascontiguousarray(img)
+    # A bgr8 result is a read-only view of the message buffer; callers draw on it.
+    return img if img.flags.writeable and img.flags.c_contiguous else np.array(img, order="C")
 
 
 def is_image_type(typename: str) -> bool:

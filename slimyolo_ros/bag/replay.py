@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from slimyolo_ros.bag import msgs
@@ -150,7 +151,12 @@ def _image_frames(reader, topic: str):
     conns = [c for c in reader.connections if c.topic == topic]
     for i, (conn, log_ns, raw) in enumerate(reader.messages(connections=conns)):
         m = ts.deserialize_cdr(raw, conn.msgtype)
-        w, h = (0, 0) if conn.msgtype == COMPRESSED_IMAGE else (int(m.width), int(m.height))
+        if conn.msgtype == COMPRESSED_IMAGE:
+            # The evaluator needs the frame size (ignored-region masks); a CompressedImage has none.
+            img = cv2.imdecode(np.asarray(m.data, np.uint8), cv2.IMREAD_GRAYSCALE)
+            h, w = img.shape[:2] if img is not None else (0, 0)
+        else:
+            w, h = int(m.width), int(m.height)
         yield _Frame(i, log_ns, msgs.stamp_ns(m.header), conn.msgtype, w, h), raw, m
 
 
@@ -204,6 +210,12 @@ def _node_command(cfg: ReplayConfig, params: Path, image_topic: str, compressed:
     cmd = [*base, "--ros-args", "--params-file", str(params),
            "-p", f"input_topic:={base_topic}", "-p", f"compressed:={'true' if compressed else 'false'}",
            "-p", f"detections_topic:={DETECTIONS_TOPIC}", "-p", f"label_info_topic:={LABEL_INFO_TOPIC}"]
+    # Reliable image transport unless the caller overrides it (--node-arg reliability:=best_effort):
+    # best effort over Fast DDS's default transports loses every image larger than ~0.5 MB (all
+    # fragments must arrive, none is resent; measured here: 640x480 bgr8 and up never arrive), and a
+    # replay must deliver each frame. The node still keeps only the newest frame (depth 1), so a slow
+    # node drops frames in timed mode just as on the vehicle.
+    cmd += ["-p", "reliability:=reliable"]
     for p in cfg.node_params:
         cmd += ["-p", p]
     return cmd
@@ -513,7 +525,10 @@ def _replay(cfg: ReplayConfig, bag: Path, reader) -> dict:
         "warnings": warnings,
     })
     if out:
-        report["annotated"] = _annotate(out, keep, answers, gt, report["class_names"])
+        # Draw at the best-F1 confidence when known: a lockstep run for mAP asks the node for the
+        # whole low-score tail, which would bury the picture.
+        report["annotated"] = _annotate(out, keep, answers, gt, report["class_names"],
+                                        report.get("conf_threshold") or 0.0)
         report["node_log"] = str(log_path)
     if cfg.record:
         report["record"] = str(_record(cfg.record, bag, frames, published, answers))
@@ -590,9 +605,9 @@ def _score(frames, published, answers, gt, ignore, has_gt, bag_names, label_name
         metrics = evaluate(samples, dets, names)
         report["map50"] = float(metrics["map50"])
         report["map"] = float(metrics["map"])
-        for k in ("precision", "recall", "f1"):
+        for k in ("precision", "recall", "f1", "conf_threshold"):
             if k in metrics:
-                report[k] = float(metrics[k])
+                report[k] = None if metrics[k] is None else float(metrics[k])
         report["per_class"] = metrics.get("per_class", {})
     report["class_names"] = names
     return report
@@ -607,11 +622,10 @@ def _percentiles(values: list[float]) -> dict:
             "mean": round(float(a.mean()), 3), "max": round(float(a.max()), 3)}
 
 
-def _annotate(out: Path, keep: dict, answers: dict, gt: dict, names: list[str]) -> list[str]:
-    """A few frames with the node's boxes drawn (and the ground truth, thin), as PNG."""
-    import cv2
-
-    from slimyolo_ros.detect.draw import draw_detections
+def _annotate(out: Path, keep: dict, answers: dict, gt: dict, names: list[str],
+              min_score: float) -> list[str]:
+    """A few frames with the node's boxes drawn (detect/draw.py) over the ground truth (thin white), PNG."""
+    from slimyolo_ros.detect.draw import draw_detections, write_png
 
     ts = typestore()
     paths = []
@@ -629,18 +643,14 @@ def _annotate(out: Path, keep: dict, answers: dict, gt: dict, names: list[str]) 
             boxes, dnames, scores = msgs.read_detections(
                 ts.deserialize_cdr(answers[stamp][1], DETECTION2D_ARRAY))
             cls = np.asarray([index.get(n, -1) for n in dnames], np.float32)
+            shown = scores >= min_score
+            boxes, scores, cls = boxes[shown], scores[shown], cls[shown]
             det = np.concatenate([boxes, scores[:, None], cls[:, None]], axis=1) if len(boxes) \
                 else np.zeros((0, 6), np.float32)
             img = draw_detections(img, det, names)
         else:
             cv2.putText(img, "dropped: no answer", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 255), 2)
-        path = out / f"frame_{stamp}.png"
-        ok, buf = cv2.imencode(".png", img)
-        if ok:
-            from slimyolo_ros.io_utils import atomic_write_bytes
-
-            atomic_write_bytes(path, buf.tobytes())
-            paths.append(str(path))
+        paths.append(str(write_png(out / f"frame_{stamp}.png", img)))
     return paths
 
 
