@@ -70,19 +70,27 @@ def resolve_path(value: str) -> Path:
 
     So ``models/x.pt`` means the package's shipped model both after ``colcon build`` (share/
     slimyolo_ros/models) and in a source checkout (``pip install -e .`` installs no share dir).
+    When it exists nowhere, the first place looked is returned (for the error message).
     """
     path = Path(value).expanduser()
     if path.is_absolute() or path.exists():
         return path
-    candidates = []
+    candidates = search_dirs()
+    found = next((d / path for d in candidates if (d / path).exists()), None)
+    return found or (candidates[0] / path if candidates else path)
+
+
+def search_dirs() -> list[Path]:
+    dirs = []
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        candidates.append(Path(get_package_share_directory(PACKAGE)) / path)
-    except Exception:  # not installed with colcon / no AMENT_PREFIX_PATH: the repo is the share dir
+        dirs.append(Path(get_package_share_directory(PACKAGE)))
+    except Exception:  # not installed with colcon / no AMENT_PREFIX_PATH
         pass
-    candidates.append(REPO / path)
-    return next((c for c in candidates if c.exists()), candidates[-1])
+    if (REPO / "package.xml").is_file():  # running from a source checkout
+        dirs.append(REPO)
+    return dirs
 
 
 def _desc(description: str, read_only: bool = True, **kw: Any) -> ParameterDescriptor:
@@ -281,12 +289,14 @@ class DetectorNode(Node):
     def _load_detector(self, p: dict[str, Any]) -> Any:
         weights = resolve_path(p["weights"])
         if not weights.is_file():
-            raise StartupError(f"model file not found: {weights} (parameter 'weights' = {p['weights']!r})")
+            raise StartupError(f"model file not found: {weights} (parameter 'weights' = {p['weights']!r}"
+                               f"{_looked_in(p['weights'])})")
         cfg = resolve_path(p["cfg"]) if p["cfg"] else None
         names = resolve_path(p["names"]) if p["names"] else None
         for label, path in (("cfg", cfg), ("names", names)):
             if path is not None and not path.is_file():
-                raise StartupError(f"{label} file not found: {path} (parameter {label!r})")
+                raise StartupError(f"{label} file not found: {path} (parameter {label!r}"
+                                   f"{_looked_in(p[label])})")
         device = p["device"]
         if device.startswith("cuda") or device == "auto":
             device = _resolve_cuda(device, self.get_logger())
@@ -431,6 +441,12 @@ class DetectorNode(Node):
     def close(self) -> None:
         self._slot.close()
         self._worker.join(timeout=5.0)
+
+
+def _looked_in(value: str) -> str:
+    if Path(value).expanduser().is_absolute():
+        return ""
+    return "; looked in " + ", ".join(str(d) for d in [Path.cwd(), *search_dirs()])
 
 
 def _resolve_cuda(device: str, logger: Any) -> str:

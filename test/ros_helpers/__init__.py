@@ -1,0 +1,1 @@
+"""Small ROS 2 helpers for the tests: a probe node spinning in a thread, node subprocesses."""
