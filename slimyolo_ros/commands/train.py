@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--no-ema", action="store_true", help="do not keep an EMA of the weights")
     p.add_argument("--no-augment", action="store_true", help="no training augmentation")
+    p.add_argument("--mosaic", type=float, default=0.0, help="probability of a 4-image mosaic")
+    p.add_argument("--flip-ud", type=float, default=0.0, help="probability of an up-down flip (top-down scenes)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--sparsity", type=float, default=0.0, metavar="ALPHA",
                    help="SlimYOLOv3 L1 penalty on BN gammas (the paper: 0.001)")
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         kw.update(cutoff=args.cutoff, accumulate=args.accumulate, multi_scale=args.multi_scale, lr=args.lr,
                   lr_final=args.lr_final, lr_schedule=args.lr_schedule, momentum=args.momentum,
                   weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, ema=not args.no_ema,
-                  augment=not args.no_augment, eval_every=args.eval_every, seed=args.seed,
+                  augment=not args.no_augment, mosaic=args.mosaic, flip_ud=args.flip_ud, eval_every=args.eval_every, seed=args.seed,
                   sync_bn=args.sync_bn, skip_bad=args.skip_bad)
     result = train(args.cfg, args.data, args.val, args.epochs, args.img_size, args.batch, args.out,
                    weights=args.weights, resume=args.resume, device=args.device, sparsity=args.sparsity,

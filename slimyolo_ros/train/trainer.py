@@ -73,6 +73,8 @@ class TrainOptions:
     ema: bool = True
     workers: int = 0
     augment: bool = True
+    mosaic: float = 0.0  # probability of a 4-image mosaic
+    flip_ud: float = 0.0  # up-down flips: for top-down (synthetic) scenes, not VisDrone's oblique views
     sparsity: float = 0.0
     sparsity_schedule: str = "constant"
     eval_every: int = 1
@@ -401,7 +403,8 @@ class _Trainer:
 
         self.train_samples = _load_samples(o.data, "training", o.skip_bad)
         self.val_samples = _load_samples(o.val, "validation", o.skip_bad) if self.dist.main else None
-        self.dataset = YoloDataset(self.train_samples, o.img_size, augment=o.augment)
+        self.dataset = YoloDataset(self.train_samples, o.img_size, augment=o.augment, mosaic=o.mosaic,
+                                   flip_ud=o.flip_ud)
         per_rank = max(1, o.batch // self.dist.world)
         self.generator = torch.Generator()
         if self.dist.enabled:
@@ -425,6 +428,7 @@ class _Trainer:
         self.prunable = sp.prunable_bn(self.model)
         self.gamma_log = sp.GammaLog(self.out)
         self.start_epoch = 0
+        self.steps = 0  # optimizer steps taken by this process
         self.best_fitness = -1.0
         self.rows: list[dict] = []
         if self.resume_ckpt is not None:
@@ -491,9 +495,10 @@ class _Trainer:
                       "results_csv": str(self.out / "results.csv"), "epochs_done": self.opt.epochs,
                       "best_fitness": self.best_fitness, "metrics": metrics or self._last_metrics()}
             if self.opt.debug_dump_state:
-                state = {k: v.detach().cpu() for k, v in _unwrap(self.model).state_dict().items()}
-                atomic_torch_save({"rank": self.dist.rank, "state_dict": state,
-                                   "ema": self.ema.ema.state_dict() if self.ema else {}},
+                raw = _unwrap(self.model)
+                atomic_torch_save({"rank": self.dist.rank, "steps": self.steps,
+                                   "params": {k: v.detach().cpu() for k, v in raw.named_parameters()},
+                                   "buffers": {k: v.detach().cpu() for k, v in raw.named_buffers()}},
                                   self.out / f"rank{self.dist.rank}_state.pt")
             return result
         finally:
@@ -562,6 +567,7 @@ class _Trainer:
                     raise TrainingError(f"non-finite gradient (norm {norm.item()}) at epoch {epoch}, "
                                         f"step {i} (global step {ni}); last good checkpoint: "
                                         f"{self.out / 'last.pt'}")
+                self.steps += 1
                 if self.ema is not None:
                     self.ema.update(model)
                 pending = 0
@@ -628,12 +634,11 @@ class _Trainer:
         from slimyolo_ros.detect.detector import Detector
         from slimyolo_ros.evaluate.run import evaluate_detector
 
-        # a copy: the Detector may move, fuse or half() the module it is given
-        eval_model = copy.deepcopy(model).float().eval()
-        det = Detector.from_model(eval_model, self.class_names, self.opt.img_size, device=str(self.device),
+        # from_model folds BN into a copy (fuse=True), so the EMA / training weights are left untouched
+        det = Detector.from_model(model, self.class_names, self.opt.img_size, device=str(self.device),
                                   conf_threshold=self.opt.conf_threshold,
                                   nms_threshold=self.opt.nms_threshold)
-        result = evaluate_detector(det, self.val_samples)
+        result = evaluate_detector(det, self.val_samples, progress=self.opt.progress)
         return {k: float(result[k]) for k in ("precision", "recall", "f1", "map50", "map")}
 
     def _save_last(self, epoch: int, saved: nn.Module, metrics: dict) -> None:

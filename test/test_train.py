@@ -1,0 +1,249 @@
+"""Training end to end on synthetic VisDrone-format data: learning, SIGKILL + resume (bit-exact),
+NaN stop with the last checkpoint intact, DDP on 2 CPU processes, sparsity, dataset errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import MODELS, VENV_BIN
+
+from slimyolo_ros import cli
+from slimyolo_ros.darknet.checkpoint import load_checkpoint, load_model
+from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.data.synth import generate
+from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_visdrone
+from slimyolo_ros.errors import TrainingError
+from slimyolo_ros.train import sparsity as sp
+from slimyolo_ros.train.trainer import train
+
+CFG = MODELS / "yolov3-spp3-tiny-width.cfg"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """24 + 4 small scenes: cheap epochs for the fault tests (what is learnt does not matter there)."""
+    root = tmp_path_factory.mktemp("tiny")
+    generate(root / "train", 24, size=(128, 128), seed=3, progress=False, objects=(2, 5))
+    generate(root / "val", 4, size=(128, 128), seed=4, progress=False, objects=(2, 5))
+    return root / "train", root / "val"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # one thread per process: identical float reductions in every run (bit-exact comparisons below)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+def _rows(run: Path) -> list[dict]:
+    with open(run / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------------------------------- learning
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("easy")
+    # few, larger objects (car length 26-34 px on 256 px scenes; the synth's roads cap it near 37 px)
+    kw = dict(size=(256, 256), progress=False, objects=(3, 6), min_size=26, max_size=34, ignore_prob=0.2)
+    generate(root / "train", 32, seed=1, **kw)
+    generate(root / "val", 12, seed=2, **kw)
+    return root / "train", root / "val"
+
+
+def test_training_learns_on_easy_synthetic_set(easy, tmp_path):
+    from slimyolo_ros.detect.detector import Detector
+    from slimyolo_ros.evaluate.run import evaluate_detector
+
+    data, val = easy
+    torch.manual_seed(0)
+    init = Darknet.from_file(CFG)
+    det = Detector.from_model(init, list(VISDRONE_CLASSES), 256, device="cpu", conf_threshold=0.001,
+                              nms_threshold=0.6)
+    before = evaluate_detector(det, read_visdrone(val), progress=False)["map50"]
+
+    out = tmp_path / "run"
+    result = train(CFG, data, val, epochs=EASY_EPOCHS, img_size=256, batch=8, out=out, device="cpu",
+                   warmup_epochs=1, flip_ud=0.5, eval_every=EASY_EPOCHS, progress=False)
+    rows = _rows(out)
+    assert [int(r["epoch"]) for r in rows] == list(range(EASY_EPOCHS))
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    after = result["metrics"]["map50"]
+    # A randomly initialised head scores ~0 (its boxes are anchor-shaped noise); MAP_THRESHOLD is about a
+    # third of what this run reached when the test was written (see EASY_EPOCHS), far above chance.
+    assert before < 0.01
+    assert last < 0.7 * first, (first, last)
+    assert after > MAP_THRESHOLD, result["metrics"]
+    # best.pt is a loadable model with the class names; results.png and the gamma plot exist
+    model, names, size = load_model(out / "best.pt")
+    assert names == list(VISDRONE_CLASSES) and size == 256
+    assert (out / "results.png").stat().st_size > 1000 and (out / "gamma_hist.png").stat().st_size > 1000
+
+
+EASY_EPOCHS = 20
+MAP_THRESHOLD = 0.02
+
+
+# ------------------------------------------------------------------------------------- kill + resume
+def _train_cmd(data: Path, val: Path, out: Path, epochs: int, *extra: str) -> list[str]:
+    return [str(VENV_BIN / "slimyolo"), "train", "--cfg", str(CFG), "--data", str(data), "--val", str(val),
+            "--epochs", str(epochs), "--img-size", "128", "--batch", "2", "--out", str(out),
+            "--device", "cpu", "--eval-every", "10", "--warmup-epochs", "0.5", "--seed", "7", *extra]
+
+
+def test_sigkill_mid_epoch_then_resume_reproduces_straight_run(tiny, tmp_path):
+    data, val = tiny
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_train_cmd(data, val, straight, 3, "--no-progress"), env=_env(), check=True,
+                   capture_output=True, timeout=300)
+
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(_train_cmd(data, val, killed, 3), env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=err)
+        deadline = time.time() + 240
+        try:
+            # wait until epoch 1's checkpoint is on disk and epoch 2's progress bar has started
+            while not ((killed / "last.pt").exists() and b"epoch 2/3" in log.read_bytes()):
+                assert proc.poll() is None, log.read_text()
+                assert time.time() < deadline
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert load_checkpoint(killed / "last.pt")["epoch"] == 0  # the unfinished epoch 2 is lost, nothing else
+
+    done = subprocess.run([str(VENV_BIN / "slimyolo"), "train", "--resume", "--out", str(killed),
+                           "--device", "cpu", "--no-progress"], env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "epochs 1..2" in done.stderr
+    assert [int(r["epoch"]) for r in _rows(killed)] == [0, 1, 2]
+
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(killed / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for key in ("state_dict", "model_state"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    model, names, _ = load_model(killed / "last.pt")
+    assert names == list(VISDRONE_CLASSES)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------- NaN stop
+def test_nan_loss_stops_with_training_error_and_keeps_last_checkpoint(tiny, tmp_path, capsys):
+    data, val = tiny
+    out = tmp_path / "nan"
+    # 24 images / batch 4 = 6 steps per epoch: global step 7 is epoch 1, step 1
+    code = cli.main(["train", "--cfg", str(CFG), "--data", str(data), "--val", str(val), "--epochs", "3",
+                     "--img-size", "64", "--batch", "4", "--out", str(out), "--device", "cpu",
+                     "--eval-every", "10", "--no-progress", "--debug-nan-step", "7"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "non-finite loss" in err and "epoch 1, step 1" in err and str(out / "last.pt") in err
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert [int(r["epoch"]) for r in _rows(out)] == [0]
+
+    with pytest.raises(TrainingError, match="epoch 0, step 2"):
+        train(CFG, data, val, epochs=1, img_size=64, batch=4, out=tmp_path / "nan2", device="cpu",
+              progress=False, debug_nan_step=2)
+
+
+# ------------------------------------------------------------------------------------------------ DDP
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes_hold_identical_weights(tiny, tmp_path):
+    data, val = tiny
+    out = tmp_path / "ddp"
+    env = _env()
+    env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo stays on loopback
+    cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(VENV_BIN / "slimyolo"), "train", "--cfg", str(CFG),
+           "--data", str(data), "--val", str(val), "--epochs", "1", "--img-size", "64", "--batch", "8",
+           "--out", str(out), "--device", "cpu", "--no-progress", "--debug-dump-state"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "world 2" in done.stderr
+    r0 = torch.load(out / "rank0_state.pt", weights_only=True)
+    r1 = torch.load(out / "rank1_state.pt", weights_only=True)
+    assert r0["steps"] == r1["steps"] == 3  # 24 images over 2 ranks, 4 per rank and step
+    assert r0["params"].keys() == r1["params"].keys() and len(r0["params"]) > 100
+    for name, tensor in r0["params"].items():
+        assert torch.equal(tensor, r1["params"][name]), name
+    # rank 0 alone wrote the run's files, from those same weights
+    ckpt = load_checkpoint(out / "last.pt")
+    for name, tensor in r0["params"].items():
+        assert torch.equal(ckpt["model_state"][name], tensor), name
+
+
+# ------------------------------------------------------------------------------------------- sparsity
+def test_sparsity_training_drives_gammas_down(tiny, tmp_path):
+    data, val = tiny
+    shares = {}
+    for alpha in (0.0, 0.05):
+        out = tmp_path / f"a{alpha}"
+        train(CFG, data, val, epochs=1, img_size=64, batch=4, out=out, device="cpu", progress=False,
+              eval_every=10, sparsity=alpha, accumulate=2, lr=0.05, warmup_epochs=0, ema=False)
+        with np.load(out / "gamma_hist.npz") as z:
+            shares[alpha] = float(z["small_share"][-1])
+        assert float(_rows(out)[-1]["gamma_small_share"]) == pytest.approx(shares[alpha], abs=1e-6)
+        assert float(_rows(out)[-1]["alpha"]) == alpha
+    # 3 optimizer steps of lr 0.05 with 2 * alpha = 0.1 move each gamma ~0.015 towards 0 where alpha > 0;
+    # gammas start at 1, so the mean |gamma| shows it (the share below 1e-2 needs a longer run)
+    g = {}
+    for a in (0.0, 0.05):
+        model = load_model(tmp_path / f"a{a}" / "last.pt")[0]
+        g[a] = sp.gamma_abs(model, sp.prunable_bn(model))
+    assert g[0.05].mean() < g[0.0].mean() - 0.005
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def test_empty_dataset_is_named_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    code = cli.main(["train", "--cfg", str(CFG), "--data", str(tmp_path / "empty"), "--val",
+                     str(tmp_path / "empty"), "--epochs", "1", "--img-size", "64", "--batch", "2",
+                     "--out", str(tmp_path / "o"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(tmp_path / "empty") in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_resume_without_run_dir_is_an_error(tmp_path, capsys):
+    code = cli.main(["train", "--resume", "--out", str(tmp_path / "nothing")])
+    assert code == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_narrowed_cfg_is_derived_from_spp3():
+    """models/yolov3-spp3-tiny-width.cfg = `python -m slimyolo_ros.train.narrow models/yolov3-spp3.cfg`."""
+    from slimyolo_ros.darknet.cfg import load_cfg
+    from slimyolo_ros.train.narrow import narrow_sections
+
+    full = load_cfg(MODELS / "yolov3-spp3.cfg")
+    tiny_cfg = load_cfg(CFG)
+    assert [s.type for s in tiny_cfg] == [s.type for s in full]
+    derived = narrow_sections(full, 8, 2, 256)
+    assert [s.options for s in derived] == [s.options for s in tiny_cfg]
+    assert sum(s.type == "maxpool" for s in tiny_cfg) == 9  # three SPP blocks of three pools
+    m = Darknet.from_file(CFG)
+    assert m.num_classes == 10 and len(m.yolo_layers) == 3
+
+
