@@ -12,14 +12,36 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from geometry_msgs.msg import PoseWithCovariance
 from vision_msgs.msg import (
     BoundingBox2D,
     Detection2D,
     Detection2DArray,
     LabelInfo,
+    ObjectHypothesis,
     ObjectHypothesisWithPose,
+    Point2D,
+    Pose2D,
     VisionClass,
 )
+
+
+def _blank(cls: type) -> Any:
+    """A message object without running its generated ``__init__``.
+
+    The generated constructors build every default sub-message eagerly (an
+    ObjectHypothesisWithPose builds a PoseWithCovariance with a 36-float numpy covariance, ~20 us),
+    which dominated building a Detection2DArray (~60 us per detection). Every field is assigned by
+    the caller right after, through the normal property setters.
+    """
+    msg = cls.__new__(cls)
+    msg._check_fields = False
+    return msg
+
+
+# vision_msgs carries a pose per hypothesis that a 2D detector has no value for: one shared,
+# never-mutated default instead of one per detection (serialisation only reads it).
+_NO_POSE = PoseWithCovariance()
 
 
 def to_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequence[str]) -> Detection2DArray:
@@ -27,7 +49,8 @@ def to_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequence[st
 
     One Python loop over the rows is unavoidable (each Detection2D is its own object); the
     arithmetic is done once for the whole array and the rows are read as Python floats via
-    ``tolist()`` so the loop does no numpy scalar work.
+    ``tolist()`` so the loop does no numpy scalar work. The returned message shares ``header`` and
+    a default pose between its detections: treat it as read-only (publish it, don't edit it).
     """
     out = Detection2DArray()
     out.header = header
@@ -42,18 +65,27 @@ def to_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequence[st
     detections = []
     for cx, cy, w, h, s, c in rows:
         ci = int(c)
-        hyp = ObjectHypothesisWithPose()
-        hyp.hypothesis.class_id = class_names[ci] if 0 <= ci < n_names else str(ci)
-        hyp.hypothesis.score = s
-        bbox = BoundingBox2D()
-        bbox.center.position.x = cx
-        bbox.center.position.y = cy
+        hyp = _blank(ObjectHypothesis)
+        hyp.class_id = class_names[ci] if 0 <= ci < n_names else str(ci)
+        hyp.score = s
+        with_pose = _blank(ObjectHypothesisWithPose)
+        with_pose.hypothesis = hyp
+        with_pose.pose = _NO_POSE
+        position = _blank(Point2D)
+        position.x = cx
+        position.y = cy
+        center = _blank(Pose2D)
+        center.position = position
+        center.theta = 0.0
+        bbox = _blank(BoundingBox2D)
+        bbox.center = center
         bbox.size_x = w
         bbox.size_y = h
-        det = Detection2D()
+        det = _blank(Detection2D)
         det.header = header
-        det.results = [hyp]
+        det.results = [with_pose]
         det.bbox = bbox
+        det.id = ""
         detections.append(det)
     out.detections = detections
     return out

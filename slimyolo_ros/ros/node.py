@@ -263,6 +263,7 @@ class DetectorNode(Node):
         self._debug_pub = (self.create_publisher(Image, p["debug_image_topic"], 1)
                            if p["publish_debug_image"] else None)
         self._stats_pub = self.create_publisher(String, "~/stats", 10)
+        self._last_logged: tuple[int, int, int] = (0, 0, 0)
         if p["stats_period"] > 0:
             self.create_timer(float(p["stats_period"]), self._report_stats)
 
@@ -430,6 +431,10 @@ class DetectorNode(Node):
     def _report_stats(self) -> None:
         s = self.stats.snapshot()
         self._stats_pub.publish(String(data=json.dumps(s)))
+        seen = (s["received"], s["bad_frames"], s["dropped"])
+        if seen == self._last_logged:  # an idle node keeps quiet in the log
+            return
+        self._last_logged = seen
         self.get_logger().info(
             f"fps {s['fps']:.1f} | latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms "
             f"(inference p50 {s['inference_ms_p50']:.0f} ms) | processed {s['processed']} "
