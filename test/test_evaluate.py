@@ -174,3 +174,23 @@ def test_eval_cli_on_synthetic_data(tmp_path, capsys):
     assert main(bad) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "Traceback" not in err
+
+
+def test_ignored_fraction_matches_pixel_count():
+    """Against a brute-force count on a full-image mask, with regions and boxes crossing the border."""
+    rng = np.random.default_rng(1)
+    W, H = 60, 40
+    for _ in range(50):
+        corners = rng.integers(-5, 70, (3, 4))
+        a, b = corners[:, :2], corners[:, 2:]
+        ig = np.hstack([np.minimum(a, b), np.maximum(a, b)])
+        xy = rng.integers(-5, 65, (10, 2))
+        boxes = np.hstack([xy, xy + rng.integers(1, 30, (10, 2))])
+        mask = np.zeros((H, W))
+        def window(x1, y1, x2, y2):
+            return slice(max(y1, 0), max(min(y2, H), 0)), slice(max(x1, 0), max(min(x2, W), 0))
+
+        for box in ig:
+            mask[window(*box)] = 1
+        ref = [mask[window(*box)].sum() / ((box[2] - box[0]) * (box[3] - box[1])) for box in boxes]
+        np.testing.assert_allclose(ignored_fraction(boxes, ig, W, H), ref)

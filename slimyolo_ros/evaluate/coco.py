@@ -34,15 +34,21 @@ def ignored_fraction(boxes: np.ndarray, ignore: np.ndarray, width: int, height: 
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0 or len(ignore) == 0:
         return np.zeros(len(boxes))
-    mask = np.zeros((height, width), np.int32)
-    for x1, y1, x2, y2 in np.rint(np.asarray(ignore, np.float64)).astype(int):
-        mask[max(y1, 0) : max(min(y2, height), 0), max(x1, 0) : max(min(x2, width), 0)] = 1
-    integral = np.zeros((height + 1, width + 1), np.int64)
+    ig = np.rint(np.asarray(ignore, np.float64)).astype(int)
+    ig[:, [0, 2]] = ig[:, [0, 2]].clip(0, width)
+    ig[:, [1, 3]] = ig[:, [1, 3]].clip(0, height)
+    # rasterise only the window the regions span (an integral image of a whole 2000×1500 frame per image
+    # would dominate the evaluation time)
+    wx0, wy0, wx1, wy1 = ig[:, 0].min(), ig[:, 1].min(), ig[:, 2].max(), ig[:, 3].max()
+    mask = np.zeros((max(wy1 - wy0, 0), max(wx1 - wx0, 0)), np.int32)
+    for x1, y1, x2, y2 in ig:
+        mask[y1 - wy0 : y2 - wy0, x1 - wx0 : x2 - wx0] = 1
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
     integral[1:, 1:] = mask.cumsum(0).cumsum(1)
     r = np.rint(boxes).astype(int)
     area = np.maximum(r[:, 2] - r[:, 0], 1) * np.maximum(r[:, 3] - r[:, 1], 1)
-    x1, x2 = np.clip(r[:, 0], 0, width), np.clip(r[:, 2], 0, width)
-    y1, y2 = np.clip(r[:, 1], 0, height), np.clip(r[:, 3], 0, height)
+    x1, x2 = np.clip(r[:, 0], wx0, wx1) - wx0, np.clip(r[:, 2], wx0, wx1) - wx0
+    y1, y2 = np.clip(r[:, 1], wy0, wy1) - wy0, np.clip(r[:, 3], wy0, wy1) - wy0
     covered = integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]
     return covered / area
 
