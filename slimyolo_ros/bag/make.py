@@ -24,14 +24,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import cv2
 from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
 from slimyolo_ros.bag import msgs
 from slimyolo_ros.bag.types import DETECTION2D_ARRAY, BagError, typestore
-from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_visdrone
-from slimyolo_ros.errors import DatasetError
+from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_image, read_visdrone
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +99,7 @@ def make_bag(data: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0,
                 if encoding == "jpeg" and path.suffix.lower() in (".jpg", ".jpeg"):
                     jpeg = path.read_bytes()
                 else:
-                    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                    if img is None:
-                        raise DatasetError(f"{path}: OpenCV cannot decode this image")
+                    img = read_image(path)  # the pixels `slimyolo eval` reads, so both score the same
                 typename, msg = msgs.image_message(img, encoding, ns, frame_id, jpeg_bytes=jpeg)
                 writer.write(conns[image_topic], ns, ts.serialize_cdr(msg, typename))
                 counts[image_topic] += 1
