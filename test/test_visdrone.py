@@ -150,3 +150,10 @@ def test_write_then_read_round_trip(tmp_path):
     np.testing.assert_allclose(s2.boxes, s.boxes)
     assert s2.classes.tolist() == s.classes.tolist()
     assert s2.truncation.tolist() == [1, 0] and s2.occlusion.tolist() == [2, 1]
+
+
+def test_two_images_one_name(tmp_path):
+    root = make_root(tmp_path, {"a": GOOD})
+    cv2.imwrite(str(root / "images" / "a.png"), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(DatasetError, match="a.png: same name as a.jpg"):
+        read_visdrone(root)

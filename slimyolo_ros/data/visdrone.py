@@ -223,7 +223,13 @@ def read_visdrone(root: str | Path, skip_bad: bool = False) -> SampleList:
     for d in (img_dir, ann_dir):
         if not d.is_dir():
             raise DatasetError(f"{d}: missing (a VisDrone-DET root holds images/ and annotations/)")
-    images = {p.stem: p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    images: dict[str, Path] = {}
+    for p in sorted(img_dir.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            if p.stem in images:  # a.jpg and a.png would share annotations/a.txt
+                raise DatasetError(f"{p}: same name as {images[p.stem].name}; one annotation file cannot "
+                                   f"describe both")
+            images[p.stem] = p
     anns = {p.stem: p for p in sorted(ann_dir.glob("*.txt"))}
     if not images:
         raise DatasetError(f"{img_dir}: no images (*.jpg, *.jpeg, *.png)")
