@@ -74,6 +74,25 @@ def test_boxes_sit_on_the_drawn_objects(tmp_path):
     assert np.median(covered) > 0.4 and min(covered) > 0.1
 
 
+def test_ignored_regions_hold_the_clutter(tmp_path):
+    """Same scenes with and without the ignored-region stage: every changed pixel is inside a region."""
+    kw = {"objects": (0, 0), "trees": False, "progress": False}
+    with_ig = read_visdrone(generate(tmp_path / "with", 4, SIZE, seed=3, ignore_prob=1.0, **kw))
+    without = read_visdrone(generate(tmp_path / "without", 4, SIZE, seed=3, ignore_prob=0.0, **kw))
+    n_regions = 0
+    for s, bg in zip(with_ig, without, strict=True):
+        a = cv2.imread(str(s.image_path)).astype(np.int32)
+        b = cv2.imread(str(bg.image_path)).astype(np.int32)
+        changed = np.abs(a - b).sum(axis=2) > 60
+        inside = np.zeros_like(changed)
+        for x1, y1, x2, y2 in np.rint(s.ignore).astype(int):
+            inside[max(y1 - 2, 0) : y2 + 2, max(x1 - 2, 0) : x2 + 2] = True  # blur + JPEG reach 2 px
+            assert changed[y1:y2, x1:x2].mean() > 0.05  # the region does hold clutter
+            n_regions += 1
+        assert (changed & ~inside).sum() == 0
+    assert n_regions >= 3
+
+
 def test_sizes_mostly_small_all_classes_and_ignores(synth_root):
     samples = read_visdrone(synth_root)
     boxes = np.concatenate([s.boxes for s in samples])

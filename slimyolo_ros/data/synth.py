@@ -481,6 +481,7 @@ class _Scene:
                 break
         else:
             return
+        outside = self.img.copy()  # clutter (and its shadows) must not spill out of the declared region
         if car_park:
             self._fill_rect(x0, y0, x0 + rw, y0 + rh, (95, 95, 98))
             step_y = 0.6 * u
@@ -499,7 +500,11 @@ class _Scene:
                 m = 0.2 * u  # keep the clutter inside the region it is declared in
                 self._try_place(int(rng.choice([0, 1])), rng.uniform(x0 + m, x0 + rw - m),
                                 rng.uniform(y0 + m, y0 + rh - m), rng.uniform(0, 360), annotate=False)
-        self.ignore.append(box)
+        xa, ya = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
+        xb, yb = min(int(math.ceil(x0 + rw)), self.W), min(int(math.ceil(y0 + rh)), self.H)
+        outside[ya:yb, xa:xb] = self.img[ya:yb, xa:xb]
+        self.img = outside
+        self.ignore.append(np.array([xa, ya, xb, yb], np.float64))
         self.blocked.append(box)
 
     def objects_pass(self) -> None:
