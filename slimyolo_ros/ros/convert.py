@@ -122,7 +122,7 @@ def compressed_to_bgr(msg: Any) -> np.ndarray:
         tail = buf[-64:].tobytes()
         if _JPEG_EOI not in tail:
             raise ImageDecodeError(
-                "corrupt", f"corrupt JPEG: truncated ({buf.size} bytes, no end-of-image marker)"
+                "truncated", f"corrupt JPEG: truncated ({buf.size} bytes, no end-of-image marker)"
             )
     elif head == _PNG_MAGIC:
         kind = "PNG"

@@ -26,6 +26,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -298,35 +299,42 @@ class DetectorNode(Node):
             if path is not None and not path.is_file():
                 raise StartupError(f"{label} file not found: {path} (parameter {label!r}"
                                    f"{_looked_in(p[label])})")
-        device = p["device"]
-        if device.startswith("cuda") or device == "auto":
-            device = _resolve_cuda(device, self.get_logger())
         tile = None
         if p["tile"]:
-            tile = {"size": int(p["tile_size"]) or None, "overlap": float(p["tile_overlap"])}
-        from slimyolo_ros.detect.detector import Detector  # torch is imported here, after arg checks
+            tile = {"size": int(p["tile_size"]), "overlap": float(p["tile_overlap"])}
+        # torch is imported here, after the cheap checks, so a typo fails fast.
+        from slimyolo_ros.detect.detector import Detector
 
         t0 = time.monotonic()
-        try:
-            det = Detector(
-                str(weights), cfg=str(cfg) if cfg else None, names=str(names) if names else None,
-                device=device, half=bool(p["half"]) and device.startswith("cuda"),
-                img_size=int(p["img_size"]) or None, conf_threshold=float(p["conf_threshold"]),
-                nms_threshold=float(p["nms_threshold"]), max_detections=int(p["max_detections"]),
-                backend=p["backend"], tile=tile,
-            )
-        except SlimyoloError as exc:
-            raise StartupError(f"cannot load model {weights}: {_one_line(exc)}") from None
-        except Exception as exc:  # torch/pickle/OpenCV errors on a corrupt file
-            raise StartupError(
-                f"cannot load model {weights}: {type(exc).__name__}: {_one_line(exc)}"
-            ) from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                # The Detector resolves the device: auto -> CUDA or CPU (+ a warning), cuda without
+                # a GPU -> DetectorError naming the device; fp16 and the CUDA warm-up are its job too.
+                det = Detector(
+                    str(weights), cfg=str(cfg) if cfg else None, names=str(names) if names else None,
+                    device=p["device"], half=bool(p["half"]), img_size=int(p["img_size"]) or None,
+                    conf_threshold=float(p["conf_threshold"]), nms_threshold=float(p["nms_threshold"]),
+                    max_detections=int(p["max_detections"]), backend=p["backend"], tile=tile,
+                )
+            except SlimyoloError as exc:  # its messages name the file or the device
+                raise StartupError(_one_line(exc)) from None
+            except Exception as exc:  # torch/pickle/OpenCV errors on a corrupt file
+                raise StartupError(
+                    f"cannot load model {weights}: {type(exc).__name__}: {_one_line(exc)}"
+                ) from None
+        for w in caught:
+            # `half` means "fp16 when on CUDA" here, so its being ignored on a CPU is no news.
+            if "half=True ignored" not in str(w.message):
+                self.get_logger().warning(_one_line(w.message))
         load_ms = (time.monotonic() - t0) * 1e3
-        # Warm-up: the first forward pays for allocator/cuDNN autotuning; do it before the camera.
+        # First forward pays for allocations; the Detector already warmed up CUDA itself.
         t0 = time.monotonic()
-        det(np.zeros((480, 640, 3), np.uint8))
+        if det.device.type != "cuda":
+            det(np.zeros((480, 640, 3), np.uint8))
         warm_ms = (time.monotonic() - t0) * 1e3
-        self._model_desc = (f"{weights.name} ({len(det.class_names)} classes, device {det.device}, "
+        self._model_desc = (f"{weights} ({len(det.class_names)} classes, device {det.device}"
+                            f"{' fp16' if det.half else ''}, input {det.img_size}, "
                             f"loaded in {load_ms:.0f} ms, warm-up {warm_ms:.0f} ms)")
         return det
 
@@ -452,23 +460,6 @@ def _looked_in(value: str) -> str:
     if Path(value).expanduser().is_absolute():
         return ""
     return "; looked in " + ", ".join(str(d) for d in [Path.cwd(), *search_dirs()])
-
-
-def _resolve_cuda(device: str, logger: Any) -> str:
-    """Check a CUDA request before the model loads: fail clearly, or fall back for ``auto``."""
-    import torch
-
-    if torch.cuda.is_available():
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise StartupError(f"parameter 'device': {device} requested but only "
-                               f"{torch.cuda.device_count()} CUDA device(s) exist")
-        return "cuda:0" if device == "auto" else device
-    if device == "auto":
-        logger.warning("device auto: no CUDA device available, running on CPU")
-        return "cpu"
-    raise StartupError(f"parameter 'device': {device} requested but no CUDA device is available "
-                       "(set device to auto or cpu)")
 
 
 def _load_draw() -> Any:
