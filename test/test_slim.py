@@ -33,11 +33,12 @@ def tiny(tmp_path_factory):
             s.options["filters"] = str(max(2, int(s.options["filters"]) // 16))
     cfg = root / "spp3-w16.cfg"
     cfg.write_text(write_cfg(sections))
-    train = generate(root / "train", 6, size=(96, 96), seed=0, progress=False)
-    val = generate(root / "val", 3, size=(96, 96), seed=1, progress=False)
+    train = generate(root / "train", 6, size=(128, 128), seed=0, progress=False, objects=(3, 8))
+    val = generate(root / "val", 3, size=(128, 128), seed=1, progress=False, objects=(3, 8))
     return cfg, train, val, root
 
 
+@pytest.mark.filterwarnings("ignore:the weights do not look sparsity-trained")
 def test_slim_pipeline_runs_every_stage(tiny, capsys):
     from slimyolo_ros.cli import main
 
@@ -46,7 +47,7 @@ def test_slim_pipeline_runs_every_stage(tiny, capsys):
     argv = ["slim", "--cfg", str(cfg), "--data", str(train), "--val", str(val), "--baseline-epochs", "1",
             "--ratios", "0.5,0.5", "--layer-keep", "0.1", "--sparsity", "0.01", "--sparsity-epochs", "1",
             "--finetune-epochs", "1", "--img-size", str(IMG), "--batch", "3", "--device", "cpu",
-            "--out", str(out), "--json"]
+            "--latency-repeats", "1", "--out", str(out), "--json"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     stages = [r["stage"] for r in report["rows"]]

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lr", type=float, default=None, help="learning rate of every training stage")
     parser.add_argument("--workers", type=int, default=None, help="data-loader workers")
+    parser.add_argument("--latency-repeats", type=int, default=5,
+                        help="timed CPU forwards per stage for the latency column (median; default 5)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--resume", action="store_true", help="reuse the finished steps found in --out")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                   sparsity=args.sparsity, sparsity_epochs=args.sparsity_epochs,
                   finetune_epochs=args.finetune_epochs, channel_multiple=args.channel_multiple,
                   sparsity_schedule=args.sparsity_schedule, device=args.device, resume=args.resume,
-                  train_options=train_options)
+                  train_options=train_options, latency_repeats=max(1, args.latency_repeats))
     if args.json:
         print(json.dumps(report))
     else:

@@ -15,6 +15,7 @@ killed halfway loses at most the step in progress.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import statistics
@@ -42,6 +43,7 @@ def cpu_latency_ms(model: Darknet, img_size: int, repeats: int = 5, warmup: int 
     """Median forward time of one image on the CPU (batch 1, eval mode, current torch threads)."""
     import copy
 
+    warmup = min(warmup, repeats)
     m = copy.deepcopy(model).cpu().float().eval()
     x = torch.rand(1, m.in_channels, img_size, img_size)
     times = []
@@ -55,15 +57,33 @@ def cpu_latency_ms(model: Darknet, img_size: int, repeats: int = 5, warmup: int 
 
 
 def stage_row(name: str, kind: str, model: Darknet, class_names: list[str], img_size: int,
-              samples: list, weights: str | os.PathLike, latency_repeats: int = 5) -> dict:
-    metrics = evaluate_map(model, class_names, img_size, samples)
-    row = {"model": name, "stage": kind, "img_size": img_size, "weights": str(weights)}
+              samples: list, weights: str | os.PathLike, latency_repeats: int = 5,
+              metrics: dict | None = None) -> dict:
+    """One table row. ``metrics`` (P, R, F1, mAP) are computed here unless the trainer already scored
+    this very checkpoint with the same evaluator, input size and validation set."""
+    scored_by = "trainer" if metrics is not None else "pipeline"
+    if metrics is None:
+        metrics = evaluate_map(model, class_names, img_size, samples)
+    row = {"model": name, "stage": kind, "img_size": img_size, "weights": str(weights),
+           "scored_by": scored_by}
     row.update({k: float(metrics[k]) for k in METRICS})
     row.update(gflops=count_gflops(model, img_size), params=count_params(model),
                latency_ms=cpu_latency_ms(model, img_size, repeats=latency_repeats))
     log.info("%-28s mAP@0.5 %.4f  GFLOPs %.3f  params %d  %.1f ms", name, row["map50"], row["gflops"],
              row["params"], row["latency_ms"])
     return row
+
+
+def trainer_metrics(weights: str | os.PathLike, img_size: int, val: str | os.PathLike) -> dict | None:
+    """The metrics the trainer stored in a checkpoint, if they were taken at ``img_size`` on ``val``."""
+    from slimyolo_ros.darknet.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(weights)
+    metrics, opts = ckpt.get("metrics") or {}, ckpt.get("train_options") or {}
+    if all(k in metrics for k in METRICS) and opts.get("img_size") == img_size and \
+            Path(str(opts.get("val", ""))).resolve() == Path(val).resolve():
+        return metrics
+    return None
 
 
 class _Steps:
@@ -73,8 +93,6 @@ class _Steps:
         self.resume = resume
 
     def done(self, path: Path) -> dict | None:
-        import json
-
         marker = path / "step.json"
         if self.resume and marker.is_file():
             return json.loads(marker.read_text())
@@ -119,18 +137,30 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
                        **kw)
         return steps.finish(path, {k: result[k] for k in ("best", "last") if k in result})
 
+    def score(step: Path, name: str, kind: str, weights_file: str | os.PathLike, trained: bool) -> dict:
+        marker = step / "row.json"
+        if resume and marker.is_file():
+            return json.loads(marker.read_text())
+        model, names, _ = load_model(weights_file)
+        metrics = trainer_metrics(weights_file, img_size, val) if trained else None
+        row = stage_row(name, kind, model, names, img_size, samples, weights_file, latency_repeats, metrics)
+        atomic_write_json(marker, row)
+        return row
+
     # 1. the unpruned baseline
     if weights is None:
         res = train_step(out / "baseline", cfg=cfg, epochs=baseline_epochs)
         weights = res["best"]
     model, class_names, _ = load_model(weights, cfg=None if str(weights).endswith(".pt") else cfg)
-    rows.append(stage_row(base_name, "baseline", model, class_names, img_size, samples, weights,
-                          latency_repeats))
     cur_cfg, cur_weights = Path(cfg), Path(weights)
     if str(weights).endswith(".pt"):
         # the checkpoint's own architecture (it may be a pruned one already)
         cur_cfg = out / "baseline.cfg"
         model.save_cfg(cur_cfg)
+        rows.append(score(out / "baseline", base_name, "baseline", weights, trained=baseline_epochs > 0))
+    else:
+        rows.append(stage_row(base_name, "baseline", model, class_names, img_size, samples, weights,
+                              latency_repeats))
 
     tags: list[str] = []
     for k, ratio in enumerate(ratios, start=1):
@@ -141,26 +171,20 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
         #    could be an early epoch whose gammas are not sparse yet)
         res = train_step(it / "sparsity", cfg=cur_cfg, weights=cur_weights, epochs=sparsity_epochs,
                          sparsity=sparsity, sparsity_schedule=sparsity_schedule)
-        sparse_w = res["last"]
-        sparse, class_names, _ = load_model(sparse_w)
-        rows.append(stage_row(f"{tag} sparse", "sparsity", sparse, class_names, img_size, samples, sparse_w,
-                              latency_repeats))
+        rows.append(score(it / "sparsity", f"{tag} sparse", "sparsity", res["last"], trained=True))
         # 3. prune
         prune_dir = it / "prune"
         if steps.done(prune_dir) is None:
+            sparse, class_names, _ = load_model(res["last"])
             _, report = prune_to_dir(sparse, class_names, img_size, prune_dir, ratio, layer_keep,
                                      channel_multiple=channel_multiple, title=f"Prune report: {tag}")
             steps.finish(prune_dir, {"pt": str(prune_dir / "pruned.pt"),
                                      "gflops_reduction_pct": report["complexity"][0]["gflops_reduction_pct"]})
-        pruned, class_names, _ = load_model(prune_dir / "pruned.pt")
-        rows.append(stage_row(f"{tag} pruned", "pruned", pruned, class_names, img_size, samples,
-                              prune_dir / "pruned.pt", latency_repeats))
+        rows.append(score(prune_dir, f"{tag} pruned", "pruned", prune_dir / "pruned.pt", trained=False))
         # 4. fine-tune: plain training of the pruned cfg from the pruned weights
         res = train_step(it / "finetune", cfg=prune_dir / "pruned.cfg", weights=prune_dir / "pruned.pt",
                          epochs=finetune_epochs)
-        tuned, class_names, _ = load_model(res["best"])
-        rows.append(stage_row(tag, "finetuned", tuned, class_names, img_size, samples, res["best"],
-                              latency_repeats))
+        rows.append(score(it / "finetune", tag, "finetuned", res["best"], trained=True))
         cur_cfg, cur_weights = prune_dir / "pruned.cfg", Path(res["best"])
 
     report = {"config": {"cfg": str(cfg), "data": str(data), "val": str(val), "weights": str(weights),
