@@ -122,6 +122,14 @@ def test_size_options_scale_objects(tmp_path):
     assert 7 < np.median(ls) < 14 and 24 < np.median(lb) < 38
 
 
+def test_extreme_sizes_still_render(tmp_path):
+    """The smallest image with the largest allowed objects, and tiny objects, both give readable scenes."""
+    for name, lo, hi in (("big", 64, 64), ("tiny", 4, 4)):
+        samples = read_visdrone(generate(tmp_path / name, 3, (128, 128), seed=2, min_size=lo, max_size=hi,
+                                         ignore_prob=1.0, progress=False))
+        assert sum(len(s.boxes) for s in samples) > 0
+
+
 def test_refuses_to_mix_datasets_and_bad_args(tmp_path):
     generate(tmp_path / "x", 2, (128, 128), seed=0, progress=False)
     with pytest.raises(DatasetError, match="choose an empty --out"):

@@ -349,7 +349,11 @@ class _Scene:
             lane_w = 0.85 * u
             width = lanes * lane_w
             span = self.H if horizontal else self.W
-            c = float(rng.uniform(width, span - width))
+            # away from the borders when there is room; objects large for the image get a centred band
+            if span >= 2 * width:
+                c = float(rng.uniform(width, span - width))
+            else:
+                c = float(rng.uniform(0.4, 0.6) * span)
             walk = 0.45 * u
             lo, hi = c - width / 2, c + width / 2
             grey = float(rng.uniform(70, 110))
@@ -474,6 +478,7 @@ class _Scene:
             rw, rh = rng.uniform(2.5, 5.0) * u, rng.uniform(2.0, 4.0) * u
         else:
             rw, rh = rng.uniform(1.5, 3.0, 2) * u
+        rw, rh = min(rw, 0.6 * self.W), min(rh, 0.6 * self.H)  # objects large for the image
         for _try in range(10):
             x0, y0 = rng.uniform(0, self.W - rw), rng.uniform(0, self.H - rh)
             box = np.array([x0, y0, x0 + rw, y0 + rh])
