@@ -87,3 +87,36 @@ def test_slim_bad_arguments(tiny, tmp_path):
         slim(cfg, train, val, tmp_path, [0.5, 1.5], IMG, 2, baseline_epochs=1)
     with pytest.raises(PruneError, match="--weights"):
         slim(cfg, train, val, tmp_path, [0.5], IMG, 2)
+
+
+@pytest.mark.filterwarnings("ignore:the weights do not look sparsity-trained")
+def test_prune_eval_reports_map_before_finetuning(tiny, tmp_path, capsys):
+    """``slimyolo prune --eval``: mAP right after pruning, with and without folding, and unpruned."""
+    import torch
+
+    from slimyolo_ros.cli import main
+    from slimyolo_ros.darknet.checkpoint import save_checkpoint
+    from slimyolo_ros.darknet.model import Darknet
+    from slimyolo_ros.prune.slimming import plan_pruning
+    from slimyolo_ros.prune.surgery import masked_copy
+
+    cfg, _, val, _ = tiny
+    torch.manual_seed(0)
+    model = Darknet(load_cfg(cfg)).eval()
+    with torch.no_grad():
+        for m in model.module_list:
+            if hasattr(m, "bn"):
+                m.bn.weight.uniform_(0.2, 1.0)
+                m.bn.bias.normal_(0, 0.3)
+    plan, _ = plan_pruning(model, 0.5, 0.1)
+    silent = masked_copy(model, plan, zero_beta=True)  # pruning this one changes no output
+    save_checkpoint(tmp_path / "m.pt", silent, [f"c{i}" for i in range(model.num_classes)], IMG)
+    rc = main(["prune", "--weights", str(tmp_path / "m.pt"), "--global-percent", "0.5", "--eval", str(val),
+               "--out", str(tmp_path / "out"), "--json"])
+    assert rc == 0
+    maps = json.loads(capsys.readouterr().out)["map"]
+    assert set(maps) == {"unpruned", "pruned, beta folded", "pruned, beta dropped"}
+    for m in maps.values():
+        assert set(m) == {"map50", "map", "precision", "recall", "f1"}
+        assert m["map50"] == pytest.approx(maps["unpruned"]["map50"], abs=1e-6)
+        assert m["f1"] == pytest.approx(maps["unpruned"]["f1"], abs=1e-3)
