@@ -82,10 +82,12 @@ def header(stamp_sec: int) -> Header:
     return h
 
 
-def node_cmd(model: dict[str, Path], *extra: str) -> list[str]:
+def node_cmd(model: dict[str, Path], *extra: str, device: str | None = "cpu") -> list[str]:
     cmd = NODE_CMD + ["--ros-args", "--params-file", str(REPO / "config" / "detect.yaml"),
                       "-p", f"weights:={model['weights']}", "-p", f"cfg:={model['cfg']}",
-                      "-p", f"names:={model['names']}", "-p", "device:=cpu", "-p", "stats_period:=1.0"]
+                      "-p", f"names:={model['names']}", "-p", "stats_period:=1.0"]
+    if device is not None:  # None: the shipped default (auto)
+        cmd += ["-p", f"device:={device}"]
     for p in extra:
         cmd += ["-p", p] if ":=" in p and not p.startswith("__") else ["-r", p]
     return cmd
@@ -101,7 +103,7 @@ class Rig:
         # the loopback socket buffers (rmem_max) overflow, so the raw node reads reliably here. The
         # jpeg node keeps the shipped best_effort default (its messages are small).
         self.raw = NodeProcess(node_cmd(self.model, "reliability:=reliable"), env, tmp / "raw.log")
-        self.jpeg = NodeProcess(node_cmd(self.model, "compressed:=true", "__ns:=/cam2"), env,
+        self.jpeg = NodeProcess(node_cmd(self.model, "compressed:=true", "__ns:=/cam2", device=None), env,
                                 tmp / "jpeg.log")
         self.probe = Probe()
         n = self.probe.node
@@ -378,6 +380,16 @@ def test_compressed_input_and_corrupt_jpeg(rig):
         msg = rig.detect(good, rig.jpeg_pub, rig.jpeg_dets)
         assert_person_inside(msg, region, good_stamp)
         assert rig.results_for(stamp, rig.jpeg_dets) == []
+
+
+def test_device_auto_says_once_where_it_runs(rig):
+    lines = rig.jpeg.text().splitlines()
+    ready = next(i for i, ln in enumerate(lines) if "ready:" in ln)
+    device_warnings = [ln for ln in lines if "WARN" in ln and "CUDA" in ln]
+    if "device cpu" in lines[ready]:
+        assert len(device_warnings) == 1 and lines.index(device_warnings[0]) < ready, lines[: ready + 1]
+    else:  # a machine with a GPU: auto picked it, nothing to warn about
+        assert "device cuda" in lines[ready] and not device_warnings
 
 
 def test_every_declared_parameter_is_documented_in_config(rig):

@@ -334,7 +334,8 @@ class DetectorNode(Node):
             det(np.zeros((480, 640, 3), np.uint8))
         warm_ms = (time.monotonic() - t0) * 1e3
         self._model_desc = (f"{weights} ({len(det.class_names)} classes, device {det.device}"
-                            f"{' fp16' if det.half else ''}, input {det.img_size}, "
+                            f"{' fp16' if det.half else ''}, input {det.img_size}"
+                            f"{', tiled' if tile else ''}, "
                             f"loaded in {load_ms:.0f} ms, warm-up {warm_ms:.0f} ms)")
         return det
 
