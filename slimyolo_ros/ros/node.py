@@ -235,7 +235,10 @@ class DetectorNode(Node):
 
         self.detector = self._load_detector(p)
         self.class_names: list[str] = list(self.detector.class_names)
-        self.detector.class_filter = self._validate_classes(p["classes"]) or None
+        try:
+            self.detector.class_filter = self._validate_classes(p["classes"]) or None
+        except ValueError as exc:
+            raise StartupError(f"parameter 'classes': {exc}") from None
         self.add_on_set_parameters_callback(self._validate_update)
         self.add_post_set_parameters_callback(self._apply_update)
 
@@ -348,9 +351,10 @@ class DetectorNode(Node):
         names = [v for v in value if v]
         unknown = [n for n in names if n not in self.class_names]
         if unknown:
-            raise ValueError(
-                f"unknown class name(s) {unknown} (model classes: {', '.join(self.class_names)})"
-            )
+            known = ", ".join(self.class_names[:20])
+            if len(self.class_names) > 20:
+                known += f", ... ({len(self.class_names)} in all)"
+            raise ValueError(f"unknown class name(s) {unknown} (model classes: {known})")
         return names
 
     # ---- runtime parameters --------------------------------------------------------------
