@@ -417,6 +417,7 @@ def test_startup_errors_are_one_clear_line(ros_env, tmp_path):
         "missing": ([f"weights:={missing}"], str(missing)),
         "corrupt": ([f"weights:={corrupt}", "cfg:=''"], str(corrupt)),
         "cuda": (["device:=cuda:99"], "cuda:99"),
+        "classes": (["classes:=[person, unicorn]"], "unicorn"),
     }
     procs = {k: run_node_expect_failure(model, tmp_path, ros_env, *p) for k, (p, _) in cases.items()}
     for key, proc in procs.items():
