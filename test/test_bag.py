@@ -155,3 +155,164 @@ def test_bad_annotation_line_is_named(tmp_path):
     r = subprocess.run([*SLIMYOLO, "bag", "make", "--data", str(root), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "a.txt:2" in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------- bag eval
+# The real detect_node in a subprocess, the real Detector. Model: the shipped SlimYOLOv3 when models/ has
+# it (a trained model: the mAP comparison is about real detections); otherwise a seeded random-init
+# narrowed SPP3 (mAP ~0 both ways, still hundreds of boxes per frame that must agree).
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "slimyolov3-synth.pt"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    if SHIPPED.is_file():
+        return SHIPPED
+    import torch
+
+    from slimyolo_ros.darknet.checkpoint import save_checkpoint
+    from slimyolo_ros.darknet.model import Darknet
+
+    torch.manual_seed(0)
+    net = Darknet.from_file(Path(__file__).resolve().parents[1] / "models" / "yolov3-spp3-tiny-width.cfg")
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "m.pt", net, list(VISDRONE_CLASSES), 320)
+
+
+def _params(path: Path, weights: Path) -> Path:
+    # The offline evaluator's operating point (slimyolo eval defaults), so both see the same boxes.
+    path.write_text(
+        "slimyolo_detector:\n  ros__parameters:\n"
+        f"    weights: {weights}\n    device: cpu\n    conf_threshold: 0.001\n    nms_threshold: 0.5\n"
+        "    max_detections: 300\n    publish_debug_image: false\n    stats_period: 0.0\n")
+    return path
+
+
+def _bag_eval(args: list[str], env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([*SLIMYOLO, "bag", "eval", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+@pytest.mark.ros
+def test_lockstep_equals_offline_eval_and_records(tiny_det, model, tmp_path, ros_env):
+    bag = tmp_path / "bag"
+    make_bag(tiny_det, bag, progress=False)
+    out, rec = tmp_path / "out", tmp_path / "rec"
+    r = _bag_eval(["--bag", str(bag), "--params", str(_params(tmp_path / "p.yaml", model)), "--lockstep",
+                   "--record", str(rec), "--out", str(out), "--json", "--timeout", "120"], ros_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    off = subprocess.run([*SLIMYOLO, "eval", "--weights", str(model), "--data", str(tiny_det),
+                          "--device", "cpu", "--json"], capture_output=True, text=True, timeout=240)
+    assert off.returncode == 0, off.stderr[-3000:]
+    off = json.loads(off.stdout)
+    assert rep["frames"] == rep["answered"] == 4 and rep["dropped"] == 0 and rep["error"] is None
+    assert rep["frames_scored"] == 4
+    assert abs(rep["map50"] - off["map50"]) <= 0.005, (rep["map50"], off["map50"])
+    assert abs(rep["map"] - off["map"]) <= 0.005, (rep["map"], off["map"])
+    for k in ("p50", "p95", "p99"):
+        assert rep["latency_ms"][k] > 0
+    assert json.loads((out / "report.json").read_text())["map50"] == rep["map50"]
+    assert len(rep["annotated"]) == 4 and all(cv2.imread(p) is not None for p in rep["annotated"])
+    # the recorded bag: the source topics plus one Detection2DArray per frame, stamped like its image
+    got = _read(rec)
+    assert got["_types"]["/detections"] == "vision_msgs/msg/Detection2DArray"
+    assert len(got["/camera/image_raw"]) == len(got["/ground_truth"]) == 4
+    det_stamps = sorted(msgs.stamp_ns(m.header) for _, m in got["/detections"])
+    assert det_stamps == [msgs.stamp_ns(m.header) for _, m in got["/camera/image_raw"]]
+    assert sum(len(m.detections) for _, m in got["/detections"]) == rep["detections"] > 0
+
+
+def _write_bag(path: Path, frames: list[tuple[str, bool]], size=(64, 48)) -> None:
+    """A hand-made bag: one Image per (encoding, has ground truth), 10 fps."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    ts = typestore()
+    w, h = size
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as wr:
+        img_c = wr.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        gt_c = wr.add_connection("/ground_truth", "vision_msgs/msg/Detection2DArray", typestore=ts)
+        for i, (enc, has_gt) in enumerate(frames):
+            ns = DEFAULT_START_NS + i * 100_000_000
+            _, m = msgs.image_message(np.full((h, w, 3), 30 * i, np.uint8), "bgr8", ns, "camera")
+            m.encoding = enc  # the same bytes, declared in an encoding the node cannot read
+            wr.write(img_c, ns, ts.serialize_cdr(m, "sensor_msgs/msg/Image"))
+            if has_gt:
+                gt = msgs.detection_array(ns, "camera", [[5, 5, 20, 20]], ["car"])
+                wr.write(gt_c, ns, ts.serialize_cdr(gt, "vision_msgs/msg/Detection2DArray"))
+
+
+def test_eval_bag_without_image_topic(tmp_path, ros_env):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    ts = typestore()
+    bag = tmp_path / "gt_only"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as wr:
+        c = wr.add_connection("/ground_truth", "vision_msgs/msg/Detection2DArray", typestore=ts)
+        wr.write(c, 1, ts.serialize_cdr(msgs.detection_array(1, "camera", [], []),
+                                        "vision_msgs/msg/Detection2DArray"))
+    r = _bag_eval(["--bag", str(bag), "--params", str(tmp_path / "none.yaml")], ros_env, timeout=60)
+    assert r.returncode == 2
+    assert "no image topic" in r.stderr and "/ground_truth" in r.stderr and str(bag) in r.stderr
+    r = _bag_eval(["--bag", str(tmp_path / "missing")], ros_env, timeout=60)
+    assert r.returncode == 2 and "missing" in r.stderr and "no such bag" in r.stderr
+
+
+@pytest.mark.ros
+def test_eval_unknown_encoding_and_frames_without_ground_truth(model, tmp_path, ros_env):
+    bag = tmp_path / "mixed"
+    _write_bag(bag, [("bgr8", True), ("bgr8", True), ("bgr8", False), ("yuv422", True)])
+    out = tmp_path / "out"
+    r = _bag_eval(["--bag", str(bag), "--params", str(_params(tmp_path / "p.yaml", model)), "--lockstep",
+                   "--out", str(out), "--json", "--timeout", "120"], ros_env)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "yuv422" in r.stderr and "frame 3" in r.stderr
+    rep = json.loads(r.stdout)
+    assert rep == json.loads((out / "report.json").read_text())
+    assert rep["frames"] == rep["answered"] == 3 and rep["skipped"] == 1
+    assert rep["frames_without_ground_truth"] == 1 and rep["frames_scored"] == 2
+    assert rep["map50"] is not None and rep["ground_truth_per_class"] == {"car": 2}
+    assert any("no /ground_truth message" in w for w in rep["warnings"])
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.ros
+def test_eval_node_dies_mid_replay(model, tmp_path, ros_env):
+    import os
+    import signal
+    import time
+
+    bag = tmp_path / "long"
+    _write_bag(bag, [("bgr8", True)] * 8)  # 10 fps; at --rate 0.05 one frame every 2 s
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*SLIMYOLO, "bag", "eval", "--bag", str(bag), "--params",
+                             str(_params(tmp_path / "p.yaml", model)), "--rate", "0.05", "--out", str(out),
+                             "--json", "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ros_env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "ready" not in ((out / "node.log").read_text()
+                                                              if (out / "node.log").exists() else ""):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        time.sleep(4.0)  # the warm-up frame and the first frames go through
+        nodes = _children(proc.pid)
+        assert nodes, "detect_node subprocess not found"
+        for pid in nodes:
+            os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "detect_node exited with code -9" in stderr
+    rep = json.loads(stdout)
+    assert "detect_node exited" in rep["error"]
+    assert json.loads((out / "report.json").read_text())["error"] == rep["error"]
+    assert rep["frames"] < 8  # the replay stopped where the node died
+    assert rep["answered"] <= rep["frames"]
