@@ -305,13 +305,14 @@ def test_stream_faster_than_inference_drops_frames_without_backlog(rig):
     processed = [s for _, s in got]
     assert processed == sorted(processed) and len(set(processed)) == len(processed)
     assert len(processed) < n_frames, "inference kept up with 30 Hz: this test needs a slower model"
-    # No queue build-up: whatever arrives after the camera stopped is from its last second (a FIFO
-    # at 30 Hz in, ~10 Hz out would still be working through frames sent seconds earlier).
-    late = [s - base for t, s in got if t > stream_end and stream_end - sent_at[s] > 1.0]
+    # No queue build-up: whatever arrives after the camera stopped was sent near its end (a FIFO at
+    # 30 Hz in, ~8 Hz out would still be working through frames sent 2 s earlier; thresholds are
+    # loose so a loaded CI machine does not fail this).
+    late = [s - base for t, s in got if t > stream_end and stream_end - sent_at[s] > 1.5]
     assert not late, f"frames {late} were processed after the stream ended: a backlog"
     latency = [t - sent_at[s] for t, s in got]
     first, final = np.median(latency[:5]), np.median(latency[-5:])
-    assert final < 3 * first + 0.5, f"latency grew from {first:.3f} s to {final:.3f} s"
+    assert final < 3 * first + 1.0, f"latency grew from {first:.3f} s to {final:.3f} s"
 
     def stats_after_stream():
         for _, m in list(rig.stats)[stats_before:]:
