@@ -19,6 +19,8 @@ from pathlib import Path
 
 from slimyolo_ros.errors import SlimyoloError
 
+CAR_LENGTH = (120 / 720, 200 / 720)  # car length as a fraction of the frame's short side
+
 
 def _parse_size(text: str) -> tuple[int, int]:
     try:
@@ -43,7 +45,12 @@ def _dataset(out: Path, frames: int, size: tuple[int, int], seed: int) -> Path:
         pass
     shutil.rmtree(root, ignore_errors=True)
     t = time.perf_counter()
-    generate(root, frames, size=size, seed=seed, progress=False)
+    # Object scale of the shipped model's training data (cars 24-40 px in its 256 px input, see
+    # models/README.md): a 1280x720 frame shrinks 5x into the network, so cars here are 120-200 px
+    # (a low-altitude flight). Expressed relative to the frame so other --size values keep it.
+    short = min(size)
+    generate(root, frames, size=size, seed=seed, progress=False, objects=(5, 15),
+             min_size=CAR_LENGTH[0] * short, max_size=CAR_LENGTH[1] * short, ignore_prob=0.2)
     print(f"[1/3] synthetic flight: {frames} frames {size[0]}x{size[1]} -> {root} "
           f"({time.perf_counter() - t:.1f} s)", flush=True)
     return root
