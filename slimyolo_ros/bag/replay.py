@@ -470,8 +470,12 @@ def _replay(cfg: ReplayConfig, bag: Path, reader) -> dict:
         bar.close()
         # Timed mode: wait for the answers still in flight (stop once nothing new came for a while).
         if cfg.rate is not None:
+            with listener.cond:
+                lat = [t - published[s] for s, (t, _) in listener.answers.items() if s in published]
+            # Quiet for a few typical latencies (at least 2 s): the last frame may still be in inference.
+            patience = max(2.0, 3 * float(np.percentile(lat, 95)) if lat else min(cfg.timeout, 10.0))
             last_n, quiet_since = -1, time.perf_counter()
-            while alive() and time.perf_counter() - quiet_since < 2.0:
+            while alive() and time.perf_counter() - quiet_since < patience:
                 with listener.cond:
                     n = sum(1 for s in published if s in listener.answers)
                 if n == len(published):
