@@ -120,3 +120,30 @@ def test_prune_eval_reports_map_before_finetuning(tiny, tmp_path, capsys):
         assert set(m) == {"map50", "map", "precision", "recall", "f1"}
         assert m["map50"] == pytest.approx(maps["unpruned"]["map50"], abs=1e-6)
         assert m["f1"] == pytest.approx(maps["unpruned"]["f1"], abs=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:the weights do not look sparsity-trained")
+def test_slim_independent_sweep_from_given_weights(tiny, tmp_path):
+    from slimyolo_ros.prune.pipeline import slim
+
+    cfg, train, val, root = tiny
+    # a trained baseline to start from: the previous test's, or one epoch of our own
+    base = root / "run" / "baseline" / "best.pt"
+    if not base.is_file():
+        from slimyolo_ros.train.trainer import train as train_fn
+
+        base = train_fn(cfg, train, val, 1, IMG, 3, tmp_path / "base", device="cpu", progress=False)["best"]
+    report = slim(cfg, train, val, tmp_path / "sweep", [0.3, 0.7], IMG, 3, weights=base, sparsity=0.01,
+                  sparsity_epochs=1, finetune_epochs=1, device="cpu", independent=True, latency_repeats=1,
+                  train_options={"progress": False})
+    assert [r["stage"] for r in report["rows"]] == ["baseline", "sparsity", "pruned", "finetuned", "pruned",
+                                                    "finetuned"]
+    assert report["rows"][0]["scored_by"] == "pipeline"  # given weights are scored here
+    g = {r["model"]: r["gflops"] for r in report["rows"]}
+    assert g["spp3-w16-slim-70"] < g["spp3-w16-slim-30"] < g["spp3-w16"]
+    # both ratios were pruned from the one sparse model
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["baseline", "p30", "p70",
+                                                                                   "sparsity"]
+    for pct in ("p30", "p70"):
+        tuned = load_checkpoint(tmp_path / "sweep" / pct / "finetune" / "best.pt")
+        assert tuned["cfg"] == (tmp_path / "sweep" / pct / "prune" / "pruned.cfg").read_text()

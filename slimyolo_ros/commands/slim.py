@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     start.add_argument("--baseline-epochs", type=int, default=0, help="train the baseline first, E epochs")
     parser.add_argument("--ratios", type=_ratios, default=[0.5, 0.5],
                         help="global ratios, one prune iteration each (default 0.5,0.5 = SlimYOLOv3-SPP3-50)")
+    parser.add_argument("--independent", action="store_true",
+                        help="a sweep: sparsity train once, prune + fine-tune each ratio from that sparse "
+                             "model (default: iterate, each ratio prunes the previous fine-tuned model)")
     parser.add_argument("--layer-keep", type=float, default=0.1, help="layer keep K (default 0.1)")
     parser.add_argument("--sparsity", type=float, default=1e-3, help="L1 alpha on BN gammas (default 0.001)")
     parser.add_argument("--sparsity-schedule", choices=("constant", "decay"), default="constant")
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                   sparsity=args.sparsity, sparsity_epochs=args.sparsity_epochs,
                   finetune_epochs=args.finetune_epochs, channel_multiple=args.channel_multiple,
                   sparsity_schedule=args.sparsity_schedule, device=args.device, resume=args.resume,
-                  train_options=train_options, latency_repeats=max(1, args.latency_repeats))
+                  train_options=train_options, latency_repeats=max(1, args.latency_repeats),
+                  independent=args.independent)
     if args.json:
         print(json.dumps(report))
     else:

@@ -9,6 +9,7 @@ Layout of OUT:
     iter1_p50/sparsity/        trainer run with --sparsity; its last.pt is what gets pruned
     iter1_p50/prune/           pruned.cfg, pruned.weights, pruned.pt, prune_report.json/.md
     iter1_p50/finetune/        trainer run on pruned.cfg from pruned.pt; its best.pt feeds the next ratio
+With ``independent=True`` (a sweep): OUT/sparsity/ once, then OUT/p50/prune, OUT/p50/finetune, ... per ratio.
 Each finished step writes ``step.json``; a rerun with ``resume=True`` reuses finished steps, so a long run
 killed halfway loses at most the step in progress.
 """
@@ -109,8 +110,12 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
          sparsity_epochs: int = 10, finetune_epochs: int = 10, channel_multiple: int = 1,
          sparsity_schedule: str = "constant", device: str = "auto", resume: bool = False,
          name: str | None = None, train_options: dict[str, Any] | None = None,
-         latency_repeats: int = 5) -> dict:
-    """Run the pipeline; returns the report (also written as OUT/slim_report.json/.md + PNG)."""
+         latency_repeats: int = 5, independent: bool = False) -> dict:
+    """Run the pipeline; returns the report (also written as OUT/slim_report.json/.md + PNG).
+
+    ``independent``: instead of iterating (each ratio applied to the previous fine-tuned model), sparsity
+    train once and prune + fine-tune each ratio from that one sparse model (a sweep of ratios).
+    """
     from slimyolo_ros.data.visdrone import read_visdrone
     from slimyolo_ros.train.trainer import train
 
@@ -162,36 +167,51 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
         rows.append(stage_row(base_name, "baseline", model, class_names, img_size, samples, weights,
                               latency_repeats))
 
-    tags: list[str] = []
-    for k, ratio in enumerate(ratios, start=1):
-        tags.append(f"{round(ratio * 100):d}")
-        tag = f"{base_name}-slim-{'-'.join(tags)}"
-        it = out / f"iter{k}_p{tags[-1]}"
-        # 2. sparsity training from the current model; its last epoch is pruned (best-by-mAP
-        #    could be an early epoch whose gammas are not sparse yet)
-        res = train_step(it / "sparsity", cfg=cur_cfg, weights=cur_weights, epochs=sparsity_epochs,
+    def sparsity_step(path: Path, tag: str) -> str:
+        # Sparsity training from the current model; its last epoch is pruned (best-by-mAP could be
+        # an early epoch whose gammas are not sparse yet).
+        res = train_step(path, cfg=cur_cfg, weights=cur_weights, epochs=sparsity_epochs,
                          sparsity=sparsity, sparsity_schedule=sparsity_schedule)
-        rows.append(score(it / "sparsity", f"{tag} sparse", "sparsity", res["last"], trained=True))
-        # 3. prune
+        rows.append(score(path, f"{tag} sparse", "sparsity", res["last"], trained=True))
+        return res["last"]
+
+    def prune_and_finetune(it: Path, tag: str, ratio: float, sparse_w: str) -> tuple[Path, Path]:
         prune_dir = it / "prune"
         if steps.done(prune_dir) is None:
-            sparse, class_names, _ = load_model(res["last"])
-            _, report = prune_to_dir(sparse, class_names, img_size, prune_dir, ratio, layer_keep,
+            sparse, names, _ = load_model(sparse_w)
+            _, report = prune_to_dir(sparse, names, img_size, prune_dir, ratio, layer_keep,
                                      channel_multiple=channel_multiple, title=f"Prune report: {tag}")
             steps.finish(prune_dir, {"pt": str(prune_dir / "pruned.pt"),
                                      "gflops_reduction_pct": report["complexity"][0]["gflops_reduction_pct"]})
         rows.append(score(prune_dir, f"{tag} pruned", "pruned", prune_dir / "pruned.pt", trained=False))
-        # 4. fine-tune: plain training of the pruned cfg from the pruned weights
+        # fine-tuning is plain training of the pruned cfg from the pruned weights
         res = train_step(it / "finetune", cfg=prune_dir / "pruned.cfg", weights=prune_dir / "pruned.pt",
                          epochs=finetune_epochs)
         rows.append(score(it / "finetune", tag, "finetuned", res["best"], trained=True))
-        cur_cfg, cur_weights = prune_dir / "pruned.cfg", Path(res["best"])
+        return prune_dir / "pruned.cfg", Path(res["best"])
+
+    if independent:
+        # One sparsity run, then each ratio pruned from it and fine-tuned on its own (the paper's
+        # SlimYOLOv3-SPP3-90 and -95 are such single-step prunes of one sparse model).
+        sparse_w = sparsity_step(out / "sparsity", base_name)
+        for ratio in ratios:
+            pct = f"{round(ratio * 100):d}"
+            prune_and_finetune(out / f"p{pct}", f"{base_name}-slim-{pct}", ratio, sparse_w)
+    else:
+        tags: list[str] = []
+        for k, ratio in enumerate(ratios, start=1):
+            tags.append(f"{round(ratio * 100):d}")
+            tag = f"{base_name}-slim-{'-'.join(tags)}"
+            it = out / f"iter{k}_p{tags[-1]}"
+            sparse_w = sparsity_step(it / "sparsity", tag)
+            cur_cfg, cur_weights = prune_and_finetune(it, tag, ratio, sparse_w)
 
     report = {"config": {"cfg": str(cfg), "data": str(data), "val": str(val), "weights": str(weights),
                          "ratios": list(ratios), "layer_keep": layer_keep, "sparsity": sparsity,
                          "sparsity_schedule": sparsity_schedule, "sparsity_epochs": sparsity_epochs,
                          "finetune_epochs": finetune_epochs, "baseline_epochs": baseline_epochs,
                          "img_size": img_size, "batch": batch, "channel_multiple": channel_multiple,
+                         "mode": "independent" if independent else "iterative",
                          "val_images": len(samples), "torch_threads": torch.get_num_threads()},
               "rows": rows}
     write_slim_report(out, report)
@@ -202,7 +222,7 @@ def to_markdown(report: dict) -> str:
     c = report["config"]
     base = report["rows"][0]
     lines = ["# SlimYOLOv3 pipeline report", "",
-             f"Global ratios {', '.join(f'{r:g}' for r in c['ratios'])} (iterative), "
+             f"Global ratios {', '.join(f'{r:g}' for r in c['ratios'])} ({c.get('mode', 'iterative')}), "
              f"layer keep {c['layer_keep']:g}, sparsity alpha {c['sparsity']:g} ({c['sparsity_schedule']}) "
              f"for {c['sparsity_epochs']} epochs, fine-tuning {c['finetune_epochs']} epochs; evaluated on "
              f"{c['val_images']} images of {c['val']}. Latency: CPU forward only, batch 1, median, "
