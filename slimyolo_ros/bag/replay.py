@@ -673,8 +673,8 @@ def _record(dest: Path, bag: Path, frames, published, answers) -> Path:
     tmp = tmp_root / dest.name
     try:
         with Reader(bag) as src:
-            storage = StoragePlugin.SQLITE3 if any(p.suffix == ".db3" for p in
-                                                   getattr(src.storage, "paths", [])) else StoragePlugin.MCAP
+            files = [str(f.get("path", "")) for f in getattr(src.storage, "files", [])] or [bag.name]
+            storage = StoragePlugin.SQLITE3 if any(f.endswith(".db3") for f in files) else StoragePlugin.MCAP
             with Writer(tmp, version=Writer.VERSION_LATEST, storage_plugin=storage) as w:
                 conns = {}
                 for c in src.connections:
