@@ -71,8 +71,11 @@ def make_sparse_model(cfg: str | Path, seed: int = 0, calib_size: int = 320, hea
 
     # Data-dependent init: with momentum 1 one train-mode pass stores exactly the batch statistics,
     # and each BN normalises with them, so later layers are calibrated on normalised inputs too.
+    # The batch holds the frame, its mirror and uniform noise: ONNX parity checks feed noise, and a
+    # network calibrated on natural images only can overflow exp() in the box decode on noise.
     frame = bench_frame(1920, 1080, seed)
-    batch = torch.cat([_to_input(frame, calib_size), _to_input(frame[:, ::-1].copy(), calib_size)])
+    noise = torch.from_numpy(rng.random((1, 3, calib_size, calib_size), dtype=np.float32))
+    batch = torch.cat([_to_input(frame, calib_size), _to_input(frame[:, ::-1].copy(), calib_size), noise])
     saved = [bn.momentum for bn in bns]
     for bn in bns:
         bn.momentum = 1.0
@@ -132,4 +135,5 @@ def _calibrate_heads(model, x: torch.Tensor) -> None:
 
 
 def class_names(repo: Path) -> list[str]:
-    return [line.strip() for line in (repo / "models" / "visdrone.names").read_text().splitlines() if line.strip()]
+    lines = (repo / "models" / "visdrone.names").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip()]
