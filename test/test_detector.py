@@ -261,7 +261,7 @@ def test_thresholds_class_filter_and_input_forms(coco_tiny):
 def test_unfused_detector_matches_fused(coco_tiny):
     img = _grace_hopper()
     plain = Detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1,
-                     fuse=False)
+                     fuse=False, channels_last=False)
     assert coco_tiny.fused and not plain.fused
     a, b = coco_tiny(img), plain(img)
     assert a[:, 5].tolist() == b[:, 5].tolist()
