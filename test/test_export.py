@@ -175,3 +175,24 @@ def test_cli_export_onnx_torchscript_darknet(model, tmp_path, capsys):
     rc = main(["export", "--weights", str(ckpt), "--format", "onnx", "--img-size", "100", "--out",
                str(tmp_path / "bad.onnx")])
     assert rc == 2 and "--img-size 100" in capsys.readouterr().err
+
+
+def test_onnx_dynamic_shapes_and_fp16(model, tmp_path):
+    import onnxruntime as ort
+
+    path = tmp_path / "dyn.onnx"
+    export_onnx(model, path, SIZE, decoded=True, dynamic=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in (96, 160):  # other sizes than the one exported at, as TensorRT profiles would use
+        x = np.random.default_rng(size).random((1, 3, size, size), dtype=np.float32)
+        (out,) = sess.run(None, {"images": x})
+        ref = torch_reference(model, x, True)[0]
+        assert out.shape == ref.shape == (1, 3 * (size // 32) ** 2 * 21, 15)
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+    half = tmp_path / "half.onnx"
+    report = export_onnx(model, half, SIZE, decoded=True, half=True)
+    assert report["onnxruntime"]["ok"], report
+    proto = onnx.load(str(half))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # decoded in fp32
