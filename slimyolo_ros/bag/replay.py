@@ -405,7 +405,11 @@ def _replay(cfg: ReplayConfig, bag: Path, reader) -> dict:
     try:
         # Warm-up: the first image, re-stamped 1 s earlier, until the node answers it. Proves the
         # node is up and both directions are matched, and pays the first-inference cost off the clock.
-        first = next(_image_frames(reader, image_topic))
+        first = next((f for f in _image_frames(reader, image_topic) if not _check_image(f[2], f[0].typename)),
+                     None)
+        if first is None:
+            raise BagError(f"{bag}: no frame on {image_topic} the node can decode: "
+                           f"{_check_image(next(_image_frames(reader, image_topic))[2], image_type)}")
         warm_stamp = first[0].stamp - _WARMUP_OFFSET_NS
         warm = _restamp(first[2], image_type, warm_stamp)
         deadline = time.perf_counter() + cfg.timeout
@@ -426,7 +430,8 @@ def _replay(cfg: ReplayConfig, bag: Path, reader) -> dict:
 
         from tqdm import tqdm
 
-        bar = tqdm(total=n_in_bag, desc=f"bag eval {bag.name}", unit="frame", disable=not cfg.progress)
+        bar = tqdm(total=n_in_bag, desc=f"bag eval {bag.name}", unit="frame", disable=not cfg.progress,
+                   leave=False)
         t0 = None
         log0 = None
         misses = 0

@@ -1,0 +1,33 @@
+"""`make demo` end to end at toy size: synthetic flight -> bag -> the node with the shipped model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+from rosbags.rosbag2 import Reader
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.ros
+def test_demo_small_flight(tmp_path, ros_env):
+    out = tmp_path / "demo_out"
+    r = subprocess.run([sys.executable, "-m", "slimyolo_ros.demo", "--frames", "3", "--size", "320x240",
+                        "--out", str(out), "--json"], capture_output=True, text=True, env=ros_env, timeout=300,
+                       cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    acc, live = res["lockstep"], res["realtime"]
+    assert acc["frames"] == acc["answered"] == acc["frames_scored"] == 3 and acc["error"] is None
+    assert acc["map50"] is not None and sum(acc["ground_truth_per_class"].values()) > 0
+    assert live["frames"] == 3 and live["answered"] + live["dropped"] == 3 and live["error"] is None
+    assert Path(acc["params"]).resolve() == (REPO / "config" / "detect.yaml").resolve()
+    with Reader(out / "flight_bag") as bag:
+        assert bag.topics["/camera/image_raw"].msgcount == 3
+        assert (out / "flight_bag" / "flight_bag.mcap").is_file()
+    assert len(acc["annotated"]) >= 1 and cv2.imread(acc["annotated"][0]).shape == (240, 320, 3)
