@@ -16,13 +16,27 @@ import numpy as np
 Forward = Callable[[], object]
 
 
-def detector(pt: Path, backend: str, img_size: int, device: str = "cpu", half: bool = False,
-             fuse: bool = True, onnx_cache: Path | None = None):
+def detector(
+    pt: Path,
+    backend: str,
+    img_size: int,
+    device: str = "cpu",
+    half: bool = False,
+    fuse: bool = True,
+    onnx_cache: Path | None = None,
+):
     """The project's Detector for ``pt``, configured as the node would run it."""
     from slimyolo_ros.detect.detector import Detector
 
-    return Detector(str(pt), backend=backend, img_size=img_size, device=device, half=half, fuse=fuse,
-                    onnx_cache=onnx_cache)
+    return Detector(
+        str(pt),
+        backend=backend,
+        img_size=img_size,
+        device=device,
+        half=half,
+        fuse=fuse,
+        onnx_cache=onnx_cache,
+    )
 
 
 def torch_forward(det, blob: np.ndarray) -> Forward:
@@ -44,7 +58,9 @@ def torch_forward(det, blob: np.ndarray) -> Forward:
     return run
 
 
-def onnxruntime_forward(onnx_path: Path, blob: np.ndarray, device: str = "cpu", half: bool = False) -> Forward:
+def onnxruntime_forward(
+    onnx_path: Path, blob: np.ndarray, device: str = "cpu", half: bool = False
+) -> Forward:
     """ONNX Runtime on the graph the Detector exported, in a session made by the project's
     ``ort_session`` (intra-op threads = torch's thread count, i.e. the fixed count)."""
     import onnxruntime as ort
@@ -74,8 +90,9 @@ def onnxruntime_forward(onnx_path: Path, blob: np.ndarray, device: str = "cpu", 
     return run
 
 
-def opencv_forward(cfg: Path, weights: Path, blob: np.ndarray, device: str = "cpu",
-                   half: bool = False) -> Forward:
+def opencv_forward(
+    cfg: Path, weights: Path, blob: np.ndarray, device: str = "cpu", half: bool = False
+) -> Forward:
     import cv2
 
     net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))

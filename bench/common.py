@@ -65,12 +65,17 @@ class Timing:
 
     def summary(self) -> dict[str, float]:
         s = sorted(self.samples_ms)
-        return {"median": round(self.median, 3), "min": round(s[0], 3), "max": round(s[-1], 3),
-                "runs": len(s)}
+        return {
+            "median": round(self.median, 3),
+            "min": round(s[0], 3),
+            "max": round(s[-1], 3),
+            "runs": len(s),
+        }
 
 
-def time_call(fn: Callable[[], object], warmup: int, repeats: int, sync: Callable[[], None] | None = None
-              ) -> Timing:
+def time_call(
+    fn: Callable[[], object], warmup: int, repeats: int, sync: Callable[[], None] | None = None
+) -> Timing:
     """Median-ready timings of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones.
 
     ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read so asynchronous devices

@@ -19,17 +19,39 @@ import numpy as np
 
 from bench.common import REPO, Timing, peak_rss_mib
 
+# Same topics and QoS as detect_node, no work: answers each Image with an empty Detection2DArray
+# carrying its header. Its round trip is what DDS + rclpy cost for the frame alone.
+ECHO_NODE = """
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
+rclpy.init()
+node = rclpy.create_node("slimyolo_bench_echo")
+pub = node.create_publisher(Detection2DArray, "/bench/detections", 10)
+qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+node.create_subscription(Image, "/bench/image", lambda m: pub.publish(Detection2DArray(header=m.header)), qos)
+try:
+    rclpy.spin(node)
+except (KeyboardInterrupt, ExternalShutdownException):
+    pass
+"""
+
 
 class NodeProcess:
     """``detect_node`` with the given parameters; ``pid`` for /proc reads, ``stop()`` with SIGINT."""
 
-    def __init__(self, params: dict[str, object], env: dict[str, str], log_path: Path):
-        args = []
-        for k, v in params.items():
-            if isinstance(v, bool):
-                v = str(v).lower()
-            args += ["-p", f"{k}:={v}"]
-        cmd = [sys.executable, "-m", "slimyolo_ros.ros.node", "--ros-args", *args]
+    def __init__(self, params: dict[str, object] | None, env: dict[str, str], log_path: Path):
+        if params is None:  # the transport floor: a trivial rclpy node answering each image
+            cmd = [sys.executable, "-c", ECHO_NODE]
+        else:
+            args = []
+            for k, v in params.items():
+                if isinstance(v, bool):
+                    v = str(v).lower()
+                args += ["-p", f"{k}:={v}"]
+            cmd = [sys.executable, "-m", "slimyolo_ros.ros.node", "--ros-args", *args]
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -84,8 +106,7 @@ class Client:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.node.create_publisher(Image, "/bench/image", qos)
         self._got: dict[tuple[int, int], float] = {}
-        self.sub = self.node.create_subscription(
-            Detection2DArray, "/bench/detections", self._on_dets, 10)
+        self.sub = self.node.create_subscription(Detection2DArray, "/bench/detections", self._on_dets, 10)
         self.last_count = 0
 
     def _on_dets(self, msg) -> None:
@@ -119,18 +140,38 @@ class Client:
         self.node.destroy_node()
 
 
-def measure_node(client: Client, model_pt: Path, backend: str, frames: dict[str, np.ndarray], env: dict[str, str],
-                 warmup: int, repeats: int, log_dir: Path, img_size: int = 416,
-                 timeout: float = 120.0) -> dict:
-    """Start the node on ``model_pt``; e2e latency per frame size; peak RSS. One node per call."""
+def measure_node(
+    client: Client,
+    model_pt: Path | None,
+    backend: str,
+    frames: dict[str, np.ndarray],
+    env: dict[str, str],
+    warmup: int,
+    repeats: int,
+    log_dir: Path,
+    img_size: int = 416,
+    timeout: float = 120.0,
+) -> dict:
+    """Start the node on ``model_pt`` (None: the echo node); e2e latency per frame; peak RSS."""
     from slimyolo_ros.ros.convert import bgr_to_image
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    params = {"weights": str(model_pt), "backend": backend, "device": "cpu", "img_size": img_size,
-              "input_topic": "/bench/image", "detections_topic": "/bench/detections",
-              "label_info_topic": "/bench/label_info", "reliability": "reliable",
-              "publish_debug_image": False, "stats_period": 0.0}
-    node = NodeProcess(params, env, log_dir / f"node_{model_pt.parent.name}_{backend}.log")
+    params = None
+    if model_pt is not None:
+        params = {
+            "weights": str(model_pt),
+            "backend": backend,
+            "device": "cpu",
+            "img_size": img_size,
+            "input_topic": "/bench/image",
+            "detections_topic": "/bench/detections",
+            "label_info_topic": "/bench/label_info",
+            "reliability": "reliable",
+            "publish_debug_image": False,
+            "stats_period": 0.0,
+        }
+    label = f"{model_pt.parent.name}_{backend}" if model_pt is not None else "echo"
+    node = NodeProcess(params, env, log_dir / f"node_{label}.log")
     out: dict = {"backend": backend, "frames": {}}
     try:
         t_start = time.monotonic()
@@ -151,3 +192,73 @@ def measure_node(client: Client, model_pt: Path, backend: str, frames: dict[str,
     finally:
         node.stop()
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Subprocess entry (one DDS participant per variant, so the Fast DDS profile can differ):
+    prints one JSON object, the result of :func:`measure_node`."""
+    import argparse
+    import json
+
+    sys.path.insert(0, str(REPO))
+    from bench.sparse_model import bench_frame
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--weights", default=None, help=".pt for detect_node; omitted: the echo node")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--frames", default="1280x720,1920x1080")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--img-size", type=int, default=416)
+    p.add_argument("--log-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    frames = {}
+    for f in a.frames.split(","):
+        w, h = (int(v) for v in f.split("x"))
+        frames[f] = bench_frame(w, h, a.seed)
+    client = Client()
+    try:
+        r = measure_node(
+            client,
+            Path(a.weights) if a.weights else None,
+            a.backend,
+            frames,
+            dict(os.environ),
+            a.warmup,
+            a.repeats,
+            Path(a.log_dir),
+            a.img_size,
+        )
+    finally:
+        client.close()
+        client.rclpy.try_shutdown()
+    print(json.dumps(r))
+    return 0
+
+
+def run_subprocess(env: dict[str, str], timeout: float = 600.0, **kw: object) -> dict:
+    """:func:`main` in a fresh interpreter with ``env`` (ROS domain, threads, Fast DDS profile)."""
+    import json
+
+    args = []
+    for k, v in kw.items():
+        if v is not None:
+            args += [f"--{k.replace('_', '-')}", str(v)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.node_e2e", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"bench.node_e2e {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-1500:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

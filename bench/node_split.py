@@ -34,9 +34,10 @@ def split_frame(det, img: np.ndarray, warmup: int, repeats: int, node=None) -> d
     from slimyolo_ros.ros.messages import to_detection2d_array
 
     own = node is None
+    inited = own and not rclpy.ok()
+    if inited:
+        rclpy.init()
     if own:
-        if not rclpy.ok():
-            rclpy.init()
         node = rclpy.create_node("slimyolo_bench_split")
     pub = node.create_publisher(Detection2DArray, "/bench/split_detections", 10)
     sub = node.create_subscription(Detection2DArray, "/bench/split_detections", lambda _m: None, 10)
@@ -71,9 +72,15 @@ def split_frame(det, img: np.ndarray, warmup: int, repeats: int, node=None) -> d
     node.destroy_publisher(pub)
     if own:
         node.destroy_node()
+    if inited:  # leave rclpy as found: a test session may init it again later
+        rclpy.try_shutdown()
     medians = {k: round(out[k].median, 3) for k in STAGES}
     total = sum(medians.values())
-    return {"stages_ms": medians, "total_ms": round(total, 3),
-            "outside_forward_ms": round(total - medians["forward"], 3),
-            "detections": int(len(dets)), "frame": f"{img.shape[1]}x{img.shape[0]}",
-            "image_bytes": int(img.nbytes)}
+    return {
+        "stages_ms": medians,
+        "total_ms": round(total, 3),
+        "outside_forward_ms": round(total - medians["forward"], 3),
+        "detections": int(len(dets)),
+        "frame": f"{img.shape[1]}x{img.shape[0]}",
+        "image_bytes": int(img.nbytes),
+    }

@@ -66,9 +66,23 @@ def make_base(work: Path, cfg: Path, seed: int, sizes: tuple[int, ...]) -> Model
 
 
 def prune_command(base: ModelFiles, percent: float, channel_multiple: int, out: Path) -> list[str]:
-    return [sys.executable, "-m", "slimyolo_ros.cli", "prune", "--weights", str(base.pt),
-            "--global-percent", str(percent), "--layer-keep", str(LAYER_KEEP),
-            "--channel-multiple", str(channel_multiple), "--out", str(out), "--json"]
+    return [
+        sys.executable,
+        "-m",
+        "slimyolo_ros.cli",
+        "prune",
+        "--weights",
+        str(base.pt),
+        "--global-percent",
+        str(percent),
+        "--layer-keep",
+        str(LAYER_KEEP),
+        "--channel-multiple",
+        str(channel_multiple),
+        "--out",
+        str(out),
+        "--json",
+    ]
 
 
 def _run_prune(base: ModelFiles, name: str, cm: int, work: Path, sizes: tuple[int, ...]) -> ModelFiles:
@@ -83,8 +97,9 @@ def _run_prune(base: ModelFiles, name: str, cm: int, work: Path, sizes: tuple[in
     return mf
 
 
-def make_pruned(base: ModelFiles, work: Path, multiples: dict[str, tuple[int, ...]], sizes: tuple[int, ...],
-                jobs: int = 2) -> list[ModelFiles]:
+def make_pruned(
+    base: ModelFiles, work: Path, multiples: dict[str, tuple[int, ...]], sizes: tuple[int, ...], jobs: int = 2
+) -> list[ModelFiles]:
     """Run ``slimyolo prune`` for every (model, channel multiple); ``jobs`` CLI processes at a time."""
     todo = [(name, cm) for name, cms in multiples.items() for cm in cms]
     with ThreadPoolExecutor(max_workers=jobs) as pool:

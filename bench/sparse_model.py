@@ -29,12 +29,15 @@ from bench.common import SHARED_REFERENCE
 GAMMA_MIN, GAMMA_MAX = 1e-4, 1.0
 CANDIDATES = 200
 CONF_THRESHOLD = 0.25
+# The real UAV frame from ../shared when present; tests switch it off (they must not read ../shared
+# without the shared_reference fixture).
+USE_REFERENCE_FRAME = True
 
 
 def bench_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
     """A BGR frame of the given size: the real UAV frame in ../shared when present, else textured noise."""
     real = SHARED_REFERENCE / "uav_frame_3840x2160.jpg"
-    img = cv2.imread(str(real)) if real.is_file() else None
+    img = cv2.imread(str(real)) if USE_REFERENCE_FRAME and real.is_file() else None
     if img is None:
         rng = np.random.default_rng(seed)
         small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
@@ -44,8 +47,9 @@ def bench_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 def frame_source() -> str:
     real = SHARED_REFERENCE / "uav_frame_3840x2160.jpg"
-    return "the real 3840x2160 UAV frame of ../shared/reference (resized)" if real.is_file() \
-        else "textured noise (../shared/reference not present)"
+    if USE_REFERENCE_FRAME and real.is_file():
+        return "the real 3840x2160 UAV frame of ../shared/reference, resized"
+    return "textured noise (../shared/reference not used)"
 
 
 def _to_input(img_bgr: np.ndarray, size: int) -> torch.Tensor:
@@ -108,14 +112,14 @@ def _calibrate_heads(model, x: torch.Tensor) -> None:
         scale = torch.ones_like(std)
         target = torch.ones_like(std)
         for a in range(layer.num_anchors):
-            target[a * n + 2: a * n + 4] = 0.3  # box size: exp() of a small spread around the anchor
+            target[a * n + 2 : a * n + 4] = 0.3  # box size: exp() of a small spread around the anchor
         scale = target / std
         conv.weight.mul_(scale.view(-1, 1, 1, 1))
         conv.bias.zero_()
         z = z * scale.view(1, -1, 1, 1)
         for a in range(layer.num_anchors):
             obj_logits.append(z[0, a * n + 4].flatten())
-            cls_best.append(z[0, a * n + 5: (a + 1) * n].sigmoid().amax(0).flatten())
+            cls_best.append(z[0, a * n + 5 : (a + 1) * n].sigmoid().amax(0).flatten())
     obj = torch.cat(obj_logits).double()
     cls = torch.cat(cls_best).double()
     # Bisection on the objectness bias b: count(sigmoid(z + b) * best_cls > conf) == CANDIDATES.

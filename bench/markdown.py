@@ -1,0 +1,367 @@
+"""The bench:run section of docs/benchmarks.md, rendered from one run's rows and details."""
+
+from __future__ import annotations
+
+from bench.report import table
+
+MODELS = ("yolov3-spp3", "slim-50", "slim-90", "slim-95")
+BACKENDS = ("torch", "onnxruntime", "opencv")
+SPEEDUP_TARGET = 6.0
+OVERHEAD_TARGET = 0.10
+
+
+def _lat(
+    rows: list[dict], model: str, backend: str, size: int, device: str = "cpu", precision: str = "fp32"
+) -> float | None:
+    for r in rows:
+        if (r["model"], r["backend"], r["img_size"], r["device"], r["precision"]) == (
+            model,
+            backend,
+            size,
+            device,
+            precision,
+        ):
+            return r["latency_ms_median"]
+    return None
+
+
+def _best(
+    rows: list[dict], model: str, size: int, backends=BACKENDS, device: str = "cpu", precision: str = "fp32"
+) -> tuple[str, float] | None:
+    c = [(v, b) for b in backends if (v := _lat(rows, model, b, size, device, precision)) is not None]
+    if not c:
+        return None
+    v, b = min(c)
+    return b, v
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def latency_section(rows: list[dict], sizes: list[int], device: str = "cpu", precision: str = "fp32") -> str:
+    out = []
+    for size in sizes:
+        base = _best(rows, "yolov3-spp3", size, device=device, precision=precision)
+        body = []
+        base_gflops = next(
+            (r["gflops"] for r in rows if r["model"] == "yolov3-spp3" and r["img_size"] == size), None
+        )
+        for m in MODELS:
+            mr = [
+                r
+                for r in rows
+                if r["model"] == m
+                and r["img_size"] == size
+                and r["device"] == device
+                and r["precision"] == precision
+            ]
+            if not mr:
+                continue
+            gflops, params = mr[0]["gflops"], mr[0]["params"]
+            lat = {b: _lat(rows, m, b, size, device, precision) for b in BACKENDS}
+            best = _best(rows, m, size, device=device, precision=precision)
+            speedup = flops_ratio = ideal = None
+            if base and best and base_gflops:
+                speedup = base[1] / best[1]
+                flops_ratio = base_gflops / gflops
+                ideal = 100.0 * speedup / flops_ratio
+            body.append(
+                [
+                    m,
+                    f"{gflops:.2f}",
+                    f"{params / 1e6:.2f} M",
+                    *[lat[b] for b in BACKENDS],
+                    best[0] if best else None,
+                    f"{speedup:.2f}x" if speedup else None,
+                    f"{flops_ratio:.2f}x" if flops_ratio else None,
+                    f"{ideal:.0f}%" if ideal else None,
+                ]
+            )
+        out.append(f"**{size}×{size}, batch 1, {device}, {precision}** (forward ms, median)\n")
+        out.append(
+            table(
+                [
+                    "model",
+                    "GFLOPs",
+                    "params",
+                    "torch",
+                    "onnxruntime",
+                    "opencv",
+                    "best",
+                    "speed-up (best vs SPP3 best)",
+                    "FLOPs ratio",
+                    "% of ideal",
+                ],
+                body,
+            )
+        )
+        out.append("")
+    return "\n".join(out)
+
+
+def render(rows: list[dict], d: dict) -> str:
+    sizes = d.get("sizes", [416])
+    v = d.get("versions", {})
+    s: list[str] = []
+    s.append("## Speed, side by side (`bench/run.py`)\n")
+    s.append(f"Command: `{d['command']}` — {d['date_utc']}, git `{d['git']}`, wall {d['wall_s']:.0f} s.  ")
+    s.append(
+        f"CPU: {d['cpu']} ({d['cores']} cores visible, shared with other work; load average "
+        f"{d['load_avg_start'][0]:.2f} at start, {d['load_avg_end'][0]:.2f} at end). Threads fixed: "
+        f"torch {d['threads']['torch']}, OpenCV {d['threads']['opencv']}, ONNX Runtime intra-op "
+        f"{d['threads']['onnxruntime']} (inter-op 1).  "
+    )
+    s.append(
+        f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, OpenCV {v.get('opencv')}, "
+        f"numpy {v.get('numpy')}, Python {v.get('python')}. Each number is the median of "
+        f"{d['repeats']} timed runs after {d['warmup']} warm-up runs (the unpruned SPP3: half the runs, "
+        f"1 warm-up). Machine-readable: the `--json` file (latency rows) and its `.details.json`.\n"
+    )
+    s.append(
+        "**The models.** Not trained weights: `models/yolov3-spp3.cfg` (10 classes) with random "
+        "weights whose BN |gamma| are drawn log-uniform in [1e-4, 1], i.i.d. over all channels (as "
+        "sparse as after L1 sparsity training), BN statistics set by one data-dependent pass, and "
+        "head biases set so ~200 boxes pass conf 0.25 on the benchmark frame (bench/sparse_model.py). "
+        "slim-50/90/95 are produced from it by the project's pruner, "
+        f"`{d.get('prune_command', 'slimyolo prune')}` with -P 0.5/0.9/0.95 and layer keep 0.1; "
+        "the pruner's shortcut unions and per-layer floor decide the channel counts, and GFLOPs/params "
+        "come from `slimyolo_ros.darknet.complexity`. Speed depends on the architecture, not on what "
+        "the weights learned, so these latencies hold for trained models of the same cfgs. "
+        f"The input frame: {d.get('frame', '?')}, letterboxed to S×S.\n"
+    )
+    s.append(
+        "Latency = one forward pass on a 1×3×S×S float blob, including the YOLO decode each runtime "
+        "does in its graph (the Detector's pre/post-processing is in the node split below). torch = the "
+        "Detector's torch model (BN folded, the default); onnxruntime = the ONNX the Detector exports "
+        "and its `ort_session`; opencv = `cv2.dnn.readNetFromDarknet` on the pruned cfg + .weights.\n"
+    )
+    s.append("### Latency: SPP3 vs pruned, three runtimes\n")
+    s.append(latency_section(rows, sizes))
+
+    # ---- targets
+    s.append("### Targets\n")
+    t_rows = []
+    size0 = sizes[0]
+    base, slim = _best(rows, "yolov3-spp3", size0), _best(rows, "slim-95", size0)
+    if base and slim:
+        sp = base[1] / slim[1]
+        g = {r["model"]: r["gflops"] for r in rows if r["img_size"] == size0}
+        fr = g["yolov3-spp3"] / g["slim-95"]
+        t_rows.append(
+            [
+                f"slim-95 ≥ {SPEEDUP_TARGET:.0f}x faster than SPP3 at {size0}, best backend",
+                f"{base[1]:.1f} ms ({base[0]}) / {slim[1]:.1f} ms ({slim[0]}) = {sp:.2f}x "
+                f"(FLOPs ratio {fr:.2f}x, {100 * sp / fr:.0f}% of ideal)",
+                _met(sp >= SPEEDUP_TARGET),
+            ]
+        )
+    for r in d.get("node_e2e", []):
+        if r["model"] != "slim-95" or "1920x1080" not in r["frames"] or not r.get("forward_ms"):
+            continue
+        fw, ee = r["forward_ms"], r["frames"]["1920x1080"]["median"]
+        ov = ee - fw
+        t_rows.append(
+            [
+                f"node overhead ≤ {100 * OVERHEAD_TARGET:.0f}% of forward at 1920x1080, slim-95 "
+                f"({r['backend']}, Fast DDS transport: {r['transport']})",
+                f"e2e {ee:.1f} ms − forward {fw:.1f} ms = {ov:.1f} ms = {100 * ov / fw:.1f}% of forward",
+                _met(ov <= OVERHEAD_TARGET * fw),
+            ]
+        )
+    for size in sizes:
+        for m in MODELS:
+            ours, cv = _best(rows, m, size, ("torch", "onnxruntime")), _lat(rows, m, "opencv", size)
+            if ours and cv:
+                t_rows.append(
+                    [
+                        f"our best backend ≥ OpenCV DNN, {m} at {size}",
+                        f"{ours[0]} {ours[1]:.1f} ms vs opencv {cv:.1f} ms = {cv / ours[1]:.2f}x",
+                        _met(ours[1] <= cv),
+                    ]
+                )
+    s.append(table(["target", "measured (ratio)", "status"], t_rows))
+    s.append("")
+
+    # ---- 8.5 effects
+    s.append("### Making pruned networks fast: effect of each measure\n")
+    cm = d.get("channel_multiple", [])
+    if cm:
+        s.append(
+            f"**`slimyolo prune --channel-multiple N`** (kept counts rounded up to a multiple of N) at "
+            f"{cm[0]['img_size']}, forward ms (median); 'vs N=1' compares the best backend:\n"
+        )
+        body = []
+        for r in cm:
+            b1 = next((x for x in cm if x["model"] == r["model"] and x["channel_multiple"] == 1), None)
+            best = (
+                min((r[b], b) for b in BACKENDS if r.get(b) is not None)
+                if any(r.get(b) for b in BACKENDS)
+                else None
+            )
+            best1 = min((b1[b], b) for b in BACKENDS if b1.get(b) is not None) if b1 else None
+            rel = f"{best1[0] / best[0]:.2f}x" if best and best1 else None
+            body.append(
+                [r["model"], r["channel_multiple"], f"{r['gflops']:.2f}", *[r.get(b) for b in BACKENDS], rel]
+            )
+        s.append(
+            table(["model", "N", "GFLOPs", "torch", "onnxruntime", "opencv", "speed vs N=1 (best)"], body)
+        )
+        s.append("")
+    fold = d.get("bn_folding", [])
+    if fold:
+        s.append("**BN folding** (Detector `fuse`, torch; ONNX Runtime and OpenCV fold BN themselves):\n")
+        s.append(
+            table(
+                ["model", "size", "unfused ms", "fused ms", "speed-up"],
+                [
+                    [
+                        r["model"],
+                        r["img_size"],
+                        r["torch_unfused_ms"],
+                        r["torch_fused_ms"],
+                        f"{r['torch_unfused_ms'] / r['torch_fused_ms']:.2f}x"
+                        if r["torch_fused_ms"]
+                        else None,
+                    ]
+                    for r in fold
+                ],
+            )
+        )
+        s.append("")
+    body = []
+    for size in sizes:
+        for m in MODELS:
+            b = _best(rows, m, size)
+            if b:
+                lats = {x: _lat(rows, m, x, size) for x in BACKENDS}
+                second = sorted(v for v in lats.values() if v is not None)
+                margin = f"{second[1] / second[0]:.2f}x" if len(second) > 1 else None
+                body.append([m, size, b[0], b[1], margin])
+    s.append("**Best backend per model** (CPU):\n")
+    s.append(table(["model", "size", "best", "ms", "lead over the runner-up"], body))
+    s.append("")
+    spp = d.get("spp_maxpool", [])
+    if spp:
+        s.append(
+            "**SPP max-pools in torch** (found by profiling: torch's CPU `max_pool2d` scans k×k per output, "
+            "and the 9 stride-1 pools of the three SPP blocks were about a third of the pruned net's torch "
+            "forward). darknet/model.py now computes stride-1 pools on CPU at inference as two separable "
+            "running maxima (bit-identical, test/test_spp_maxpool.py). Same run, same models, before = "
+            "plain `max_pool2d`:\n"
+        )
+        s.append(
+            table(
+                ["model", "size", "before ms", "after ms", "speed-up"],
+                [
+                    [
+                        r["model"],
+                        r["img_size"],
+                        r["before_ms"],
+                        r["after_ms"],
+                        f"{r['before_ms'] / r['after_ms']:.2f}x",
+                    ]
+                    for r in spp
+                ],
+            )
+        )
+        s.append("")
+
+    # ---- node split
+    splits = d.get("node_split", [])
+    if splits:
+        s.append("### One frame through the node's path (median ms per stage)\n")
+        s.append(
+            "Same functions the node calls: rclpy deserialisation, `ros.convert.image_to_bgr`, the "
+            "Detector's own stage timings (letterbox / forward / decode+NMS), "
+            "`ros.messages.to_detection2d_array`, and a real rclpy publisher with a matched subscriber.\n"
+        )
+        stages = list(splits[0]["stages_ms"])
+        body = [
+            [
+                x["model"],
+                x["backend"],
+                x["frame"],
+                *[x["stages_ms"][k] for k in stages],
+                x["total_ms"],
+                f"{x['outside_forward_ms']:.2f} "
+                f"({100 * x['outside_forward_ms'] / x['stages_ms']['forward']:.1f}%)",
+                x["detections"],
+            ]
+            for x in splits
+        ]
+        s.append(
+            table(["model", "backend", "frame", *stages, "total", "outside forward (% of fwd)", "dets"], body)
+        )
+        s.append("")
+
+    # ---- node e2e + RSS
+    if d.get("node_e2e"):
+        s.append("### detect_node end to end (image publish → Detection2DArray received)\n")
+        s.append(
+            "A real `detect_node` subprocess over loopback DDS (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, "
+            "random ROS_DOMAIN_ID), bgr8 frames sent one at a time, reliable QoS; forward = the bare "
+            "forward of the same model and backend from the table above. `echo` is a trivial rclpy node "
+            "answering each Image at once: the transport floor (DDS + rclpy for the frame alone). "
+            "Transport `default` = Fast DDS as shipped (512 KiB shared-memory segment, so big frames go "
+            "over UDP loopback in fragments); `shm-64MiB` = both ends with "
+            "`FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml`. Peak RSS = VmHWM of the "
+            "node process (/proc) after its frames.\n"
+        )
+        body = []
+        for r in d["node_e2e"]:
+            for frame, t in r["frames"].items():
+                fw = r.get("forward_ms")
+                ov = t["median"] - fw if fw else None
+                body.append(
+                    [
+                        r["model"],
+                        r["backend"],
+                        r["transport"],
+                        frame,
+                        t["median"],
+                        fw,
+                        ov,
+                        f"{100 * ov / fw:.1f}%" if fw else None,
+                        t["runs"],
+                        f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else None,
+                    ]
+                )
+        s.append(
+            table(
+                [
+                    "model",
+                    "backend",
+                    "transport",
+                    "frame",
+                    "e2e ms",
+                    "forward ms",
+                    "overhead ms",
+                    "overhead % of fwd",
+                    "frames",
+                    "peak RSS MiB",
+                ],
+                body,
+            )
+        )
+        s.append("")
+
+    # ---- CUDA
+    s.append("### CUDA (fp32 and fp16)\n")
+    cuda = d.get("cuda")
+    if isinstance(cuda, str) and cuda.startswith("skipped"):
+        s.append(
+            f"Skipped: {cuda.split(': ', 1)[1]}. The code path is in `Bench.cuda` "
+            "(torch fp32/fp16 via the Detector's `half`, ONNX Runtime with the CUDA provider and I/O "
+            "binding, OpenCV's CUDA target); a GPU machine fills this table with the same command.\n"
+        )
+    else:
+        s.append(f"Device: {cuda}.\n")
+        for precision in ("fp32", "fp16"):
+            s.append(latency_section(rows, sizes, device="cuda:0", precision=precision))
+    for note in d.get("fix_notes", []):
+        s.append(note)
+    if d.get("notes"):
+        s.append("### Failures during this run\n")
+        s.extend(f"- {n}" for n in d["notes"])
+    return "\n".join(s) + "\n"

@@ -1,0 +1,456 @@
+"""Speed, side by side: ``python bench/run.py [--quick] --json OUT.json``.
+
+One run measures (median of repeated runs after warm-up, one fixed thread count for torch, OpenCV
+and ONNX Runtime):
+  1. forward latency of YOLOv3-SPP3 and its 50/90/95 % pruned versions (made by ``slimyolo prune``
+     from a synthetic sparse model, see bench/sparse_model.py) at 416 (and 608 without --quick),
+     batch 1, in torch, ONNX Runtime and OpenCV DNN, with GFLOPs/params and speed-up vs FLOPs ratio;
+  2. the effect of ``--channel-multiple 8/16`` and of BN folding, and the best backend per model;
+  3. the time split of one frame through the node's functions (bench/node_split.py);
+  4. the real detect_node end to end vs the bare forward, 1280x720 and 1920x1080 bgr8, and its
+     peak RSS with each model (bench/node_e2e.py);
+  5. on CUDA (when torch sees a GPU) the latency table in fp32 and fp16.
+and writes OUT.json (a list of latency rows), OUT with .details.json (everything else) and its
+section of docs/benchmarks.md. Benchmarks, not tests: nothing here asserts on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, cpu_name, fix_threads, time_call  # noqa: E402
+
+MODELS = ("yolov3-spp3", "slim-50", "slim-90", "slim-95")
+BACKENDS = ("torch", "onnxruntime", "opencv")
+NODE_FRAMES = ((1280, 720), (1920, 1080))
+FASTDDS_PROFILE = REPO / "config" / "fastdds_large_frames.xml"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="416 only, fewer repeats (< 5 min on 2 cores)")
+    p.add_argument("--json", required=True, help="latency rows are written here (a JSON list)")
+    p.add_argument(
+        "--doc",
+        default=str(REPO / "docs" / "benchmarks.md"),
+        help="markdown file whose bench:run section is rewritten ('' to skip)",
+    )
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads of every backend (default 2)")
+    p.add_argument("--cfg", default=str(REPO / "models" / "yolov3-spp3.cfg"))
+    p.add_argument("--work", default=str(REPO / "runs" / "bench"), help="models and ONNX files go here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--sizes", default=None, help="comma-separated input sizes (default 416,608; quick: 416)")
+    p.add_argument("--no-node", action="store_true", help="skip the detect_node subprocess runs")
+    p.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
+    p.add_argument("--multiples", default="8,16", help="channel multiples for the 8.5 effect ('' to skip)")
+    return p.parse_args(argv)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.quick = args.quick
+        self.sizes = tuple(int(s) for s in (args.sizes or ("416" if args.quick else "416,608")).split(","))
+        self.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
+        self.repeats = args.repeats if args.repeats is not None else (5 if args.quick else 11)
+        self.work = Path(args.work).resolve()
+        self.names = [m for m in args.models.split(",") if m]
+        self.multiples = tuple(int(m) for m in args.multiples.split(",") if m)
+        self.rows: list[dict] = []
+        self.details: dict = {"notes": []}
+        self.models: dict[str, object] = {}  # key (name or name/cmN) -> ModelFiles
+        self.device = "cpu"
+
+    # ---- preparation -----------------------------------------------------------------------
+    def prepare(self) -> None:
+        from bench.prepare import make_base, make_pruned, prune_command
+
+        t0 = time.monotonic()
+        base = make_base(self.work, Path(self.args.cfg), self.args.seed, self.sizes)
+        self.models[base.key] = base
+        wanted = {n: (1, *self.multiples) for n in self.names if n != "yolov3-spp3"}
+        for mf in make_pruned(base, self.work, wanted, self.sizes):
+            self.models[mf.key] = mf
+        example = prune_command(base, 0.95, 1, self.work / "slim-95")
+        self.details["prune_command"] = " ".join(shlex.quote(str(c)) for c in example[1:]).replace(
+            "-m slimyolo_ros.cli", "slimyolo", 1
+        )
+        log(f"models ready in {time.monotonic() - t0:.0f} s: {', '.join(self.models)}")
+
+    # ---- latency table ---------------------------------------------------------------------
+    def _forward(self, mf, backend: str, size: int, blob, fuse: bool = True, half: bool = False):
+        from bench.backends import detector, onnxruntime_forward, opencv_forward, torch_forward
+
+        if backend == "opencv":
+            return opencv_forward(mf.cfg, mf.weights, blob, self.device, half)
+        if backend == "torch":
+            return torch_forward(detector(mf.pt, "torch", size, self.device, half, fuse), blob)
+        det = detector(mf.pt, "onnxruntime", size, self.device, False, fuse, self.work / "cache" / "onnx")
+        mf.onnx[size] = det.onnx_path
+        return onnxruntime_forward(det.onnx_path, blob, self.device, half)
+
+    def time_forward(self, mf, backend: str, size: int, blob, fuse: bool = True, half: bool = False) -> dict:
+        fn = self._forward(mf, backend, size, blob, fuse, half)
+        # The unpruned net is ~20x slower than slim-95: fewer runs keep its share of the budget sane.
+        reps = self.repeats if mf.gflops[size] < 20 else max(3, self.repeats // 2)
+        t = time_call(fn, self.warmup if mf.gflops[size] < 20 else 1, reps)
+        del fn
+        gc.collect()
+        return t.summary()
+
+    def latency_table(self, precisions: tuple[str, ...] = ("fp32",)) -> None:
+        from bench.backends import input_blob
+        from bench.sparse_model import bench_frame
+
+        frame = bench_frame(1920, 1080, self.args.seed)
+        for size in self.sizes:
+            blob = input_blob(frame, size)
+            for name in self.names:
+                mf = self.models[name]
+                for precision in precisions:
+                    for backend in BACKENDS:
+                        if precision == "fp16" and backend == "onnxruntime":
+                            continue  # the Detector runs ORT in fp32 only
+                        try:
+                            s = self.time_forward(mf, backend, size, blob, half=precision == "fp16")
+                        except Exception as exc:  # one runtime failing must not lose the others
+                            self.details["notes"].append(f"{name} {backend} {size} {precision}: {exc!r}")
+                            log(f"FAILED {name} {backend} {size} {precision}: {exc!r}")
+                            continue
+                        row = {
+                            "model": name,
+                            "backend": backend,
+                            "img_size": size,
+                            "gflops": mf.gflops[size],
+                            "params": mf.params,
+                            "latency_ms_median": s["median"],
+                            "latency_ms_min": s["min"],
+                            "runs": s["runs"],
+                            "device": self.device,
+                            "precision": precision,
+                            "threads": self.args.threads,
+                        }
+                        self.rows.append(row)
+                        log(
+                            f"{name:12s} {backend:12s} {size} {self.device} {precision}: "
+                            f"{s['median']:8.1f} ms"
+                        )
+
+    def effects(self) -> None:
+        """8.5: channel multiple (all backends) and BN folding (torch) at the first size."""
+        from bench.backends import input_blob
+        from bench.sparse_model import bench_frame
+
+        size = self.sizes[0]
+        blob = input_blob(bench_frame(1920, 1080, self.args.seed), size)
+        cm_rows = []
+        for name in self.names:
+            if name == "yolov3-spp3":
+                continue
+            for cm in (1, *self.multiples):
+                mf = self.models[name if cm == 1 else f"{name}/cm{cm}"]
+                row = {
+                    "model": name,
+                    "channel_multiple": cm,
+                    "img_size": size,
+                    "gflops": mf.gflops[size],
+                    "params": mf.params,
+                }
+                for backend in BACKENDS:
+                    if cm == 1:
+                        hit = [
+                            r
+                            for r in self.rows
+                            if (r["model"], r["backend"], r["img_size"], r["precision"])
+                            == (name, backend, size, "fp32")
+                        ]
+                        row[backend] = hit[0]["latency_ms_median"] if hit else None
+                        continue
+                    try:
+                        row[backend] = self.time_forward(mf, backend, size, blob)["median"]
+                    except Exception as exc:
+                        self.details["notes"].append(f"{mf.key} {backend}: {exc!r}")
+                        row[backend] = None
+                log(f"{mf.key:14s} {size}: " + ", ".join(f"{b} {row[b]}" for b in BACKENDS))
+                cm_rows.append(row)
+        self.details["channel_multiple"] = cm_rows
+        fold_rows = []
+        for name in self.names:
+            mf = self.models[name]
+            unfused = self.time_forward(mf, "torch", size, blob, fuse=False)["median"]
+            hit = [
+                r
+                for r in self.rows
+                if (r["model"], r["backend"], r["img_size"], r["precision"]) == (name, "torch", size, "fp32")
+            ]
+            fused = hit[0]["latency_ms_median"] if hit else None
+            fold_rows.append(
+                {"model": name, "img_size": size, "torch_unfused_ms": unfused, "torch_fused_ms": fused}
+            )
+            log(f"{name:12s} BN folding: unfused {unfused:.1f} ms, fused {fused} ms")
+        self.details["bn_folding"] = fold_rows
+        self.details["spp_maxpool"] = self.spp_maxpool(size, blob)
+
+    def spp_maxpool(self, size: int, blob) -> list[dict]:
+        """torch forward with the SPP pools as plain ``max_pool2d`` (before) vs the separable fast
+        path now in darknet/model.py (after), same model objects, same run."""
+        import torch.nn.functional as F
+
+        from bench.backends import detector, torch_forward
+        from slimyolo_ros.darknet import model as dm
+
+        def plain(self, x):
+            lo, hi = self.pad
+            return F.max_pool2d(F.pad(x, (lo, hi, lo, hi), value=float("-inf")), self.size, self.stride)
+
+        fast = dm.MaxPool.forward
+        out = []
+        for name in self.names:
+            mf = self.models[name]
+            fn = torch_forward(detector(mf.pt, "torch", size, "cpu"), blob)
+            reps = self.repeats if mf.gflops[size] < 20 else max(3, self.repeats // 2)
+            try:
+                dm.MaxPool.forward = plain
+                before = time_call(fn, 1, reps).median
+            finally:
+                dm.MaxPool.forward = fast
+            after = time_call(fn, 1, reps).median
+            out.append(
+                {"model": name, "img_size": size, "before_ms": round(before, 3), "after_ms": round(after, 3)}
+            )
+            log(f"{name:12s} SPP max-pool: max_pool2d {before:.1f} ms, separable {after:.1f} ms")
+        return out
+
+    # ---- node ------------------------------------------------------------------------------
+    def best_backend(self, name: str, size: int, ours_only: bool = True) -> tuple[str, float] | None:
+        cands = [
+            (r["latency_ms_median"], r["backend"])
+            for r in self.rows
+            if r["model"] == name
+            and r["img_size"] == size
+            and r["precision"] == "fp32"
+            and r["device"] == "cpu"
+            and (r["backend"] != "opencv" or not ours_only)
+        ]
+        if not cands:
+            return None
+        ms, backend = min(cands)
+        return backend, ms
+
+    def node_split(self) -> None:
+        from bench.backends import detector
+        from bench.node_split import split_frame
+        from bench.sparse_model import bench_frame
+
+        name = "slim-95" if "slim-95" in self.names else self.names[-1]
+        size = self.sizes[0]
+        splits = []
+        for backend in ("torch", "onnxruntime"):
+            det = detector(
+                self.models[name].pt, backend, size, "cpu", False, True, self.work / "cache" / "onnx"
+            )
+            for w, h in NODE_FRAMES:
+                s = split_frame(det, bench_frame(w, h, self.args.seed), self.warmup, max(self.repeats, 7))
+                s.update({"model": name, "backend": backend, "img_size": size})
+                splits.append(s)
+                log(
+                    f"split {name} {backend} {s['frame']}: "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in s["stages_ms"].items())
+                )
+            del det
+            gc.collect()
+        self.details["node_split"] = splits
+
+    def node_runs(self) -> None:
+        """detect_node e2e (slim model: default transport and the large-frame Fast DDS profile),
+        the echo node's transport floor, and the node's peak RSS with every model."""
+        from bench.node_e2e import ros_env, run_subprocess
+
+        size = self.sizes[0]
+        env = ros_env(int(os.environ["ROS_DOMAIN_ID"]), self.args.threads)
+        env["SLIMYOLO_CACHE"] = str(self.work / "cache")  # the node reuses the ONNX exported above
+        env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+        env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
+        shm_env = dict(env, FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE))
+        slim = "slim-95" if "slim-95" in self.names else self.names[-1]
+        best = self.best_backend(slim, size)
+        backend = best[0] if best else "torch"
+        all_frames = ",".join(f"{w}x{h}" for w, h in NODE_FRAMES)
+        reps = max(self.repeats, 7)
+        runs = [
+            ("echo", None, env, all_frames, reps),
+            ("echo", None, shm_env, all_frames, reps),
+            (slim, backend, env, all_frames, reps),
+            (slim, backend, shm_env, all_frames, reps),
+        ]
+        runs += [(n, backend, env, "1920x1080", 3) for n in self.names if n != slim]
+        e2e = []
+        for name, be, run_env, frames, n in runs:
+            transport = "shm-64MiB" if "FASTDDS_DEFAULT_PROFILES_FILE" in run_env else "default"
+            weights = self.models[name].pt if name != "echo" else None
+            try:
+                r = run_subprocess(
+                    run_env,
+                    weights=weights,
+                    backend=be,
+                    frames=frames,
+                    warmup=self.warmup if n > 3 else 1,
+                    repeats=n,
+                    img_size=size,
+                    log_dir=self.work / "logs",
+                    seed=self.args.seed,
+                )
+            except Exception as exc:
+                self.details["notes"].append(f"node {name} {be} {transport}: {exc}")
+                log(f"node {name} {be} {transport} FAILED: {exc}")
+                continue
+            fwd = [
+                x
+                for x in self.rows
+                if (x["model"], x["backend"], x["img_size"], x["device"], x["precision"])
+                == (name, be, size, "cpu", "fp32")
+            ]
+            r.update(
+                {
+                    "model": name,
+                    "backend": be or "-",
+                    "img_size": size,
+                    "transport": transport,
+                    "forward_ms": fwd[0]["latency_ms_median"] if fwd else None,
+                }
+            )
+            e2e.append(r)
+            log(
+                f"node {name} {be} {transport}: "
+                + ", ".join(f"{k} {v['median']:.1f} ms" for k, v in r["frames"].items())
+                + f", peak RSS {r['peak_rss_mib']:.0f} MiB"
+            )
+        self.details["node_e2e"] = e2e
+
+    # ---- CUDA --------------------------------------------------------------------------------
+    def cuda(self) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            self.details["cuda"] = "skipped: torch sees no CUDA device on this machine"
+            log("CUDA: no device, fp32/fp16 GPU table skipped")
+            return
+        self.device = "cuda:0"
+        self.details["cuda"] = torch.cuda.get_device_name(0)
+        self.latency_table(precisions=("fp32", "fp16"))
+        self.device = "cpu"
+
+
+def versions() -> dict[str, str]:
+    import cv2
+    import numpy
+    import onnxruntime
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def git_head() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.sparse_model import frame_source
+
+    args = parse_args(argv)
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    threads = fix_threads(args.threads)
+    command = "python bench/run.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    t_start = time.monotonic()
+    b = Bench(args)
+    b.details.update(
+        {
+            "command": command,
+            "threads": threads,
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "versions": versions(),
+            "git": git_head(),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load_avg_start": os.getloadavg(),
+            "warmup": b.warmup,
+            "repeats": b.repeats,
+            "sizes": list(b.sizes),
+            "quick": b.quick,
+            "frame": frame_source(),
+        }
+    )
+    b.prepare()
+    b.latency_table()
+    if b.multiples or True:
+        b.effects()
+    b.node_split()
+    if not args.no_node:
+        b.node_runs()
+    b.cuda()
+    b.details["load_avg_end"] = os.getloadavg()
+    b.details["wall_s"] = round(time.monotonic() - t_start, 1)
+    b.details["models"] = {
+        k: {
+            "cfg": str(m.cfg.relative_to(REPO)) if m.cfg.is_relative_to(REPO) else str(m.cfg),
+            "gflops": m.gflops,
+            "params": m.params,
+            "channel_multiple": m.channel_multiple,
+        }
+        for k, m in b.models.items()
+    }
+    for r in b.rows:
+        r["command"] = command
+    from slimyolo_ros.io_utils import atomic_write_json
+
+    out = Path(args.json)
+    atomic_write_json(out, b.rows)
+    details_path = out.with_name(out.stem + ".details.json")
+    atomic_write_json(details_path, b.details)
+    if args.doc:
+        from bench.markdown import render
+        from bench.report import replace_section
+
+        replace_section(Path(args.doc), render(b.rows, b.details))
+    log(f"done in {b.details['wall_s']:.0f} s: {out}, {details_path}" + (f", {args.doc}" if args.doc else ""))
+    print(json.dumps({"rows": len(b.rows), "json": str(out), "details": str(details_path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
