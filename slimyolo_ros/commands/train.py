@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--accumulate", type=int, default=1, help="optimizer step every K batches")
     p.add_argument("--multi-scale", action="store_true", help="random input size in [0.5, 1.5] x img-size")
-    p.add_argument("--lr", type=float, default=0.01, help="initial SGD learning rate")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="SGD with nesterov momentum (default) or Adam (beta1 = --momentum)")
+    p.add_argument("--lr", type=float, default=0.01, help="initial learning rate (Adam: try 0.001)")
     p.add_argument("--lr-final", type=float, default=0.01, help="final LR as a fraction of --lr (cosine)")
     p.add_argument("--lr-schedule", choices=("cosine", "step"), default="cosine")
     p.add_argument("--momentum", type=float, default=0.937)
@@ -37,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="do not keep an EMA of the weights")
     p.add_argument("--no-augment", action="store_true", help="no training augmentation")
     p.add_argument("--mosaic", type=float, default=0.0, help="probability of a 4-image mosaic")
-    p.add_argument("--flip-ud", type=float, default=0.0, help="probability of an up-down flip (top-down scenes)")
+    p.add_argument("--flip-ud", type=float, default=0.0,
+                   help="probability of an up-down flip (top-down scenes)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--sparsity", type=float, default=0.0, metavar="ALPHA",
                    help="SlimYOLOv3 L1 penalty on BN gammas (the paper: 0.001)")
@@ -65,9 +68,11 @@ def run(args: argparse.Namespace) -> int:
         kw["debug_dump_state"] = True
     if not args.resume:
         kw.update(cutoff=args.cutoff, accumulate=args.accumulate, multi_scale=args.multi_scale, lr=args.lr,
+                  optimizer=args.optimizer,
                   lr_final=args.lr_final, lr_schedule=args.lr_schedule, momentum=args.momentum,
                   weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, ema=not args.no_ema,
-                  augment=not args.no_augment, mosaic=args.mosaic, flip_ud=args.flip_ud, eval_every=args.eval_every, seed=args.seed,
+                  augment=not args.no_augment, mosaic=args.mosaic, flip_ud=args.flip_ud,
+                  eval_every=args.eval_every, seed=args.seed,
                   sync_bn=args.sync_bn, skip_bad=args.skip_bad)
     result = train(args.cfg, args.data, args.val, args.epochs, args.img_size, args.batch, args.out,
                    weights=args.weights, resume=args.resume, device=args.device, sparsity=args.sparsity,

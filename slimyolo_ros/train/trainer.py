@@ -64,6 +64,7 @@ class TrainOptions:
     device: str = "auto"
     accumulate: int = 1
     multi_scale: bool = False
+    optimizer: str = "sgd"  # sgd (nesterov) or adam
     lr: float = 0.01
     lr_final: float = 0.01  # final LR = lr * lr_final
     lr_schedule: str = "cosine"
@@ -246,7 +247,12 @@ def _build_optimizer(model: nn.Module, opt: TrainOptions) -> torch.optim.Optimiz
             conv_w.append(module.weight)
             if module.bias is not None:
                 biases.append(module.bias)
-    optimizer = torch.optim.SGD(bn_w, lr=opt.lr, momentum=opt.momentum, nesterov=opt.momentum > 0)
+    if opt.optimizer == "adam":
+        # ultralytics' --adam: beta1 = momentum. Converges ~2x faster in the short CPU runs here; SGD stays
+        # the default (the SlimYOLOv3 recipe; the L1 subgradient's step is alpha*lr only under SGD)
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(bn_w, lr=opt.lr, betas=(opt.momentum, 0.999))
+    else:
+        optimizer = torch.optim.SGD(bn_w, lr=opt.lr, momentum=opt.momentum, nesterov=opt.momentum > 0)
     optimizer.add_param_group({"params": conv_w, "weight_decay": opt.weight_decay})
     optimizer.add_param_group({"params": biases})
     return optimizer
@@ -383,6 +389,7 @@ def _check_options(o: TrainOptions) -> None:
         (o.batch >= 1, f"--batch must be >= 1, found {o.batch}"),
         (o.accumulate >= 1, f"--accumulate must be >= 1, found {o.accumulate}"),
         (o.lr > 0, f"--lr must be > 0, found {o.lr}"),
+        (o.optimizer in ("sgd", "adam"), f"--optimizer must be sgd or adam, found {o.optimizer!r}"),
         (o.sparsity >= 0, f"--sparsity must be >= 0, found {o.sparsity}"),
         (o.sparsity_schedule in ("constant", "decay"),
          f"--sparsity-schedule must be constant or decay, found {o.sparsity_schedule!r}"),
@@ -567,7 +574,11 @@ class _Trainer:
                 # CPU runs, it wrecks the head's bias init and cost ~2x more steps to learn boxes)
                 for g in self.optimizer.param_groups:
                     g["lr"] = float(np.interp(ni, [0, nw], [0.0, g["initial_lr"] * self.lf(epoch)]))
-                    g["momentum"] = float(np.interp(ni, [0, nw], [0.8, o.momentum]))
+                    m = float(np.interp(ni, [0, nw], [0.8, o.momentum]))
+                    if "betas" in g:
+                        g["betas"] = (m, g["betas"][1])
+                    else:
+                        g["momentum"] = m
             if o.multi_scale:
                 gs = self.gs
                 size = max(gs, random.randrange(int(o.img_size * 0.5), int(o.img_size * 1.5) + gs) // gs * gs)
