@@ -47,7 +47,8 @@ def test_slim_pipeline_runs_every_stage(tiny, capsys):
     argv = ["slim", "--cfg", str(cfg), "--data", str(train), "--val", str(val), "--baseline-epochs", "1",
             "--ratios", "0.5,0.5", "--layer-keep", "0.1", "--sparsity", "0.01", "--sparsity-epochs", "1",
             "--finetune-epochs", "1", "--img-size", str(IMG), "--batch", "3", "--device", "cpu",
-            "--latency-repeats", "1", "--out", str(out), "--json"]
+            "--latency-repeats", "1", "--train-opt", "progress=false", "--train-opt", "warmup_epochs=0.5",
+            "--out", str(out), "--json"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     stages = [r["stage"] for r in report["rows"]]
@@ -79,7 +80,8 @@ def test_slim_pipeline_runs_every_stage(tiny, capsys):
     assert (it2 / "finetune" / "best.pt").stat().st_mtime_ns == stamp
 
 
-def test_slim_bad_arguments(tiny, tmp_path):
+def test_slim_bad_arguments(tiny, tmp_path, capsys):
+    from slimyolo_ros.cli import main
     from slimyolo_ros.prune.pipeline import slim
 
     cfg, train, val, _ = tiny
@@ -87,6 +89,9 @@ def test_slim_bad_arguments(tiny, tmp_path):
         slim(cfg, train, val, tmp_path, [0.5, 1.5], IMG, 2, baseline_epochs=1)
     with pytest.raises(PruneError, match="--weights"):
         slim(cfg, train, val, tmp_path, [0.5], IMG, 2)
+    rc = main(["slim", "--cfg", str(cfg), "--data", str(train), "--val", str(val), "--baseline-epochs", "1",
+               "--train-opt", "eval_every=often", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "'often' is not a valid int" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:the weights do not look sparsity-trained")

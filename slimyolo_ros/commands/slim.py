@@ -23,6 +23,42 @@ def _ratios(text: str) -> list[float]:
             from None
 
 
+def _train_opts(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> trainer options, typed by the trainer's own option defaults."""
+    from dataclasses import fields
+
+    from slimyolo_ros.train.trainer import TrainOptions
+
+    known = {f.name: f for f in fields(TrainOptions)}
+    reserved = {"cfg", "data", "val", "epochs", "img_size", "batch", "out", "weights", "sparsity",
+                "sparsity_schedule", "device"}
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known or key in reserved:
+            options = ", ".join(sorted(set(known) - reserved))
+            raise PruneError(f"--train-opt {item!r}: expected KEY=VALUE with KEY one of: {options}")
+        default = known[key].default
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                out[key] = int(value)
+            elif isinstance(default, float):
+                out[key] = float(value)
+            elif default is None:  # the optional integers (cutoff, ...)
+                out[key] = None if value.lower() == "none" else int(value)
+            else:
+                out[key] = value
+        except ValueError:
+            kind = "integer" if default is None else type(default).__name__
+            raise PruneError(f"--train-opt {item!r}: {value!r} is not a valid {kind}") from None
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg", required=True, help="Darknet cfg of the unpruned network")
     parser.add_argument("--data", required=True, help="VisDrone-format training set")
@@ -47,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lr", type=float, default=None, help="learning rate of every training stage")
     parser.add_argument("--workers", type=int, default=None, help="data-loader workers")
+    parser.add_argument("--train-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other trainer option for every training stage, e.g. optimizer=adam, "
+                             "flip_ud=0.5, eval_every=2, progress=false (repeatable)")
     parser.add_argument("--latency-repeats", type=int, default=5,
                         help="timed CPU forwards per stage for the latency column (median; default 5)")
     parser.add_argument("--out", required=True, help="output directory")
@@ -62,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         raise PruneError(f"--sparsity-epochs ({args.sparsity_epochs}) and --finetune-epochs "
                          f"({args.finetune_epochs}) must be >= 1")
     train_options = {k: v for k, v in (("lr", args.lr), ("workers", args.workers)) if v is not None}
+    train_options.update(_train_opts(args.train_opt))
     report = slim(args.cfg, args.data, args.val, args.out, args.ratios, args.img_size, args.batch,
                   weights=args.weights, baseline_epochs=args.baseline_epochs, layer_keep=args.layer_keep,
                   sparsity=args.sparsity, sparsity_epochs=args.sparsity_epochs,
