@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 
 from slimyolo_ros.errors import PruneError, WeightsError
 
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from slimyolo_ros.prune.report import to_markdown
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    # a user-facing warning (e.g. weights not sparsity-trained) as one plain line on stderr
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
     if args.weights.endswith(".weights") and args.cfg is None:
         raise PruneError(f"{args.weights}: Darknet weights need --cfg")
     try:

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 
 from slimyolo_ros.errors import PruneError
 
@@ -97,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     from slimyolo_ros.prune.pipeline import slim, to_markdown
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    # a user-facing warning (e.g. weights not sparsity-trained) as one plain line on stderr
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
     if args.sparsity_epochs < 1 or args.finetune_epochs < 1:
         raise PruneError(f"--sparsity-epochs ({args.sparsity_epochs}) and --finetune-epochs "
                          f"({args.finetune_epochs}) must be >= 1")

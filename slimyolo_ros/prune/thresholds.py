@@ -9,7 +9,6 @@ across shortcuts and routes.
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Mapping
@@ -17,8 +16,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from slimyolo_ros.errors import PruneError
-
-log = logging.getLogger(__name__)
 
 # Weights fresh from sparsity training (alpha ~1e-3) have most |gamma| well below this; plain
 # training leaves almost none there. Used only to warn, never to decide.
@@ -109,5 +106,4 @@ def warn_if_not_sparse(stats: dict, global_percent: float) -> None:
            f"the global threshold at P={global_percent:g} removes channels with |gamma| up to "
            f"{stats['removed_abs_gamma_max']:.4g} ({stats['removed_abs_gamma_sum_share']:.1%} of the total "
            f"|gamma| mass), so expect a large accuracy drop before fine-tuning")
-    log.warning(msg)
     warnings.warn(msg, NotSparseWarning, stacklevel=3)
