@@ -47,6 +47,22 @@ def _complexity(mf: ModelFiles, sizes: tuple[int, ...]) -> None:
     mf.gflops = {s: round(count_gflops(model, s), 3) for s in sizes}
 
 
+def _recalibrate(mf: ModelFiles) -> None:
+    """Objectness biases only (bench/sparse_model.recalibrate_objectness); rewrites .pt and .weights."""
+    from bench.sparse_model import recalibrate_objectness
+    from slimyolo_ros.darknet.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from slimyolo_ros.darknet.weights import save_darknet_weights
+
+    ckpt = load_checkpoint(mf.pt)
+    model, names, img_size = load_model(mf.pt)
+    recalibrate_objectness(model)
+    extra = {
+        k: v for k, v in ckpt.items() if k not in ("format", "cfg", "class_names", "img_size", "state_dict")
+    }
+    save_checkpoint(mf.pt, model, names, img_size, **extra)
+    save_darknet_weights(model, mf.weights)
+
+
 def make_base(work: Path, cfg: Path, seed: int, sizes: tuple[int, ...]) -> ModelFiles:
     """The unpruned network with synthetic sparse gammas, saved as .pt and as cfg + .weights."""
     from bench.sparse_model import class_names, make_sparse_model
@@ -93,6 +109,7 @@ def _run_prune(base: ModelFiles, name: str, cm: int, work: Path, sizes: tuple[in
         raise RuntimeError(f"{' '.join(cmd[2:])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     json.loads(proc.stdout)  # exactly one JSON object: the CLI contract
     mf = ModelFiles(name, out / "pruned.cfg", out / "pruned.weights", out / "pruned.pt", channel_multiple=cm)
+    _recalibrate(mf)
     _complexity(mf, sizes)
     return mf
 

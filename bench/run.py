@@ -79,6 +79,12 @@ class Bench:
         self.models: dict[str, object] = {}  # key (name or name/cmN) -> ModelFiles
         self.device = "cpu"
 
+    def multiples_for(self, name: str) -> tuple[int, ...]:
+        """Channel multiples to prune ``name`` with besides 1; --quick keeps them for slim-95 only."""
+        if self.quick and name != "slim-95":
+            return ()
+        return self.multiples
+
     # ---- preparation -----------------------------------------------------------------------
     def prepare(self) -> None:
         from bench.prepare import make_base, make_pruned, prune_command
@@ -86,7 +92,7 @@ class Bench:
         t0 = time.monotonic()
         base = make_base(self.work, Path(self.args.cfg), self.args.seed, self.sizes)
         self.models[base.key] = base
-        wanted = {n: (1, *self.multiples) for n in self.names if n != "yolov3-spp3"}
+        wanted = {n: (1, *self.multiples_for(n)) for n in self.names if n != "yolov3-spp3"}
         for mf in make_pruned(base, self.work, wanted, self.sizes):
             self.models[mf.key] = mf
         example = prune_command(base, 0.95, 1, self.work / "slim-95")
@@ -165,7 +171,7 @@ class Bench:
         for name in self.names:
             if name == "yolov3-spp3":
                 continue
-            for cm in (1, *self.multiples):
+            for cm in (1, *self.multiples_for(name)):
                 mf = self.models[name if cm == 1 else f"{name}/cm{cm}"]
                 row = {
                     "model": name,
