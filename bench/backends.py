@@ -47,6 +47,10 @@ def torch_forward(det, blob: np.ndarray) -> Forward:
     x = torch.from_numpy(blob).to(det.device)
     if det.half:
         x = x.half()
+    # The Detector may keep the model in NHWC (channels_last); feed the layout it runs on.
+    w = model.module_list[0].conv.weight
+    if w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)
     sync = (lambda: torch.cuda.synchronize(det.device)) if det.device.type == "cuda" else (lambda: None)
 
     def run() -> object:

@@ -110,7 +110,7 @@ def render(rows: list[dict], d: dict) -> str:
         f"CPU: {d['cpu']} ({d['cores']} cores visible, shared with other work; load average "
         f"{d['load_avg_start'][0]:.2f} at start, {d['load_avg_end'][0]:.2f} at end). Threads fixed: "
         f"torch {d['threads']['torch']}, OpenCV {d['threads']['opencv']}, ONNX Runtime intra-op "
-        f"{d['threads']['onnxruntime']} (inter-op 1).  "
+        f"{d['threads']['onnxruntime']}, OMP_WAIT_POLICY={d.get('omp_wait_policy') or 'unset'}.  "
     )
     s.append(
         f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, OpenCV {v.get('opencv')}, "

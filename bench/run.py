@@ -29,6 +29,10 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Idle OpenMP threads sleep instead of spinning (read when torch loads, hence before any import of
+# it). On a CPU shared with other work, spinning threads steal the cores the next op needs; the
+# node subprocesses inherit the setting. Recorded in the report.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.common import REPO, cpu_name, fix_threads, time_call  # noqa: E402
 
