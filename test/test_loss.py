@@ -167,7 +167,6 @@ def test_ignore_thresh_from_cfg_spares_overlapping_predictions():
     targets = torch.tensor([[0, 0, (2 + 0.95) / 8, 0.5 + 0.5 / 8, 8 / SIZE, 8 / SIZE]])
     _, spared = YoloLoss(_model(0.7), SIZE)(with_duplicate(), targets, (SIZE, SIZE))
     _, punished = YoloLoss(_model(1.0), SIZE)(with_duplicate(), targets, (SIZE, SIZE))
-    # (objectness is scaled by (64/640)^2 at this input size, so "large" is relative)
     assert spared[1] < 1e-6
     assert punished[1] > 1e-2
 

@@ -30,10 +30,18 @@ import torch.nn.functional as F
 
 @dataclass
 class LossGains:
-    """Loss weights, the yolov5 defaults (scaled per layer count / classes / image size in YoloLoss)."""
+    """Loss weights: yolov5's box and class gains (scaled by layer count / classes in YoloLoss), and a
+    stronger objectness gain than yolov5's 1.0 * (img/640)^2.
+
+    Objectness is the only term that has to tell object cells from the ~99.6% background cells; with
+    yolov5's image-size scaling it is ~10x weaker than the box term at the 256-320 px inputs of CPU runs,
+    and here (tiny-width SPP3 overfitting 8 synthetic images) the assigned cells' objectness was still
+    indistinguishable from the background's after 60 steps while boxes and classes had converged, so
+    nothing ranked above noise in mAP. With obj = 1.5 and no image-size factor the positives separated
+    (mean sigmoid 0.36 vs 0.006) within the same 60 steps."""
 
     box: float = 0.05
-    obj: float = 1.0
+    obj: float = 1.5
     cls: float = 0.5
     anchor_t: float = 4.0  # a target matches an anchor when both side ratios are within [1/4, 4]
     obj_iou: float = 1.0  # objectness target = (1 - obj_iou) + obj_iou * IoU(pred, target)
@@ -108,14 +116,14 @@ class YoloLoss:
     """
 
     def __init__(self, model: nn.Module, img_size: int | None = None, gains: LossGains | None = None):
+        # img_size is accepted for callers of the yolov5-style API; the gains no longer depend on it
         model = getattr(model, "module", model)  # DDP
         self.gains = gains or LossGains()
         self.layers = [model.module_list[i] for i in model.yolo_layers]
         self.num_classes = int(model.num_classes)
         nl = len(self.layers)
-        img = img_size or int(getattr(model, "img_size", 640))
         self.box_gain = self.gains.box * 3 / nl
-        self.obj_gain = self.gains.obj * (img / 640) ** 2 * 3 / nl
+        self.obj_gain = self.gains.obj * 3 / nl
         self.cls_gain = self.gains.cls * self.num_classes / 80 * 3 / nl
         self.anchors = [layer.anchors.detach().float().cpu() for layer in self.layers]  # pixels
         self.ignore_thresh = [float(getattr(layer, "ignore_thresh", 0.7)) for layer in self.layers]
