@@ -16,7 +16,8 @@ VENV_BIN = Path(sys.executable).parent
 
 # One DDS domain for the whole pytest run, chosen at random so two runs on one machine never
 # cross; discovery stays on loopback. Subprocesses inherit it through os.environ.
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid() ^ int.from_bytes(os.urandom(2))).randint(1, 101)))
+# (An inherited ROS_DOMAIN_ID is overridden on purpose: the user's own robots may live there.)
+os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
