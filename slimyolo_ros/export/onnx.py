@@ -243,6 +243,11 @@ def ort_session(path: str | os.PathLike, device: torch.device | str = "cpu"):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.log_severity_level = 3
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        # Same choice as torch's OpenMP pool: idle workers sleep instead of spinning. On a shared CPU
+        # spinning workers steal the cores: slim-95 at 416 took 320-380 ms spinning vs 80-220 ms not
+        # (2 threads, load ~7, docs/benchmarks.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
