@@ -24,8 +24,9 @@ def detector(
     half: bool = False,
     fuse: bool = True,
     onnx_cache: Path | None = None,
+    **kw,
 ):
-    """The project's Detector for ``pt``, configured as the node would run it."""
+    """The project's Detector for ``pt``, configured as the node would run it (``kw``: more options)."""
     from slimyolo_ros.detect.detector import Detector
 
     return Detector(
@@ -36,6 +37,7 @@ def detector(
         half=half,
         fuse=fuse,
         onnx_cache=onnx_cache,
+        **kw,
     )
 
 

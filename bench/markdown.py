@@ -244,19 +244,23 @@ def render(rows: list[dict], d: dict) -> str:
     spp = d.get("spp_maxpool", [])
     if spp:
         s.append(
-            "**SPP max-pools in torch** (found by profiling: torch's CPU `max_pool2d` scans k×k per output, "
-            "and the 9 stride-1 pools of the three SPP blocks were about a third of the pruned net's torch "
-            "forward). darknet/model.py now computes stride-1 pools on CPU at inference as two separable "
-            "running maxima (bit-identical, test/test_spp_maxpool.py). Same run, same models, before = "
-            "plain `max_pool2d`:\n"
+            "**SPP max-pools in torch** (found by profiling the NCHW torch forward: torch's CPU `max_pool2d` "
+            "scans k×k per output, and the 9 stride-1 pools of the three SPP blocks were about a third of "
+            "the pruned net's CPU time; one 13×13 pool on 64×52×52 costs ~29 ms NCHW, ~4 ms NHWC, ~2.4 ms "
+            "separable). darknet/model.py now computes stride-1 pools at CPU inference as two separable "
+            "running maxima (bit-identical, test/test_spp_maxpool.py). The Detector meanwhile runs its "
+            "torch model NHWC (channels_last), where `max_pool2d` is already vectorised, so the gain there "
+            "is small; NCHW is what `Detector.from_model` (evaluation during training) runs. Same run, same "
+            "models, interleaved rounds; before = plain `max_pool2d`:\n"
         )
         s.append(
             table(
-                ["model", "size", "before ms", "after ms", "speed-up"],
+                ["model", "size", "layout", "before ms", "after ms", "speed-up"],
                 [
                     [
                         r["model"],
                         r["img_size"],
+                        r.get("layout", "NCHW"),
                         r["before_ms"],
                         r["after_ms"],
                         f"{r['before_ms'] / r['after_ms']:.2f}x",

@@ -221,10 +221,12 @@ class Bench:
 
     def spp_maxpool(self, size: int, blob) -> list[dict]:
         """torch forward with the SPP pools as plain ``max_pool2d`` (before) vs the separable fast
-        path now in darknet/model.py (after), same model objects, same run."""
+        path now in darknet/model.py (after): same model objects, interleaved rounds, both memory
+        layouts (the Detector's default NHWC, and NCHW as for ``Detector.from_model``)."""
         import torch.nn.functional as F
 
         from bench.backends import detector, torch_forward
+        from bench.common import Timing
         from slimyolo_ros.darknet import model as dm
 
         def plain(self, x):
@@ -235,18 +237,34 @@ class Bench:
         out = []
         for name in self.names:
             mf = self.models[name]
-            fn = torch_forward(detector(mf.pt, "torch", size, "cpu"), blob)
-            reps = self.repeats if mf.gflops[size] < 20 else max(3, self.repeats // 2)
-            try:
-                dm.MaxPool.forward = plain
-                before = time_call(fn, 1, reps).median
-            finally:
-                dm.MaxPool.forward = fast
-            after = time_call(fn, 1, reps).median
-            out.append(
-                {"model": name, "img_size": size, "before_ms": round(before, 3), "after_ms": round(after, 3)}
-            )
-            log(f"{name:12s} SPP max-pool: max_pool2d {before:.1f} ms, separable {after:.1f} ms")
+            big = mf.gflops[size] >= 20
+            for layout in ("NHWC",) if big else ("NHWC", "NCHW"):
+                det = detector(mf.pt, "torch", size, "cpu", channels_last=layout == "NHWC")
+                fn = torch_forward(det, blob)
+                reps = 2 if big else max(3, self.repeats // 2)
+                t = {"before": Timing(), "after": Timing()}
+                fn()
+                for _ in range(2):
+                    for key, impl in (("before", plain), ("after", fast)):
+                        try:
+                            dm.MaxPool.forward = impl
+                            t[key].samples_ms += time_call(fn, 1, reps).samples_ms
+                        finally:
+                            dm.MaxPool.forward = fast
+                row = {
+                    "model": name,
+                    "img_size": size,
+                    "layout": layout,
+                    "before_ms": round(t["before"].median, 3),
+                    "after_ms": round(t["after"].median, 3),
+                }
+                out.append(row)
+                log(
+                    f"{name:12s} SPP max-pool {layout}: max_pool2d {row['before_ms']:.1f} ms, "
+                    f"separable {row['after_ms']:.1f} ms"
+                )
+                del det, fn
+                gc.collect()
         return out
 
     # ---- node ------------------------------------------------------------------------------
@@ -304,7 +322,7 @@ class Bench:
         best = self.best_backend(slim, size)
         backend = best[0] if best else "torch"
         all_frames = ",".join(f"{w}x{h}" for w, h in NODE_FRAMES)
-        reps = max(self.repeats, 7)
+        reps = max(self.repeats, 15)  # e2e frames are cheap next to node start-up: more runs, less noise
         runs = [
             ("echo", None, env, all_frames, reps),
             ("echo", None, shm_env, all_frames, reps),
