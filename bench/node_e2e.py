@@ -151,8 +151,14 @@ def measure_node(
     log_dir: Path,
     img_size: int = 416,
     timeout: float = 120.0,
+    forward=None,
 ) -> dict:
-    """Start the node on ``model_pt`` (None: the echo node); e2e latency per frame; peak RSS."""
+    """Start the node on ``model_pt`` (None: the echo node); e2e latency per frame; peak RSS.
+
+    ``forward``: the same network's bare forward in this process, run right after each round trip
+    (the node is idle then), so e2e and forward are paired under the same load and the overhead is
+    the median of per-frame differences, robust to a CPU whose load drifts.
+    """
     from slimyolo_ros.ros.convert import bgr_to_image
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -181,13 +187,25 @@ def measure_node(
         seq = 0
         for label, img in frames.items():
             msg = bgr_to_image(img)
-            t = Timing()
+            t, f = Timing(), Timing()
             for i in range(warmup + repeats):
                 seq += 1
                 ms = client.round_trip(msg, seq, timeout)
+                fwd_ms = None
+                if forward is not None:
+                    t0 = time.perf_counter()
+                    forward()
+                    fwd_ms = (time.perf_counter() - t0) * 1e3
                 if i >= warmup:
                     t.samples_ms.append(ms)
+                    if fwd_ms is not None:
+                        f.samples_ms.append(fwd_ms)
             out["frames"][label] = {**t.summary(), "detections": client.last_count}
+            if f.samples_ms:
+                diffs = Timing([a - b for a, b in zip(t.samples_ms, f.samples_ms, strict=True)])
+                out["frames"][label].update(
+                    {"forward_paired_ms": round(f.median, 3), "overhead_paired_ms": round(diffs.median, 3)}
+                )
         out["peak_rss_mib"] = peak_rss_mib(node.pid)
     finally:
         node.stop()
@@ -217,6 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     for f in a.frames.split(","):
         w, h = (int(v) for v in f.split("x"))
         frames[f] = bench_frame(w, h, a.seed)
+    forward = None
+    if a.weights:
+        from bench.backends import detector, input_blob, onnxruntime_forward, torch_forward
+
+        cache = Path(os.environ["SLIMYOLO_CACHE"]) / "onnx" if os.environ.get("SLIMYOLO_CACHE") else None
+        det = detector(Path(a.weights), a.backend, a.img_size, "cpu", onnx_cache=cache)
+        blob = input_blob(next(iter(frames.values())), a.img_size)
+        if a.backend == "torch":
+            forward = torch_forward(det, blob)
+        else:
+            forward = onnxruntime_forward(det.onnx_path, blob)
+        forward()
     client = Client()
     try:
         r = measure_node(
@@ -229,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             a.repeats,
             Path(a.log_dir),
             a.img_size,
+            forward=forward,
         )
     finally:
         client.close()
