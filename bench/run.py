@@ -117,14 +117,38 @@ class Bench:
         mf.onnx[size] = det.onnx_path
         return onnxruntime_forward(det.onnx_path, blob, self.device, half)
 
-    def time_forward(self, mf, backend: str, size: int, blob, fuse: bool = True, half: bool = False) -> dict:
-        fn = self._forward(mf, backend, size, blob, fuse, half)
-        # The unpruned net is ~20x slower than slim-95: fewer runs keep its share of the budget sane.
-        reps = self.repeats if mf.gflops[size] < 20 else max(3, self.repeats // 2)
-        t = time_call(fn, self.warmup if mf.gflops[size] < 20 else 1, reps)
-        del fn
-        gc.collect()
-        return t.summary()
+    def _reps(self, mf, size: int) -> tuple[int, int]:
+        """(warm-up, timed runs) for one model: the unpruned net is ~20x slower than slim-95, so it
+        gets fewer runs to keep its share of the budget sane."""
+        if mf.gflops[size] < 20:
+            return self.warmup, self.repeats
+        return 1, max(3, self.repeats // 2)
+
+    def interleaved(self, fns: dict, warmup: int, repeats: int, rounds: int = 2) -> dict:
+        """Time several callables in alternating rounds (pooled samples), so a load change on the
+        shared CPU hits all of them alike instead of favouring whichever ran in a quiet minute."""
+        from bench.common import Timing
+
+        out = {k: Timing() for k in fns}
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        per_round = max(1, -(-repeats // rounds))
+        for _ in range(rounds):
+            for k, fn in fns.items():
+                out[k].samples_ms += time_call(fn, 0, per_round).samples_ms
+        return out
+
+    def _forwards(self, variants: dict, size: int, blob, half: bool = False) -> dict:
+        """key -> forward callable for (ModelFiles, backend, fuse) variants; failures are noted."""
+        fns = {}
+        for key, (mf, backend, fuse) in variants.items():
+            try:
+                fns[key] = self._forward(mf, backend, size, blob, fuse, half)
+            except Exception as exc:  # one runtime failing must not lose the others
+                self.details["notes"].append(f"{mf.key} {backend} {size} fuse={fuse} half={half}: {exc!r}")
+                log(f"FAILED {mf.key} {backend} {size}: {exc!r}")
+        return fns
 
     def latency_table(self, precisions: tuple[str, ...] = ("fp32",)) -> None:
         from bench.backends import input_blob
@@ -136,36 +160,40 @@ class Bench:
             for name in self.names:
                 mf = self.models[name]
                 for precision in precisions:
-                    for backend in BACKENDS:
-                        if precision == "fp16" and backend == "onnxruntime":
-                            continue  # the Detector runs ORT in fp32 only
-                        try:
-                            s = self.time_forward(mf, backend, size, blob, half=precision == "fp16")
-                        except Exception as exc:  # one runtime failing must not lose the others
-                            self.details["notes"].append(f"{name} {backend} {size} {precision}: {exc!r}")
-                            log(f"FAILED {name} {backend} {size} {precision}: {exc!r}")
-                            continue
-                        row = {
-                            "model": name,
-                            "backend": backend,
-                            "img_size": size,
-                            "gflops": mf.gflops[size],
-                            "params": mf.params,
-                            "latency_ms_median": s["median"],
-                            "latency_ms_min": s["min"],
-                            "runs": s["runs"],
-                            "device": self.device,
-                            "precision": precision,
-                            "threads": self.args.threads,
-                        }
-                        self.rows.append(row)
-                        log(
-                            f"{name:12s} {backend:12s} {size} {self.device} {precision}: "
-                            f"{s['median']:8.1f} ms"
+                    # the Detector runs ORT in fp32 only
+                    backends = [b for b in BACKENDS if not (precision == "fp16" and b == "onnxruntime")]
+                    fns = self._forwards(
+                        {b: (mf, b, True) for b in backends}, size, blob, precision == "fp16"
+                    )
+                    times = self.interleaved(fns, *self._reps(mf, size))
+                    del fns
+                    gc.collect()
+                    for backend, t in times.items():
+                        s = t.summary()
+                        self.rows.append(
+                            {
+                                "model": name,
+                                "backend": backend,
+                                "img_size": size,
+                                "gflops": mf.gflops[size],
+                                "params": mf.params,
+                                "latency_ms_median": s["median"],
+                                "latency_ms_min": s["min"],
+                                "runs": s["runs"],
+                                "device": self.device,
+                                "precision": precision,
+                                "threads": self.args.threads,
+                            }
                         )
+                    log(
+                        f"{name:12s} {size} {self.device} {precision}: "
+                        + ", ".join(f"{b} {t.median:.1f}" for b, t in times.items())
+                        + " ms"
+                    )
 
     def effects(self) -> None:
-        """8.5: channel multiple (all backends) and BN folding (torch) at the first size."""
+        """8.5 at the first size: channel multiple (all backends, N=1 re-timed alongside) and BN
+        folding (torch fused vs not, interleaved), then the SPP pool fast path."""
         from bench.backends import input_blob
         from bench.sparse_model import bench_frame
 
@@ -173,49 +201,44 @@ class Bench:
         blob = input_blob(bench_frame(1920, 1080, self.args.seed), size)
         cm_rows = []
         for name in self.names:
-            if name == "yolov3-spp3":
+            if name == "yolov3-spp3" or not self.multiples_for(name):
                 continue
-            for cm in (1, *self.multiples_for(name)):
-                mf = self.models[name if cm == 1 else f"{name}/cm{cm}"]
+            cms = (1, *self.multiples_for(name))
+            mfs = {cm: self.models[name if cm == 1 else f"{name}/cm{cm}"] for cm in cms}
+            fns = self._forwards({(cm, b): (mfs[cm], b, True) for cm in cms for b in BACKENDS}, size, blob)
+            times = self.interleaved(fns, *self._reps(mfs[1], size))
+            del fns
+            gc.collect()
+            for cm in cms:
                 row = {
                     "model": name,
                     "channel_multiple": cm,
                     "img_size": size,
-                    "gflops": mf.gflops[size],
-                    "params": mf.params,
+                    "gflops": mfs[cm].gflops[size],
+                    "params": mfs[cm].params,
                 }
-                for backend in BACKENDS:
-                    if cm == 1:
-                        hit = [
-                            r
-                            for r in self.rows
-                            if (r["model"], r["backend"], r["img_size"], r["precision"])
-                            == (name, backend, size, "fp32")
-                        ]
-                        row[backend] = hit[0]["latency_ms_median"] if hit else None
-                        continue
-                    try:
-                        row[backend] = self.time_forward(mf, backend, size, blob)["median"]
-                    except Exception as exc:
-                        self.details["notes"].append(f"{mf.key} {backend}: {exc!r}")
-                        row[backend] = None
-                log(f"{mf.key:14s} {size}: " + ", ".join(f"{b} {row[b]}" for b in BACKENDS))
+                for b in BACKENDS:
+                    row[b] = round(times[(cm, b)].median, 3) if (cm, b) in times else None
                 cm_rows.append(row)
+                log(f"{mfs[cm].key:14s} {size}: " + ", ".join(f"{b} {row[b]}" for b in BACKENDS))
         self.details["channel_multiple"] = cm_rows
         fold_rows = []
         for name in self.names:
             mf = self.models[name]
-            unfused = self.time_forward(mf, "torch", size, blob, fuse=False)["median"]
-            hit = [
-                r
-                for r in self.rows
-                if (r["model"], r["backend"], r["img_size"], r["precision"]) == (name, "torch", size, "fp32")
-            ]
-            fused = hit[0]["latency_ms_median"] if hit else None
+            fns = self._forwards({"fused": (mf, "torch", True), "unfused": (mf, "torch", False)}, size, blob)
+            times = self.interleaved(fns, *self._reps(mf, size))
+            del fns
+            gc.collect()
+            fused, unfused = times["fused"].median, times["unfused"].median
             fold_rows.append(
-                {"model": name, "img_size": size, "torch_unfused_ms": unfused, "torch_fused_ms": fused}
+                {
+                    "model": name,
+                    "img_size": size,
+                    "torch_unfused_ms": round(unfused, 3),
+                    "torch_fused_ms": round(fused, 3),
+                }
             )
-            log(f"{name:12s} BN folding: unfused {unfused:.1f} ms, fused {fused} ms")
+            log(f"{name:12s} BN folding: unfused {unfused:.1f} ms, fused {fused:.1f} ms")
         self.details["bn_folding"] = fold_rows
         self.details["spp_maxpool"] = self.spp_maxpool(size, blob)
 
