@@ -37,23 +37,28 @@ def _dataset(out: Path, frames: int, size: tuple[int, int], seed: int) -> Path:
     from slimyolo_ros.data.synth import generate, load_meta
 
     root = out / "flight"
+    # Object scale of the shipped model's training data (cars 24-40 px in its 256 px input, see
+    # models/README.md): a 1280x720 frame shrinks 5x into the network, so cars here are 120-200 px
+    # (a low-altitude flight). Expressed relative to the frame so other --size values keep it.
+    short = min(size)
+    kw = {"objects": [5, 15], "min_size": round(CAR_LENGTH[0] * short, 3),
+          "max_size": round(CAR_LENGTH[1] * short, 3), "ignore_prob": 0.2}
     try:
         meta = load_meta(root)
-        if meta["seed"] == seed and meta["images"] == frames and list(meta["config"]["size"]) == list(size):
-            print(f"[1/3] synthetic flight: reusing {root} ({frames} frames {size[0]}x{size[1]})", flush=True)
+        wanted = {"size": list(size), **kw}
+        same = meta["seed"] == seed and meta["images"] == frames
+        same = same and all(json.dumps(meta["config"][k]) == json.dumps(v) for k, v in wanted.items())
+        if same:
+            print(f"[1/3] synthetic flight: reusing {root} ({frames} frames {size[0]}x{size[1]})",
+                  file=sys.stderr, flush=True)
             return root
     except (OSError, KeyError, ValueError):
         pass
     shutil.rmtree(root, ignore_errors=True)
     t = time.perf_counter()
-    # Object scale of the shipped model's training data (cars 24-40 px in its 256 px input, see
-    # models/README.md): a 1280x720 frame shrinks 5x into the network, so cars here are 120-200 px
-    # (a low-altitude flight). Expressed relative to the frame so other --size values keep it.
-    short = min(size)
-    generate(root, frames, size=size, seed=seed, progress=False, objects=(5, 15),
-             min_size=CAR_LENGTH[0] * short, max_size=CAR_LENGTH[1] * short, ignore_prob=0.2)
+    generate(root, frames, size=size, seed=seed, progress=False, **{**kw, "objects": tuple(kw["objects"])})
     print(f"[1/3] synthetic flight: {frames} frames {size[0]}x{size[1]} -> {root} "
-          f"({time.perf_counter() - t:.1f} s)", flush=True)
+          f"({time.perf_counter() - t:.1f} s)", file=sys.stderr, flush=True)
     return root
 
 
@@ -126,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         made = make_bag(root, bag, fps=args.fps, encoding="bgr8", storage="mcap", progress=False)
         print(f"[2/3] rosbag2: {bag} ({made['frames']} frames, {made['bytes'] / 1e6:.0f} MB, mcap, "
-              f"{time.perf_counter() - t:.1f} s)", flush=True)
+              f"{time.perf_counter() - t:.1f} s)", file=sys.stderr, flush=True)
         params = args.params or default_params()
-        print(f"[3/3] replaying through detect_node (params {params}) ...", flush=True)
+        print(f"[3/3] replaying through detect_node (params {params}) ...", file=sys.stderr, flush=True)
         # The accuracy pass asks the node for slimyolo eval's operating point (the low-score tail that
         # mAP needs); the real-time pass runs the node exactly as configured.
         acc = replay(ReplayConfig(bag=bag, params=params, rate=None, out=out / "lockstep", progress=False,

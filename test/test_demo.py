@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_small_flight(tmp_path, ros_env):
     out = tmp_path / "demo_out"
     r = subprocess.run([sys.executable, "-m", "slimyolo_ros.demo", "--frames", "3", "--size", "320x240",
-                        "--out", str(out), "--json"], capture_output=True, text=True, env=ros_env, timeout=300,
-                       cwd=REPO)
+                        "--out", str(out), "--json"], capture_output=True, text=True, env=ros_env,
+                       timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout)
     acc, live = res["lockstep"], res["realtime"]
