@@ -220,6 +220,21 @@ def test_lockstep_equals_offline_eval_and_records(tiny_det, model, tmp_path, ros
     det_stamps = sorted(msgs.stamp_ns(m.header) for _, m in got["/detections"])
     assert det_stamps == [msgs.stamp_ns(m.header) for _, m in got["/camera/image_raw"]]
     assert sum(len(m.detections) for _, m in got["/detections"]) == rep["detections"] > 0
+    # One pipeline: the node's boxes for each frame are the offline Detector's boxes for that image.
+    from slimyolo_ros.data.visdrone import read_image
+    from slimyolo_ros.detect.detector import Detector
+
+    det = Detector(str(model), device="cpu", conf_threshold=0.001, nms_threshold=0.5, max_detections=300)
+    by_stamp = {msgs.stamp_ns(m.header): m for _, m in got["/detections"]}
+    for (_, img), s in zip(got["/camera/image_raw"], read_visdrone(tiny_det), strict=True):
+        offline = det(read_image(s.image_path))
+        boxes, names, scores = msgs.read_detections(by_stamp[msgs.stamp_ns(img.header)])
+        assert len(boxes) == len(offline)
+        order = np.lexsort((offline[:, 0], -offline[:, 4]))
+        mine = np.lexsort((boxes[:, 0], -scores))
+        np.testing.assert_allclose(boxes[mine], offline[order, :4], atol=0.05)
+        np.testing.assert_allclose(scores[mine], offline[order, 4], atol=1e-4)
+        assert [names[i] for i in mine] == [VISDRONE_CLASSES[int(c)] for c in offline[order, 5]]
 
 
 def _write_bag(path: Path, frames: list[tuple[str, bool]], size=(64, 48)) -> None:
