@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--timeout", type=float, default=60.0,
                     help="seconds to wait for the node to come up, and for each answer in lockstep")
     ev.add_argument("--node-arg", action="append", default=[], metavar="NAME:=VALUE",
-                    help="extra node parameter (-p NAME:=VALUE), repeatable")
+                    help="extra node parameter (-p NAME:=VALUE), repeatable; e.g. conf_threshold:=0.001 "
+                         "nms_threshold:=0.5 for the operating point of slimyolo eval (mAP needs the "
+                         "low-score tail)")
     ev.add_argument("--json", action="store_true", help="print one JSON object (the report)")
 
 
