@@ -442,9 +442,9 @@ def fast_path_section(d: dict) -> str:
         if ov is not None and floor and floor > ov:
             items.append(
                 f"- Node overhead at 1920x1080 ({r['model']}, {r['backend']}, transport {r['transport']}): "
-                f"{ov:.1f} ms, less than the echo round trip ({floor:.1f} ms): with this transport, 6 MB "
-                "frames sent back to back to an instant responder queue up in UDP, while the node's forward "
-                "spaces them out, so the floor cannot be separated here."
+                f"{ov:.1f} ms, less than the echo round trip ({floor:.1f} ms): probably because 6 MB "
+                "frames sent back to back to an instant responder pile up in UDP fragments and retransmits, "
+                "while the node's forward spaces them out; the floor cannot be separated for this transport."
             )
         elif ov is not None and floor:
             items.append(
