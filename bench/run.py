@@ -144,7 +144,9 @@ class Bench:
         fns = {}
         for key, (mf, backend, fuse) in variants.items():
             try:
-                fns[key] = self._forward(mf, backend, size, blob, fuse, half)
+                fn = self._forward(mf, backend, size, blob, fuse, half)
+                fn()  # some runtimes fail only on the first run (e.g. OpenCV without CUDA support)
+                fns[key] = fn
             except Exception as exc:  # one runtime failing must not lose the others
                 self.details["notes"].append(f"{mf.key} {backend} {size} fuse={fuse} half={half}: {exc!r}")
                 log(f"FAILED {mf.key} {backend} {size}: {exc!r}")
