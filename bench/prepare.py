@@ -63,17 +63,19 @@ def _recalibrate(mf: ModelFiles) -> None:
     save_darknet_weights(model, mf.weights)
 
 
-def make_base(work: Path, cfg: Path, seed: int, sizes: tuple[int, ...]) -> ModelFiles:
+def make_base(
+    work: Path, cfg: Path, seed: int, sizes: tuple[int, ...], name: str = "yolov3-spp3"
+) -> ModelFiles:
     """The unpruned network with synthetic sparse gammas, saved as .pt and as cfg + .weights."""
     from bench.sparse_model import class_names, make_sparse_model
     from slimyolo_ros.darknet.checkpoint import save_checkpoint
     from slimyolo_ros.darknet.weights import save_darknet_weights
 
-    out = work / "yolov3-spp3"
+    out = work / name
     out.mkdir(parents=True, exist_ok=True)
     model = make_sparse_model(cfg, seed=seed)
     names = class_names(REPO)
-    mf = ModelFiles("yolov3-spp3", out / "sparse.cfg", out / "sparse.weights", out / "sparse.pt")
+    mf = ModelFiles(name, out / "sparse.cfg", out / "sparse.weights", out / "sparse.pt")
     model.save_cfg(mf.cfg)
     save_darknet_weights(model, mf.weights)
     save_checkpoint(mf.pt, model, names, model.img_size)

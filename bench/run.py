@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--sizes", default=None, help="comma-separated input sizes (default 416,608; quick: 416)")
     p.add_argument("--no-node", action="store_true", help="skip the detect_node subprocess runs")
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the SlimYOLOv3 authors' prune_0.95 cfg from ../shared (run when present)",
+    )
     p.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     p.add_argument("--multiples", default="8,16", help="channel multiples for the 8.5 effect ('' to skip)")
     return p.parse_args(argv)
@@ -100,10 +105,41 @@ class Bench:
         for mf in make_pruned(base, self.work, wanted, self.sizes):
             self.models[mf.key] = mf
         example = prune_command(base, 0.95, 1, self.work / "slim-95")
-        self.details["prune_command"] = " ".join(shlex.quote(str(c)) for c in example[1:]).replace(
-            "-m slimyolo_ros.cli", "slimyolo", 1
+        self.details["prune_command"] = (
+            " ".join(shlex.quote(str(c)) for c in example[1:])
+            .replace("-m slimyolo_ros.cli", "slimyolo", 1)
+            .replace(str(REPO) + "/", "")
         )
         log(f"models ready in {time.monotonic() - t0:.0f} s: {', '.join(self.models)}")
+
+    def reference_arch(self) -> None:
+        """The SlimYOLOv3 authors' own prune_0.95 cfg (../shared, when present) with random weights:
+        the speed-up their architecture allows (10.8x fewer FLOPs), next to our pruner's."""
+        from bench.common import SHARED_REFERENCE
+        from bench.prepare import make_base
+
+        cfg = SHARED_REFERENCE / "cfg" / "1iter-pruned__prune_0.95.cfg"
+        if getattr(self.args, "no_reference", False) or not cfg.is_file() or "yolov3-spp3" not in self.names:
+            return
+        from bench.backends import input_blob
+        from bench.sparse_model import bench_frame
+
+        mf = make_base(self.work, cfg, self.args.seed, self.sizes, name="authors-prune-0.95")
+        out = []
+        for size in self.sizes:
+            blob = input_blob(bench_frame(1920, 1080, self.args.seed), size)
+            fns = self._forwards({b: (mf, b, True) for b in BACKENDS}, size, blob)
+            times = self.interleaved(fns, *self._reps(mf, size))
+            del fns
+            gc.collect()
+            row = {"model": mf.name, "img_size": size, "gflops": mf.gflops[size], "params": mf.params}
+            row.update({b: round(t.median, 3) for b, t in times.items()})
+            out.append(row)
+            log(f"{mf.name} {size}: " + ", ".join(f"{b} {t.median:.1f}" for b, t in times.items()) + " ms")
+        self.details["reference_arch"] = {
+            "cfg": "../shared/reference/slimyolov3/cfg/" + cfg.name,
+            "rows": out,
+        }
 
     # ---- latency table ---------------------------------------------------------------------
     def _forward(self, mf, backend: str, size: int, blob, fuse: bool = True, half: bool = False):
@@ -470,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     b.prepare()
     b.latency_table()
+    b.reference_arch()
     if b.multiples or True:
         b.effects()
     b.node_split()
