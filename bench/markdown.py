@@ -209,6 +209,21 @@ def render(rows: list[dict], d: dict) -> str:
                 _met(sp >= SPEEDUP_TARGET),
             ]
         )
+    ref_row = next(
+        (r for r in (d.get("reference_arch") or {}).get("rows", []) if r["img_size"] == size0), None
+    )
+    if base and ref_row and any(ref_row.get(b) for b in BACKENDS):
+        ms, b = min((ref_row[b], b) for b in BACKENDS if ref_row.get(b))
+        g0 = next(r["gflops"] for r in rows if r["model"] == "yolov3-spp3" and r["img_size"] == size0)
+        sp, fr = base[1] / ms, g0 / ref_row["gflops"]
+        t_rows.append(
+            [
+                f"the same with the authors' prune_0.95 architecture at {size0}, best backend",
+                f"{base[1]:.1f} ms ({base[0]}) / {ms:.1f} ms ({b}) = {sp:.2f}x "
+                f"(FLOPs ratio {fr:.2f}x, {100 * sp / fr:.0f}% of ideal)",
+                _met(sp >= SPEEDUP_TARGET),
+            ]
+        )
     for r in d.get("node_e2e", []):
         if r["model"] != "slim-95" or "1920x1080" not in r["frames"]:
             continue
