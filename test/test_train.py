@@ -51,47 +51,55 @@ def _rows(run: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------- learning
+EASY_EPOCHS = 60  # one batch per epoch: 60 optimizer steps, about a minute of one CPU core
+MAP_THRESHOLD = 0.08
+
+
 @pytest.fixture(scope="module")
-def easy(tmp_path_factory) -> tuple[Path, Path]:
+def easy(tmp_path_factory) -> Path:
+    """8 scenes with few, larger objects (car length 26-34 px on 256 px; the synth's roads cap it near 37)."""
     root = tmp_path_factory.mktemp("easy")
-    # few, larger objects (car length 26-34 px on 256 px scenes; the synth's roads cap it near 37 px)
-    kw = dict(size=(256, 256), progress=False, objects=(3, 6), min_size=26, max_size=34, ignore_prob=0.2)
-    generate(root / "train", 32, seed=1, **kw)
-    generate(root / "val", 12, seed=2, **kw)
-    return root / "train", root / "val"
+    generate(root, 8, size=(256, 256), seed=1, progress=False, objects=(3, 6), min_size=26, max_size=34,
+             ignore_prob=0.2)
+    return root
 
 
 def test_training_learns_on_easy_synthetic_set(easy, tmp_path):
+    """The narrowed SPP3 learns to detect the objects of its (small) training set from scratch.
+
+    Evaluated on the training images themselves: a held-out score needs far more steps than a test can
+    afford on a CPU (docs/results.md has the held-out numbers of a 25-minute run). mAP@0.5 cannot rise by
+    chance: every box must overlap a ground truth by IoU >= 0.5 with the right class among 10. The random
+    init scores ~0.001 here; this run reached 0.19 when the test was written (0.56 after 50 steps of a longer
+    schedule), and the threshold 0.08 (~40% of it, ~80x the init) fails when boxes, classes or objectness
+    stop learning, or when the saved model's eval-mode BN breaks again (that scored 0.001)."""
     from slimyolo_ros.detect.detector import Detector
     from slimyolo_ros.evaluate.run import evaluate_detector
 
-    data, val = easy
     torch.manual_seed(0)
     init = Darknet.from_file(CFG)
     det = Detector.from_model(init, list(VISDRONE_CLASSES), 256, device="cpu", conf_threshold=0.001,
                               nms_threshold=0.6)
-    before = evaluate_detector(det, read_visdrone(val), progress=False)["map50"]
+    before = evaluate_detector(det, read_visdrone(easy), progress=False)["map50"]
 
     out = tmp_path / "run"
-    result = train(CFG, data, val, epochs=EASY_EPOCHS, img_size=256, batch=8, out=out, device="cpu",
-                   warmup_epochs=1, flip_ud=0.5, eval_every=EASY_EPOCHS, progress=False)
+    result = train(CFG, easy, easy, epochs=EASY_EPOCHS, img_size=256, batch=8, out=out, device="cpu",
+                   optimizer="adam", lr=0.002, warmup_epochs=3, augment=False, eval_every=EASY_EPOCHS,
+                   progress=False)
     rows = _rows(out)
     assert [int(r["epoch"]) for r in rows] == list(range(EASY_EPOCHS))
     first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
     after = result["metrics"]["map50"]
-    # A randomly initialised head scores ~0 (its boxes are anchor-shaped noise); MAP_THRESHOLD is about a
-    # third of what this run reached when the test was written (see EASY_EPOCHS), far above chance.
-    assert before < 0.01
-    assert last < 0.7 * first, (first, last)
+    assert before < 0.02
+    assert last < 0.6 * first, (first, last)
     assert after > MAP_THRESHOLD, result["metrics"]
-    # best.pt is a loadable model with the class names; results.png and the gamma plot exist
+    # best.pt is a loadable model with the class names and gives the same score through the Detector
     model, names, size = load_model(out / "best.pt")
     assert names == list(VISDRONE_CLASSES) and size == 256
+    det = Detector.from_model(model, names, size, device="cpu", conf_threshold=0.001, nms_threshold=0.6)
+    again = evaluate_detector(det, read_visdrone(easy), progress=False)["map50"]
+    assert again == pytest.approx(after, abs=1e-6)
     assert (out / "results.png").stat().st_size > 1000 and (out / "gamma_hist.png").stat().st_size > 1000
-
-
-EASY_EPOCHS = 20
-MAP_THRESHOLD = 0.02
 
 
 # ------------------------------------------------------------------------------------- kill + resume

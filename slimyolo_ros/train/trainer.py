@@ -598,9 +598,9 @@ class _Trainer:
             if ni < nw:  # warmup: LR 0 -> scheduled value, momentum 0.8 -> momentum
                 # (no yolov5-style high bias LR at the start: over a warmup of a few steps, as in short
                 # CPU runs, it wrecks the head's bias init and cost ~2x more steps to learn boxes)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = float(np.interp(ni, [0, nw], [0.0, g["initial_lr"] * self.lf(epoch)]))
-                    m = float(np.interp(ni, [0, nw], [0.8, o.momentum]))
+                for g in self.optimizer.param_groups:  # ni + 1: the first step already moves the weights
+                    g["lr"] = float(np.interp(ni + 1, [0, nw], [0.0, g["initial_lr"] * self.lf(epoch)]))
+                    m = float(np.interp(ni + 1, [0, nw], [0.8, o.momentum]))
                     if "betas" in g:
                         g["betas"] = (m, g["betas"][1])
                     else:
