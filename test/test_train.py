@@ -256,3 +256,17 @@ def test_narrowed_cfg_is_derived_from_spp3():
     assert m.num_classes == 10 and len(m.yolo_layers) == 3
 
 
+
+
+def test_initial_weights_that_do_not_fit_the_cfg_are_named(tiny, tmp_path, capsys):
+    from slimyolo_ros.darknet.checkpoint import save_checkpoint
+
+    data, val = tiny
+    other = Darknet.from_file(MODELS / "yolov3-tiny.cfg")  # 10 classes too, another architecture
+    save_checkpoint(tmp_path / "other.pt", other, list(VISDRONE_CLASSES), 416)
+    code = cli.main(["train", "--cfg", str(CFG), "--data", str(data), "--val", str(val), "--epochs", "1",
+                     "--img-size", "64", "--batch", "2", "--out", str(tmp_path / "o"), "--device", "cpu",
+                     "--weights", str(tmp_path / "other.pt")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(tmp_path / "other.pt") in err and "does not fit" in err and str(CFG) in err
