@@ -20,7 +20,7 @@ from pathlib import Path
 from slimyolo_ros.errors import SlimyoloError
 
 EVAL_POINT = ("conf_threshold:=0.001", "nms_threshold:=0.5", "max_detections:=300")  # slimyolo eval's
-CAR_LENGTH = (120 / 720, 200 / 720)  # car length as a fraction of the frame's short side
+CAR_LENGTH = (80 / 720, 160 / 720)  # car length as a fraction of the frame's short side
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -37,12 +37,14 @@ def _dataset(out: Path, frames: int, size: tuple[int, int], seed: int) -> Path:
     from slimyolo_ros.data.synth import generate, load_meta
 
     root = out / "flight"
-    # Object scale of the shipped model's training data (cars 24-40 px in its 256 px input, see
-    # models/README.md): a 1280x720 frame shrinks 5x into the network, so cars here are 120-200 px
-    # (a low-altitude flight). Expressed relative to the frame so other --size values keep it.
+    # Object scale and density of the shipped model's training data (320 px images, cars 20-40 px,
+    # 15-40 objects, seen at 256 px: cars 16-32 px in the network input; see models/README.md): a
+    # 1280x720 frame shrinks 5x into the network, so cars here are 80-160 px (a low-altitude flight),
+    # and the frame covers 256x144 network pixels, i.e. 8-22 objects at the same density.
+    # Expressed relative to the frame so other --size values keep it.
     short = min(size)
-    kw = {"objects": [5, 15], "min_size": round(CAR_LENGTH[0] * short, 3),
-          "max_size": round(CAR_LENGTH[1] * short, 3), "ignore_prob": 0.2}
+    kw = {"objects": [8, 22], "min_size": round(CAR_LENGTH[0] * short, 3),
+          "max_size": round(CAR_LENGTH[1] * short, 3), "ignore_prob": 0.35}
     try:
         meta = load_meta(root)
         wanted = {"size": list(size), **kw}
