@@ -186,7 +186,7 @@ def recalibrate_bn(model: nn.Module, batches, device: torch.device) -> None:
     steps the first layer's running var was 27x its true batch variance, so in eval mode the activations
     shrank layer after layer and the 126-layer network's output no longer depended on the image at all.
     Recalibrating the saved model on a few un-augmented training batches fixes its eval mode and costs a
-    forward pass over at most 64 images per epoch; the training dynamics are untouched."""
+    forward pass over at most 64 images per evaluated epoch; the training dynamics are untouched."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
@@ -672,7 +672,8 @@ class _Trainer:
                "cls": _fmt(items[2].item()), "loss": _fmt(items[3].item()), "alpha": _fmt(alpha)}
         if self.dist.main:
             saved = self.ema.ema if self.ema is not None else _unwrap(self.model)
-            recalibrate_bn(saved, self._calibration_batches(), self.device)
+            if do_eval or final:  # what is evaluated, and the final last.pt that pruning loads, get exact BN
+                recalibrate_bn(saved, self._calibration_batches(), self.device)
             share = self.gamma_log.add(epoch, sp.gamma_abs(saved, self.prunable))
             row["gamma_small_share"] = _fmt(share)
             if do_eval:
