@@ -117,6 +117,13 @@ def latency_section(rows: list[dict], sizes: list[int], device: str = "cpu", pre
     return "\n".join(out)
 
 
+def _omp() -> str:
+    import os
+
+    # Runs that predate the details key: run.py set it in this very process before rendering.
+    return os.environ.get("OMP_WAIT_POLICY") or "unset"
+
+
 def render(rows: list[dict], d: dict) -> str:
     sizes = d.get("sizes", [416])
     v = d.get("versions", {})
@@ -127,7 +134,7 @@ def render(rows: list[dict], d: dict) -> str:
         f"CPU: {d['cpu']} ({d['cores']} cores visible, shared with other work; load average "
         f"{d['load_avg_start'][0]:.2f} at start, {d['load_avg_end'][0]:.2f} at end). Threads fixed: "
         f"torch {d['threads']['torch']}, OpenCV {d['threads']['opencv']}, ONNX Runtime intra-op "
-        f"{d['threads']['onnxruntime']}, OMP_WAIT_POLICY={d.get('omp_wait_policy') or 'unset'}.  "
+        f"{d['threads']['onnxruntime']}, OMP_WAIT_POLICY={d.get('omp_wait_policy') or _omp()}.  "
     )
     s.append(
         f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, OpenCV {v.get('opencv')}, "

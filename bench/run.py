@@ -502,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": list(b.sizes),
             "quick": b.quick,
             "frame": frame_source(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         }
     )
     b.prepare()
