@@ -140,7 +140,10 @@ def render(rows: list[dict], d: dict) -> str:
         f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, OpenCV {v.get('opencv')}, "
         f"numpy {v.get('numpy')}, Python {v.get('python')}. Each number is the median of "
         f"{d['repeats']} timed runs after {d['warmup']} warm-up runs (the unpruned SPP3: half the runs, "
-        f"1 warm-up). Machine-readable: the `--json` file (latency rows) and its `.details.json`.\n"
+        f"1 warm-up). Machine-readable: the `--json` file (latency rows) and its `.details.json`. "
+        "The load of the shared CPU drifts during a run, so compare within a row (the backends of one "
+        "model, the variants of one effect, a node run and its paired forward are timed in interleaved "
+        "rounds) with more trust than across rows timed minutes apart.\n"
     )
     s.append(
         "**The models.** Not trained weights: `models/yolov3-spp3.cfg` (10 classes) with random "
