@@ -22,6 +22,7 @@ error line and exit status 2, like the ``slimyolo`` CLI.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -48,6 +49,11 @@ from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from slimyolo_ros.errors import SlimyoloError
+
+# The node shares the onboard CPU with camera drivers and other nodes; OpenMP workers that spin while
+# idle starve them and the node itself (docs/benchmarks.md: decode+NMS 200-250 ms spinning vs 22-25 ms
+# passive under load). Set before torch (imported with the Detector) initialises OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from slimyolo_ros.ros.convert import ImageDecodeError, bgr_to_image, compressed_to_bgr, image_to_bgr
 from slimyolo_ros.ros.messages import to_detection2d_array, to_label_info
 
