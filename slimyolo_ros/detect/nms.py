@@ -28,28 +28,28 @@ import torch
 _CHUNK = 1024
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU matrix (len(a) × len(b)) of xyxy boxes; empty boxes give IoU 0."""
+def _inter_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairwise intersection and union areas (len(a) × len(b)) of xyxy boxes."""
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
+    return inter, area_a[:, None] + area_b[None, :] - inter
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU matrix (len(a) × len(b)) of xyxy boxes; empty boxes give IoU 0."""
+    inter, union = _inter_union(a, b)
     safe = union.clamp(min=torch.finfo(union.dtype).tiny)
     return torch.where(union > 0, inter / safe, torch.zeros_like(inter))
 
 
 def _overlaps(a: torch.Tensor, b: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """``box_iou(a, b) > iou_threshold`` without the division (inter > t·union)."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter > iou_threshold * (area_a[:, None] + area_b[None, :] - inter)
+    inter, union = _inter_union(a, b)
+    return inter > iou_threshold * union
 
 
 def batched_nms(
