@@ -246,30 +246,35 @@ def _alpha_box(alpha: np.ndarray, thresh: float = 0.35) -> tuple[int, int, int, 
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def _blend(scene: np.ndarray, patch: np.ndarray, x0: int, y0: int, alpha_scale: float = 1.0) -> None:
-    """Alpha-composite a BGRA patch at (x0, y0); parts outside the scene are cut off."""
+def _window(scene: np.ndarray, patch: np.ndarray, x0: int, y0: int):
+    """(scene, patch) window slices of a patch placed at (x0, y0), cut to the scene; None if outside."""
     H, W = scene.shape[:2]
     h, w = patch.shape[:2]
     sx0, sy0 = max(x0, 0), max(y0, 0)
     sx1, sy1 = min(x0 + w, W), min(y0 + h, H)
     if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    return (slice(sy0, sy1), slice(sx0, sx1)), (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+
+
+def _blend(scene: np.ndarray, patch: np.ndarray, x0: int, y0: int, alpha_scale: float = 1.0) -> None:
+    """Alpha-composite a BGRA patch at (x0, y0); parts outside the scene are cut off."""
+    win = _window(scene, patch, x0, y0)
+    if win is None:
         return
-    p = patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
+    p = patch[win[1]]
     a = p[..., 3:4] * alpha_scale
-    region = scene[sy0:sy1, sx0:sx1]
+    region = scene[win[0]]
     region *= 1.0 - a
     region += a * p[..., :3]
 
 
 def _darken(scene: np.ndarray, alpha: np.ndarray, x0: int, y0: int, strength: float) -> None:
-    H, W = scene.shape[:2]
-    h, w = alpha.shape[:2]
-    sx0, sy0 = max(x0, 0), max(y0, 0)
-    sx1, sy1 = min(x0 + w, W), min(y0 + h, H)
-    if sx1 <= sx0 or sy1 <= sy0:
+    win = _window(scene, alpha, x0, y0)
+    if win is None:
         return
-    a = alpha[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0, None]
-    scene[sy0:sy1, sx0:sx1] *= 1.0 - strength * a
+    a = alpha[win[1]][..., None]
+    scene[win[0]] *= 1.0 - strength * a
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int, channels: int = 1) -> np.ndarray:
