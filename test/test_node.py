@@ -304,15 +304,15 @@ def test_stream_faster_than_inference_drops_frames_without_backlog(rig):
     got = [(t, m.header.stamp.sec) for t, m in list(rig.dets) if base <= m.header.stamp.sec <= last]
     processed = [s for _, s in got]
     assert processed == sorted(processed) and len(set(processed)) == len(processed)
+    # No queue build-up. Counted, not timed, so a loaded machine cannot fail it: with newest-frame-only
+    # the camera's stop leaves at most the frame in inference, the one in the node's slot and one in
+    # the depth-1 DDS reader (plus a result still on its way to this probe), whatever the load; a FIFO
+    # at 30 Hz in and ~8 Hz out would still owe ~60 results.
+    latency_ms = [round((t - sent_at[s]) * 1e3) for t, s in got]
+    after_end = [s - base for t, s in got if t > stream_end]
+    assert len(after_end) <= 5, (f"{len(after_end)} results arrived after the camera stopped (frames "
+                                 f"{after_end}): a backlog; latencies ms {latency_ms}")
     assert len(processed) < n_frames, "inference kept up with 30 Hz: this test needs a slower model"
-    # No queue build-up: whatever arrives after the camera stopped was sent near its end (a FIFO at
-    # 30 Hz in, ~8 Hz out would still be working through frames sent 2 s earlier; thresholds are
-    # loose so a loaded CI machine does not fail this).
-    late = [s - base for t, s in got if t > stream_end and stream_end - sent_at[s] > 1.5]
-    assert not late, f"frames {late} were processed after the stream ended: a backlog"
-    latency = [t - sent_at[s] for t, s in got]
-    first, final = np.median(latency[:5]), np.median(latency[-5:])
-    assert final < 3 * first + 1.0, f"latency grew from {first:.3f} s to {final:.3f} s"
 
     def stats_after_stream():
         for _, m in list(rig.stats)[stats_before:]:
