@@ -8,6 +8,7 @@ MODELS = ("yolov3-spp3", "slim-50", "slim-90", "slim-95")
 BACKENDS = ("torch", "onnxruntime", "opencv")
 SPEEDUP_TARGET = 6.0
 OVERHEAD_TARGET = 0.10
+NO_REUSE = ", no frame reuse"  # bench/run.py's transport label for ros/frame_memory.py turned off
 
 
 def _lat(
@@ -392,7 +393,10 @@ def render(rows: list[dict], d: dict) -> str:
             "answering each Image at once: the transport floor (DDS + rclpy for the frame alone). "
             "Transport `default` = Fast DDS as shipped (512 KiB shared-memory segment, so big frames go "
             "over UDP loopback in fragments); `shm-64MiB` = both ends with "
-            "`FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml`. Peak RSS = VmHWM of the "
+            "`FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml`; `, no frame reuse` = the same "
+            "with "
+            "`ros/frame_memory.py` turned off in both the echo and the node (`reuse_frame_memory:=false`, "
+            "glibc's default allocator thresholds: the before of that fix). Peak RSS = VmHWM of the "
             "node process (/proc) after its frames.\n"
         )
         body = []
@@ -530,6 +534,18 @@ def fast_path_section(d: dict) -> str:
                 f"{ov:.1f} ms, of which {floor:.1f} ms is the transport floor (echo) and "
                 f"{ov - floor:.1f} ms the node itself (deserialise, convert, letterbox, decode+NMS, "
                 "message, publish, thread hand-off)."
+            )
+    for frame in ("1280x720", "1920x1080"):
+        pairs = [(m, _e2e(d, m, "shm-64MiB" + NO_REUSE, frame), _e2e(d, m, "shm-64MiB", frame))
+                 for m in ("echo", slim) if m]
+        pairs = [(m, a, b) for m, a, b in pairs if a and b]
+        if pairs:
+            items.append(
+                f"- Frame memory, {frame} bgr8 over shm-64MiB: "
+                + "; ".join(f"{m} {a:.1f} → {b:.1f} ms ({a / b:.1f}x)" for m, a, b in pairs)
+                + " with `reuse_frame_memory` (glibc serves frame-sized buffers from the heap instead of "
+                "fresh mmap pages that the kernel zero-fills and faults in on every frame; "
+                "`ros/frame_memory.py`)."
             )
     if items:
         items.append(

@@ -19,9 +19,14 @@ import numpy as np
 
 from bench.common import REPO, Timing, peak_rss_mib
 
-# Same topics and QoS as detect_node, no work: answers each Image with an empty Detection2DArray
-# carrying its header. Its round trip is what DDS + rclpy cost for the frame alone.
+# SLIMYOLO_REUSE_FRAME_MEMORY=0 turns ros/frame_memory.py off in both the echo and detect_node (the
+# "before" rows of that fix). Same topics and QoS as detect_node, no work: answers each Image with an
+# empty Detection2DArray carrying its header. Its round trip is what DDS + rclpy cost for the frame alone.
 ECHO_NODE = """
+import os
+if os.environ.get("SLIMYOLO_REUSE_FRAME_MEMORY", "1") != "0":  # as detect_node does by default
+    from slimyolo_ros.ros.frame_memory import reuse_frame_memory
+    reuse_frame_memory()
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -175,6 +180,7 @@ def measure_node(
             "reliability": "reliable",
             "publish_debug_image": False,
             "stats_period": 0.0,
+            "reuse_frame_memory": env.get("SLIMYOLO_REUSE_FRAME_MEMORY", "1") != "0",
         }
     label = f"{model_pt.parent.name}_{backend}" if model_pt is not None else "echo"
     node = NodeProcess(params, env, log_dir / f"node_{label}.log")

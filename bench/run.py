@@ -42,6 +42,9 @@ NODE_FRAMES = ((1280, 720), (1920, 1080))
 FASTDDS_PROFILE = REPO / "config" / "fastdds_large_frames.xml"
 
 
+NO_REUSE = ", no frame reuse"  # transport label suffix: ros/frame_memory.py off in both processes
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -384,16 +387,21 @@ class Bench:
         backend = best[0] if best else "torch"
         all_frames = ",".join(f"{w}x{h}" for w, h in NODE_FRAMES)
         reps = max(self.repeats, 15)  # e2e frames are cheap next to node start-up: more runs, less noise
+        no_reuse_env = dict(shm_env, SLIMYOLO_REUSE_FRAME_MEMORY="0")  # before ros/frame_memory.py
         runs = [
             ("echo", None, env, all_frames, reps),
+            ("echo", None, no_reuse_env, all_frames, reps),
             ("echo", None, shm_env, all_frames, reps),
             (slim, backend, env, all_frames, reps),
+            (slim, backend, no_reuse_env, all_frames, reps),
             (slim, backend, shm_env, all_frames, reps),
         ]
         runs += [(n, backend, env, "1920x1080", 3) for n in self.names if n != slim]
         e2e = []
         for name, be, run_env, frames, n in runs:
             transport = "shm-64MiB" if "FASTDDS_DEFAULT_PROFILES_FILE" in run_env else "default"
+            if run_env.get("SLIMYOLO_REUSE_FRAME_MEMORY") == "0":
+                transport += NO_REUSE
             weights = self.models[name].pt if name != "echo" else None
             try:
                 r = run_subprocess(

@@ -55,6 +55,7 @@ from slimyolo_ros.errors import SlimyoloError
 # passive under load). Set before torch (imported with the Detector) initialises OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from slimyolo_ros.ros.convert import ImageDecodeError, bgr_to_image, compressed_to_bgr, image_to_bgr
+from slimyolo_ros.ros.frame_memory import reuse_frame_memory
 from slimyolo_ros.ros.messages import to_detection2d_array, to_label_info
 
 NODE_NAME = "slimyolo_detector"
@@ -141,6 +142,8 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                            integer_range=[IntegerRange(from_value=0, to_value=8192, step=1)])),
     "tile_overlap": (0.2, _desc("tile overlap fraction", floating_point_range=_range(0.0, 0.9))),
     "backend": ("torch", _desc("torch | onnxruntime")),
+    "reuse_frame_memory": (True, _desc("glibc: serve frame-sized buffers from the heap instead of "
+                                       "fresh mmap pages per frame (ros/frame_memory.py)")),
     "stats_period": (5.0, _desc("seconds between stats log lines and ~/stats messages; 0: off",
                                 floating_point_range=_range(0.0, 3600.0))),
 }
@@ -254,6 +257,8 @@ class DetectorNode(Node):
         self._suppressed: dict[str, int] = {}
         self._slot = FrameSlot()
         self._compressed = bool(p["compressed"])
+        # Before the subscription exists, so the first frame already lands in reusable memory.
+        self._frame_memory = bool(p["reuse_frame_memory"]) and reuse_frame_memory()
 
         image_qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
@@ -282,6 +287,7 @@ class DetectorNode(Node):
         self.get_logger().info(
             f"ready: {self._sub.topic_name} ({'CompressedImage' if self._compressed else 'Image'}, "
             f"{p['reliability']}) -> {self._det_pub.topic_name}; model {self._model_desc}"
+            f"{'; frame memory reused' if self._frame_memory else ''}"
         )
 
     # ---- startup -------------------------------------------------------------------------
