@@ -182,3 +182,43 @@ def test_gamma_log_writes_histograms_and_plot(tmp_path):
     again = sp.GammaLog(tmp_path)
     again.load(upto_epoch=2)
     assert again.epochs == [0, 1]
+
+
+def test_flops_weighting_charges_expensive_channels_more_with_mean_one():
+    m = _model()
+    idx = sp.prunable_bn(m)
+    assert sp.channel_cost_weights(m, idx, "uniform", SIZE) == [1.0] * len(idx)
+    w = sp.channel_cost_weights(m, idx, "flops", SIZE)
+    # layer 0: 3->8 at 32x32 (27*1024 MACs per channel), layer 1: 8->8 at 32x32 (72*1024),
+    # layer 3: 8->16 at 16x16 (72*256); the weights follow those per-channel costs exactly
+    per_channel = np.array([27 * 1024, 72 * 1024, 72 * 256], float)
+    channels = np.array([8, 8, 16], float)
+    expected = per_channel / ((per_channel * channels).sum() / channels.sum())
+    np.testing.assert_allclose(w, expected, rtol=1e-9)
+    # the same ratios at any input size (every layer's FLOPs scale with H*W alike)
+    np.testing.assert_allclose(sp.channel_cost_weights(m, idx, "flops", 2 * SIZE), w, rtol=1e-9)
+    with pytest.raises(ValueError, match="unknown sparsity weighting 'area'"):
+        sp.channel_cost_weights(m, idx, "area", SIZE)
+
+
+def test_weighted_subgradient_equals_the_weighted_l1_term():
+    idx = sp.prunable_bn(_model())
+    weights = [3.0, 0.5, 1.25]
+    alpha = 0.01
+    grads = []
+    for explicit in (False, True):
+        m = _model()
+        imgs, targets = _batch(1)
+        loss, _ = YoloLoss(m, SIZE)(m(imgs), targets, (SIZE, SIZE))
+        if explicit:
+            loss = loss + alpha * sum(w * g.abs().sum() for w, g in zip(weights, sp.bn_gammas(m, idx),
+                                                                          strict=True))
+        m.zero_grad()
+        loss.backward()
+        if not explicit:
+            sp.add_l1_subgradient(m, alpha, idx, weights)
+        grads.append([g.grad.clone() for g in sp.bn_gammas(m, idx)])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="2 sparsity weights for 3 BN layers"):
+        sp.add_l1_subgradient(_model(), alpha, idx, [1.0, 1.0])

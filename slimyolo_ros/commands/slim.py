@@ -32,7 +32,7 @@ def _train_opts(items: list[str]) -> dict:
 
     known = {f.name: f for f in fields(TrainOptions)}
     reserved = {"cfg", "data", "val", "epochs", "img_size", "batch", "out", "weights", "sparsity",
-                "sparsity_schedule", "device"}
+                "sparsity_schedule", "sparsity_weighting", "device"}
     out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -75,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer-keep", type=float, default=0.1, help="layer keep K (default 0.1)")
     parser.add_argument("--sparsity", type=float, default=1e-3, help="L1 alpha on BN gammas (default 0.001)")
     parser.add_argument("--sparsity-schedule", choices=("constant", "decay"), default="constant")
+    parser.add_argument("--sparsity-weighting", choices=("uniform", "flops"), default="uniform",
+                        help="uniform: the paper; flops: alpha per layer ~ FLOPs per channel (see slimyolo "
+                             "train --help)")
     parser.add_argument("--sparsity-epochs", type=int, default=10)
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--img-size", type=int, default=416)
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
                          f"({args.finetune_epochs}) must be >= 1")
     train_options = {k: v for k, v in (("lr", args.lr), ("workers", args.workers)) if v is not None}
     train_options.update(_train_opts(args.train_opt))
+    train_options["sparsity_weighting"] = args.sparsity_weighting
     report = slim(args.cfg, args.data, args.val, args.out, args.ratios, args.img_size, args.batch,
                   weights=args.weights, baseline_epochs=args.baseline_epochs, layer_keep=args.layer_keep,
                   sparsity=args.sparsity, sparsity_epochs=args.sparsity_epochs,

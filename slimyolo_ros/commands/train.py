@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="SlimYOLOv3 L1 penalty on BN gammas (the paper: 0.001)")
     p.add_argument("--sparsity-schedule", choices=("constant", "decay"), default="constant",
                    help="decay: alpha falls to 0.1*alpha over the last 30%% of epochs")
+    p.add_argument("--sparsity-weighting", choices=("uniform", "flops"), default="uniform",
+                   help="uniform: the paper's alpha on every gamma; flops: alpha per layer in proportion to "
+                        "the FLOPs one of its channels costs (mean 1), so the expensive high-resolution "
+                        "layers thin out too")
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and at the end)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")
@@ -73,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                   weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, ema=not args.no_ema,
                   augment=not args.no_augment, mosaic=args.mosaic, flip_ud=args.flip_ud,
                   eval_every=args.eval_every, seed=args.seed,
-                  sync_bn=args.sync_bn, skip_bad=args.skip_bad)
+                  sync_bn=args.sync_bn, skip_bad=args.skip_bad,
+                  sparsity_weighting=args.sparsity_weighting)
     result = train(args.cfg, args.data, args.val, args.epochs, args.img_size, args.batch, args.out,
                    weights=args.weights, resume=args.resume, device=args.device, sparsity=args.sparsity,
                    sparsity_schedule=args.sparsity_schedule, **kw)

@@ -208,7 +208,9 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
 
     report = {"config": {"cfg": str(cfg), "data": str(data), "val": str(val), "weights": str(weights),
                          "ratios": list(ratios), "layer_keep": layer_keep, "sparsity": sparsity,
-                         "sparsity_schedule": sparsity_schedule, "sparsity_epochs": sparsity_epochs,
+                         "sparsity_schedule": sparsity_schedule,
+                         "sparsity_weighting": kw.get("sparsity_weighting", "uniform"),
+                         "sparsity_epochs": sparsity_epochs,
                          "finetune_epochs": finetune_epochs, "baseline_epochs": baseline_epochs,
                          "img_size": img_size, "batch": batch, "channel_multiple": channel_multiple,
                          "mode": "independent" if independent else "iterative",
@@ -223,7 +225,8 @@ def to_markdown(report: dict) -> str:
     base = report["rows"][0]
     lines = ["# SlimYOLOv3 pipeline report", "",
              f"Global ratios {', '.join(f'{r:g}' for r in c['ratios'])} ({c.get('mode', 'iterative')}), "
-             f"layer keep {c['layer_keep']:g}, sparsity alpha {c['sparsity']:g} ({c['sparsity_schedule']}) "
+             f"layer keep {c['layer_keep']:g}, sparsity alpha {c['sparsity']:g} ({c['sparsity_schedule']}, "
+             f"{c.get('sparsity_weighting', 'uniform')} weighting) "
              f"for {c['sparsity_epochs']} epochs, fine-tuning {c['finetune_epochs']} epochs; evaluated on "
              f"{c['val_images']} images of {c['val']}. Latency: CPU forward only, batch 1, median, "
              f"{c['torch_threads']} torch threads.", "",

@@ -13,6 +13,14 @@ authors' ultralytics-based code, which added it after every backward):
   it the same as without accumulation (equivalently: alpha * sum|gamma| added to each micro-batch's loss).
 - DDP: after the all-reduce (inside backward); every rank adds the same term to the same gammas.
 
+Weighting (:func:`channel_cost_weights`, ``--sparsity-weighting flops``; beyond the paper): the
+paper's penalty is the same for every channel, but one channel of the 256x256 stem costs ~50x the
+FLOPs of one channel of the 8x8 stage, so uniform L1 thins the cheap deep layers and leaves the
+expensive stem whole (docs/results.md). With ``flops``, layer l's gammas get ``alpha * w_l``, w_l
+proportional to the FLOPs one of its output channels costs, normalised to a channel-weighted mean of 1
+(the resource-weighted gamma penalty of MorphNet, Gordon et al. 2018, in its simplest form). The
+pruning rule (one global |gamma| percentile) is unchanged.
+
 Schedules (:func:`alpha_at`): ``constant``; ``decay`` keeps alpha for the first 70% of the epochs,
 then lowers it along a half cosine to 0.1 * alpha at the last epoch, so the network recovers
 accuracy while the small gammas stay small.
@@ -55,15 +63,45 @@ def bn_gammas(model: nn.Module, indices: list[int]) -> list[torch.Tensor]:
     return [model.module_list[i].bn.weight for i in indices]
 
 
+WEIGHTINGS = ("uniform", "flops")
+
+
+def channel_cost_weights(model: nn.Module, indices: list[int], weighting: str = "uniform",
+                         img_size: int = 416) -> list[float]:
+    """Per-layer multipliers of alpha for the listed BN layers (see the module docstring).
+
+    ``uniform``: all 1 (the paper). ``flops``: w_l = FLOPs of layer l / its output channels, scaled so
+    that the mean over all listed channels is 1; the ratios do not depend on ``img_size``.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown sparsity weighting {weighting!r} ({', '.join(WEIGHTINGS)})")
+    if weighting == "uniform" or not indices:
+        return [1.0] * len(indices)
+    from slimyolo_ros.darknet.complexity import layer_table
+
+    rows = {r["index"]: r for r in layer_table(_unwrap(model), img_size)}
+    per_channel = np.array([rows[i]["gflops"] / max(rows[i]["filters"], 1) for i in indices], np.float64)
+    channels = np.array([rows[i]["filters"] for i in indices], np.float64)
+    mean = float((per_channel * channels).sum() / channels.sum())
+    if mean <= 0:
+        return [1.0] * len(indices)
+    return (per_channel / mean).tolist()
+
+
 @torch.no_grad()
-def add_l1_subgradient(model: nn.Module, alpha: float, indices: list[int]) -> None:
-    """Add ``alpha * sign(gamma)`` to the gradient of each listed BN's gamma (call after backward)."""
+def add_l1_subgradient(model: nn.Module, alpha: float, indices: list[int],
+                       weights: list[float] | None = None) -> None:
+    """Add ``alpha * w_l * sign(gamma)`` to the gradient of each listed BN's gamma (call after backward);
+    ``weights`` (one per index, default all 1) from :func:`channel_cost_weights`."""
     if alpha == 0:
         return
-    for gamma in bn_gammas(model, indices):
+    if weights is not None and len(weights) != len(indices):
+        raise ValueError(f"{len(weights)} sparsity weights for {len(indices)} BN layers")
+    for k, gamma in enumerate(bn_gammas(model, indices)):
         if gamma.grad is None:
             gamma.grad = torch.zeros_like(gamma)
-        gamma.grad.add_(torch.sign(gamma.detach()).to(gamma.grad.dtype), alpha=alpha)
+        w = 1.0 if weights is None else float(weights[k])
+        gamma.grad.add_(torch.sign(gamma.detach()).to(gamma.grad.dtype), alpha=alpha * w)
 
 
 def alpha_at(epoch: int, epochs: int, alpha: float, schedule: str = "constant") -> float:

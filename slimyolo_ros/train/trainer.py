@@ -78,6 +78,7 @@ class TrainOptions:
     flip_ud: float = 0.0  # up-down flips: for top-down (synthetic) scenes, not VisDrone's oblique views
     sparsity: float = 0.0
     sparsity_schedule: str = "constant"
+    sparsity_weighting: str = "uniform"  # uniform (the paper) | flops (alpha per layer ~ FLOPs per channel)
     eval_every: int = 1
     seed: int = 0
     sync_bn: bool = False
@@ -345,12 +346,13 @@ def _plot_results(path: Path, rows: list[dict]) -> None:
 
 # ------------------------------------------------------------------------------------ the trainer
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   l1_alpha: float, prunable: list[int], max_norm: float = 10.0) -> torch.Tensor:
+                   l1_alpha: float, prunable: list[int], max_norm: float = 10.0,
+                   l1_weights: list[float] | None = None) -> torch.Tensor:
     """One optimizer step on the accumulated gradients: unscale (AMP), add the BN L1 subgradient
     ``l1_alpha * sign(gamma)`` to the true gradients, clip, step, update the scale, zero the grads.
     Returns the gradient norm before clipping (inf/NaN under AMP means the scaler skipped the step)."""
     scaler.unscale_(optimizer)
-    sp.add_l1_subgradient(model, l1_alpha, prunable)
+    sp.add_l1_subgradient(model, l1_alpha, prunable, l1_weights)
     norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm)
     scaler.step(optimizer)
     scaler.update()
@@ -419,6 +421,8 @@ def _check_options(o: TrainOptions) -> None:
         (o.sparsity >= 0, f"--sparsity must be >= 0, found {o.sparsity}"),
         (o.sparsity_schedule in ("constant", "decay"),
          f"--sparsity-schedule must be constant or decay, found {o.sparsity_schedule!r}"),
+        (o.sparsity_weighting in sp.WEIGHTINGS,
+         f"--sparsity-weighting must be {' or '.join(sp.WEIGHTINGS)}, found {o.sparsity_weighting!r}"),
         (o.lr_schedule in ("cosine", "step"),
          f"--lr-schedule must be cosine or step, found {o.lr_schedule!r}"),
         (o.eval_every >= 1, f"--eval-every must be >= 1, found {o.eval_every}"),
@@ -484,6 +488,7 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
         self.ema = ModelEMA(self.model) if o.ema else None
         self.prunable = sp.prunable_bn(self.model)
+        self.l1_weights = sp.channel_cost_weights(self.model, self.prunable, o.sparsity_weighting, o.img_size)
         self.gamma_log = sp.GammaLog(self.out)
         self.start_epoch = 0
         self.steps = 0  # optimizer steps taken by this process
@@ -625,7 +630,8 @@ class _Trainer:
                 self.scaler.scale(loss).backward()
             pending += 1
             if step_now:
-                norm = optimizer_step(model, self.optimizer, self.scaler, alpha * pending, self.prunable)
+                norm = optimizer_step(model, self.optimizer, self.scaler, alpha * pending, self.prunable,
+                                      l1_weights=self.l1_weights)
                 if not self.cuda and not torch.isfinite(norm):
                     raise TrainingError(f"non-finite gradient (norm {norm.item()}) at epoch {epoch}, "
                                         f"step {i} (global step {ni}); last good checkpoint: "
