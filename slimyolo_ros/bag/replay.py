@@ -175,12 +175,17 @@ def _check_image(m, typename: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ node process
+def _config_file(name: str) -> tuple[Path, Path]:
+    """config/<name> of a checkout and of the installed package share folder (either may not exist)."""
+    return (Path(__file__).resolve().parents[2] / "config" / name,
+            Path(sys.prefix) / "share" / "slimyolo_ros" / "config" / name)
+
+
 def default_params() -> Path:
     """config/detect.yaml of a checkout, else of the installed package share folder."""
-    here = Path(__file__).resolve().parents[2] / "config" / "detect.yaml"
+    here, share = _config_file("detect.yaml")
     if here.is_file():
         return here
-    share = Path(sys.prefix) / "share" / "slimyolo_ros" / "config" / "detect.yaml"
     if share.is_file():
         return share
     raise BagError(f"no node parameters file: neither {here} nor {share} exists (pass --params)")
@@ -188,10 +193,17 @@ def default_params() -> Path:
 
 def ros_environment() -> dict[str, str]:
     """This process's DDS settings, made explicit so the node subprocess shares them: discovery on
-    loopback unless the user chose otherwise, and a random domain when none is set (two replays on
-    one machine must not hear each other)."""
+    loopback unless the user chose otherwise, a random domain when none is set (two replays on
+    one machine must not hear each other), and the large-frame shared-memory profile."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+    # Replay and node share this host: camera-sized frames go through Fast DDS shared memory
+    # (config/fastdds_large_frames.xml, docs/node.md) instead of fragmented UDP, unless the user chose
+    # a profile. Set before this process's rclpy.init, inherited by the node.
+    if not any(k in os.environ for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")):
+        profile = next((p for p in _config_file("fastdds_large_frames.xml") if p.is_file()), None)
+        if profile is not None:
+            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
