@@ -34,6 +34,7 @@ from std_msgs.msg import Header, String
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from slimyolo_ros.ros.convert import bgr_to_compressed, bgr_to_image
+from slimyolo_ros.ros.node import STAGES
 
 pytestmark = pytest.mark.ros
 
@@ -326,6 +327,13 @@ def test_stream_faster_than_inference_drops_frames_without_backlog(rig):
     assert delta["dropped"] > 0, delta
     # every frame is accounted for: processed or reported dropped (one may still be in DDS)
     assert delta["dropped"] + delta["processed"] >= n_frames - 1, delta
+    # the stats windows that saw the stream say where a frame's time went, stage by stage
+    windows = [json.loads(m.data) for _, m in list(rig.stats)[stats_before:]]
+    stages = [w["stages_ms_p50"] for w in windows if w["fps"] > 0]
+    assert stages, windows
+    for st in stages:
+        assert list(st) == list(STAGES), st
+        assert st["forward"] > 0 and st["letterbox"] > 0 and min(st.values()) >= 0, st
 
 
 def test_bad_frames_are_skipped_with_a_warning_and_the_next_frame_works(rig):

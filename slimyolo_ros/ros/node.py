@@ -177,6 +177,11 @@ class FrameSlot:
             self._cond.notify_all()
 
 
+# The stages of one frame in the node, in order: waiting in the one-frame slot for the worker, Image
+# -> ndarray, the Detector's letterbox / forward / decode+NMS, Detection2DArray building, publish().
+STAGES = ("wait", "convert", "letterbox", "forward", "postprocess", "message", "publish")
+
+
 class Stats:
     """Counters and a latency window, shared by the callback, the worker and the stats timer."""
 
@@ -188,6 +193,8 @@ class Stats:
         self.window_start = time.monotonic()
         self.latency_ms: deque[float] = deque(maxlen=1000)
         self.inference_ms: deque[float] = deque(maxlen=1000)
+        # per processed frame: where its time in the node went (STAGES), for ~/stats and benchmarks
+        self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=1000) for k in STAGES}
         self._last_seq: dict[Any, int] = {}
 
     def on_receive(self, info: dict | None) -> None:
@@ -211,6 +218,7 @@ class Stats:
             elapsed = max(now - self.window_start, 1e-9)
             lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
             inf = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
+            stages = {k: round(float(np.median(v)), 2) if v else 0.0 for k, v in self.stage_ms.items()}
             out = {
                 "received": self.received,
                 "processed": self.processed,
@@ -222,11 +230,14 @@ class Stats:
                 "latency_ms_p50": round(float(np.percentile(lat, 50)), 1),
                 "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
                 "inference_ms_p50": round(float(np.percentile(inf, 50)), 1),
+                "stages_ms_p50": stages,
             }
             self.window_processed = 0
             self.window_start = now
             self.latency_ms.clear()
             self.inference_ms.clear()
+            for v in self.stage_ms.values():
+                v.clear()
             return out
 
 
@@ -422,6 +433,7 @@ class DetectorNode(Node):
                 self._bad_frame("internal", f"frame failed: {type(exc).__name__}: {_one_line(exc)}")
 
     def _process(self, msg: Any, t_recv: float) -> None:
+        t_take = time.monotonic()
         try:
             img = compressed_to_bgr(msg) if self._compressed else image_to_bgr(msg)
         except ImageDecodeError as exc:
@@ -431,13 +443,22 @@ class DetectorNode(Node):
         t0 = time.monotonic()
         dets = self.detector(img)
         t1 = time.monotonic()
-        self._det_pub.publish(to_detection2d_array(dets, msg.header, self.class_names))
+        out = to_detection2d_array(dets, msg.header, self.class_names)
+        t2 = time.monotonic()
+        self._det_pub.publish(out)
         t_done = time.monotonic()
+        timings = self.detector.last_timings
+        stage_ms = {"wait": (t_take - t_recv) * 1e3, "convert": (t0 - t_take) * 1e3,
+                    "letterbox": timings.get("preprocess", 0.0), "forward": timings.get("forward", 0.0),
+                    "postprocess": timings.get("postprocess", 0.0), "message": (t2 - t1) * 1e3,
+                    "publish": (t_done - t2) * 1e3}
         with self.stats.lock:
             self.stats.processed += 1
             self.stats.window_processed += 1
             self.stats.latency_ms.append((t_done - t_recv) * 1e3)
             self.stats.inference_ms.append((t1 - t0) * 1e3)
+            for k, v in stage_ms.items():
+                self.stats.stage_ms[k].append(v)
         if self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0:
             self._debug_pub.publish(bgr_to_image(self._draw(img, dets, self.class_names), header=msg.header))
 
