@@ -385,7 +385,10 @@ def render(rows: list[dict], d: dict) -> str:
         s.append("### detect_node end to end (image publish → Detection2DArray received)\n")
         s.append(
             "A real `detect_node` subprocess over loopback DDS (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, "
-            "random ROS_DOMAIN_ID), bgr8 frames sent one at a time, reliable QoS; forward = the bare "
+            "random ROS_DOMAIN_ID), bgr8 frames sent one at a time, reliable QoS; e2e = image publish → the "
+            "detections' bytes arrive in the consumer (an rclpy raw subscription); `consumer decode` = what "
+            "rclpy's deserialize_message then costs a Python consumer for the Detection2DArray (the "
+            "consumer's cost, not the node's); forward = the bare "
             "forward of the same model and backend, timed in the client right after each round trip (the "
             "node idles then); overhead = median of the per-frame differences (the pairs cancel the "
             "drifting load of the shared CPU; rows with 3 frames are there for peak RSS, too few for an "
@@ -412,6 +415,7 @@ def render(rows: list[dict], d: dict) -> str:
                         r["transport"],
                         frame,
                         t["median"],
+                        t.get("consumer_decode_ms"),
                         fw,
                         ov,
                         f"{100 * ov / fw:.1f}%" if fw and ov is not None else None,
@@ -427,6 +431,7 @@ def render(rows: list[dict], d: dict) -> str:
                     "transport",
                     "frame",
                     "e2e ms",
+                    "consumer decode ms",
                     "forward ms",
                     "overhead ms",
                     "overhead % of fwd",
@@ -437,6 +442,24 @@ def render(rows: list[dict], d: dict) -> str:
             )
         )
         s.append("")
+        staged = [(r, f, t) for r in d["node_e2e"] for f, t in r["frames"].items()
+                  if t.get("node_stages_ms") and t["runs"] >= 5]
+        if staged:
+            keys = list(staged[0][2]["node_stages_ms"])
+            s.append(
+                "Where the time of one frame goes (median ms): the node's own stages from its `~/stats` "
+                "(`stages_ms_p50` over the windows of the timed frames) and the rest of e2e, which is the "
+                "transport: image publish → node callback plus detections publish → consumer.\n"
+            )
+            body = []
+            for r, frame, t in staged:
+                st = t["node_stages_ms"]
+                in_node = sum(st.values())
+                body.append([r["model"], r["backend"], r["transport"], frame, t["median"],
+                             *[st[k] for k in keys], in_node, t["median"] - in_node])
+            s.append(table(["model", "backend", "transport", "frame", "e2e", *keys, "node total",
+                            "transport (e2e − node)"], body))
+            s.append("")
 
     s.append(fast_path_section(d))
 

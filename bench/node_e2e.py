@@ -44,6 +44,9 @@ except (KeyboardInterrupt, ExternalShutdownException):
 """
 
 
+STATS_PERIOD_S = 0.5  # the node's ~/stats windows: per-stage medians of the frames in each window
+
+
 class NodeProcess:
     """``detect_node`` with the given parameters; ``pid`` for /proc reads, ``stop()`` with SIGINT."""
 
@@ -96,12 +99,21 @@ def ros_env(domain_id: int, threads: int) -> dict[str, str]:
 
 
 class Client:
-    """The camera and the consumer in one rclpy node of this process."""
+    """The camera and the consumer in one rclpy node of this process.
+
+    The consumer takes the detections as serialised bytes (``raw=True``): ``arrival`` is when they are
+    in this process, ``decoded`` after rclpy's ``deserialize_message`` into Python objects, which for
+    a Detection2DArray of ~150 boxes costs a Python consumer several ms (the node cannot help it, so
+    it is reported as the consumer's, not the node's). The node's own ``~/stats`` windows (its
+    per-stage medians) are kept too.
+    """
 
     def __init__(self, name: str = "slimyolo_bench"):
         import rclpy
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.serialization import deserialize_message
         from sensor_msgs.msg import Image
+        from std_msgs.msg import String
         from vision_msgs.msg import Detection2DArray
 
         self.rclpy = rclpy
@@ -110,13 +122,25 @@ class Client:
         self.node = rclpy.create_node(name)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.node.create_publisher(Image, "/bench/image", qos)
-        self._got: dict[tuple[int, int], float] = {}
-        self.sub = self.node.create_subscription(Detection2DArray, "/bench/detections", self._on_dets, 10)
+        self._got: dict[tuple[int, int], tuple[float, float]] = {}
+        self._decode = lambda raw: deserialize_message(raw, Detection2DArray)
+        self.sub = self.node.create_subscription(Detection2DArray, "/bench/detections", self._on_dets, 10,
+                                                 raw=True)
+        self.stats: list[tuple[float, dict]] = []
+        self.node.create_subscription(String, "/slimyolo_detector/stats", self._on_stats, 10)
         self.last_count = 0
 
-    def _on_dets(self, msg) -> None:
-        self._got[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.perf_counter()
+    def _on_dets(self, raw: bytes) -> None:
+        t_arrival = time.perf_counter()
+        msg = self._decode(raw)
+        t_decoded = time.perf_counter()
+        self._got[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = (t_arrival, t_decoded)
         self.last_count = len(msg.detections)
+
+    def _on_stats(self, msg) -> None:
+        import json
+
+        self.stats.append((time.perf_counter(), json.loads(msg.data)))
 
     def wait_matched(self, node: NodeProcess, timeout: float) -> None:
         end = time.monotonic() + timeout
@@ -128,8 +152,9 @@ class Client:
             self.rclpy.spin_once(self.node, timeout_sec=0.1)
         raise RuntimeError(f"detect_node did not connect within {timeout:.0f} s: {node.log_tail()}")
 
-    def round_trip(self, msg, seq: int, timeout: float) -> float:
-        """Publish ``msg`` with a stamp unique to ``seq``; ms until its detections arrive."""
+    def round_trip(self, msg, seq: int, timeout: float) -> tuple[float, float]:
+        """Publish ``msg`` with a stamp unique to ``seq``; ms until its detections arrive, and until
+        they are decoded."""
         key = (1000 + seq, 0)
         msg.header.stamp.sec, msg.header.stamp.nanosec = key
         t0 = time.perf_counter()
@@ -139,7 +164,13 @@ class Client:
             if time.perf_counter() > end:
                 raise RuntimeError(f"no detections for frame {seq} within {timeout:.0f} s")
             self.rclpy.spin_once(self.node, timeout_sec=0.05)
-        return (self._got.pop(key) - t0) * 1e3
+        t_arrival, t_decoded = self._got.pop(key)
+        return (t_arrival - t0) * 1e3, (t_decoded - t0) * 1e3
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
 
     def close(self) -> None:
         self.node.destroy_node()
@@ -179,7 +210,7 @@ def measure_node(
             "label_info_topic": "/bench/label_info",
             "reliability": "reliable",
             "publish_debug_image": False,
-            "stats_period": 0.0,
+            "stats_period": STATS_PERIOD_S,
             "reuse_frame_memory": env.get("SLIMYOLO_REUSE_FRAME_MEMORY", "1") != "0",
         }
     label = f"{model_pt.parent.name}_{backend}" if model_pt is not None else "echo"
@@ -193,20 +224,31 @@ def measure_node(
         seq = 0
         for label, img in frames.items():
             msg = bgr_to_image(img)
-            t, f = Timing(), Timing()
+            t, f, dec = Timing(), Timing(), Timing()
+            t_first = None
             for i in range(warmup + repeats):
                 seq += 1
-                ms = client.round_trip(msg, seq, timeout)
+                ms, ms_decoded = client.round_trip(msg, seq, timeout)
                 fwd_ms = None
                 if forward is not None:
                     t0 = time.perf_counter()
                     forward()
                     fwd_ms = (time.perf_counter() - t0) * 1e3
                 if i >= warmup:
+                    t_first = t_first or time.perf_counter()
                     t.samples_ms.append(ms)
+                    dec.samples_ms.append(ms_decoded - ms)
                     if fwd_ms is not None:
                         f.samples_ms.append(fwd_ms)
-            out["frames"][label] = {**t.summary(), "detections": client.last_count}
+            out["frames"][label] = {**t.summary(), "detections": client.last_count,
+                                    "consumer_decode_ms": round(dec.median, 3)}
+            if params is not None:  # the node's stage medians over the stats windows of these frames
+                client.spin_for(STATS_PERIOD_S * 2.5)
+                windows = [s["stages_ms_p50"] for ts, s in client.stats
+                           if ts >= t_first and s.get("fps", 0) > 0 and "stages_ms_p50" in s]
+                if windows:
+                    out["frames"][label]["node_stages_ms"] = {
+                        k: round(float(np.median([w[k] for w in windows])), 3) for k in windows[0]}
             if f.samples_ms:
                 diffs = Timing([a - b for a, b in zip(t.samples_ms, f.samples_ms, strict=True)])
                 out["frames"][label].update(
