@@ -117,7 +117,10 @@ def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
     torch_det = Detector(od / "yolov3-tiny.weights", **kw)
     ort_det = Detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
     assert ort_det.onnx_path is not None and ort_det.onnx_path.parent == tmp_path
+    threads = torch.get_num_threads()
     a, b = torch_det(img), ort_det(img)
+    # the ORT path post-processes on one torch thread and gives the caller's setting back
+    assert torch.get_num_threads() == threads
     assert len(a) >= 3
     assert a[:, 5].tolist() == b[:, 5].tolist()
     np.testing.assert_allclose(b[:, :4], a[:, :4], atol=0.05)
