@@ -359,7 +359,8 @@ def render(rows: list[dict], d: dict) -> str:
         s.append(
             "Same functions the node calls: rclpy deserialisation, `ros.convert.image_to_bgr`, the "
             "Detector's own stage timings (letterbox / forward / decode+NMS), "
-            "`ros.messages.to_detection2d_array`, and a real rclpy publisher with a matched subscriber.\n"
+            "`ros.messages.serialize_detection2d_array` (the node publishes CDR bytes), and a real rclpy "
+            "publisher with a matched subscriber.\n"
         )
         stages = list(splits[0]["stages_ms"])
         body = [

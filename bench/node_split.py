@@ -6,7 +6,7 @@ Stages (each timed over repeated runs, median):
   letterbox Detector stage ``preprocess`` (letterbox + batch)
   forward   Detector stage ``forward`` (uint8 -> float on the device, network incl. YOLO decode)
   decode+NMS Detector stage ``postprocess`` (score filter, class-aware NMS, back to original pixels)
-  message   ros/messages.to_detection2d_array
+  message   ros/messages.serialize_detection2d_array (CDR bytes, as the node publishes them)
   publish   a real rclpy publisher with one matched subscriber (DDS serialisation + hand-off)
 The letterbox/forward/postprocess numbers are the Detector's own ``last_timings`` from full
 ``detector(img)`` calls, i.e. exactly what the node runs.
@@ -31,7 +31,7 @@ def split_frame(det, img: np.ndarray, warmup: int, repeats: int, node=None) -> d
     from vision_msgs.msg import Detection2DArray
 
     from slimyolo_ros.ros.convert import bgr_to_image, image_to_bgr
-    from slimyolo_ros.ros.messages import to_detection2d_array
+    from slimyolo_ros.ros.messages import serialize_detection2d_array
 
     own = node is None
     inited = own and not rclpy.ok()
@@ -63,8 +63,10 @@ def split_frame(det, img: np.ndarray, warmup: int, repeats: int, node=None) -> d
             stage_t["decode+NMS"].samples_ms.append(lt["postprocess"])
     out.update(stage_t)
     names = det.class_names
-    out["message"] = time_call(lambda: to_detection2d_array(dets, received.header, names), warmup, repeats)
-    built = to_detection2d_array(dets, received.header, names)
+    # what the node does: CDR bytes by hand, published as bytes
+    out["message"] = time_call(lambda: serialize_detection2d_array(dets, received.header, names), warmup,
+                               repeats)
+    built = serialize_detection2d_array(dets, received.header, names)
 
     # KEEP_LAST history: an undrained subscriber never blocks the writer, so no spinning is timed.
     out["publish"] = time_call(lambda: pub.publish(built), warmup, repeats)

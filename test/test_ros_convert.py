@@ -21,7 +21,12 @@ from slimyolo_ros.ros.convert import (
     compressed_to_bgr,
     image_to_bgr,
 )
-from slimyolo_ros.ros.messages import detection2d_array_to_numpy, to_detection2d_array, to_label_info
+from slimyolo_ros.ros.messages import (
+    detection2d_array_to_numpy,
+    serialize_detection2d_array,
+    to_detection2d_array,
+    to_label_info,
+)
 
 H, W = 7, 5
 
@@ -207,6 +212,39 @@ def test_detection2d_array_fields():
 
     empty = to_detection2d_array(np.zeros((0, 6), np.float32), header, ["person"])
     assert empty.detections == [] and empty.header.frame_id == "uav/cam"
+
+
+@pytest.mark.parametrize("frame_id", ["", "c", "uav/camera_optical", "kamera_ø"])
+@pytest.mark.parametrize("n", [0, 1, 2, 37])
+def test_hand_serialised_detections_equal_rclpy_serialisation(frame_id, n):
+    """The node publishes serialize_detection2d_array's bytes: they must read back as exactly the message
+    rclpy serialises from the message object, with the same length (same layout), for every alignment
+    case (frame_id and class-name lengths mod 4 and 8), an out-of-range class index, and scores outside
+    [0, 1]. (Not compared byte for byte: Fast CDR leaves alignment padding uninitialised.)"""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from vision_msgs.msg import Detection2DArray
+
+    names = ["pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus",
+             "motor", "é"]
+    rng = np.random.default_rng(n)
+    dets = np.zeros((n, 6), np.float32)
+    dets[:, :2] = rng.uniform(-5, 1900, (n, 2))
+    dets[:, 2:4] = dets[:, :2] + rng.uniform(0.5, 90, (n, 2))
+    dets[:, 4] = rng.uniform(-0.1, 1.1, n)
+    dets[:, 5] = rng.integers(0, len(names) + 1, n)  # len(names): out of range -> its number as the name
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = -3 if n == 1 else 1700000000 + n, 999999999
+    raw = serialize_detection2d_array(dets, header, names)
+    reference = serialize_message(to_detection2d_array(dets, header, names))
+    assert len(raw) == len(reference)
+    back = deserialize_message(raw, Detection2DArray)
+    assert back == deserialize_message(reference, Detection2DArray)
+    assert len(back.detections) == n and back.header.frame_id == frame_id
+    if n:
+        ok = dets[:, 5] < len(names)
+        got = detection2d_array_to_numpy(back, names)
+        np.testing.assert_allclose(got[ok, :4], dets[ok, :4], atol=1e-3)
+        np.testing.assert_allclose(got[:, 4], np.clip(dets[:, 4], 0, 1), atol=1e-6)
 
 
 def test_label_info_maps_ids_to_names():

@@ -8,6 +8,7 @@ carries the source image's header so a consumer can match it to the frame.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,6 +90,60 @@ def to_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequence[st
         detections.append(det)
     out.detections = detections
     return out
+
+
+# PoseWithCovariance() as CDR: position (0, 0, 0), orientation (0, 0, 0, 1), covariance 36 zeros.
+_NO_POSE_CDR = struct.pack("<7d", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0) + bytes(36 * 8)
+_CDR_LE = b"\x00\x01\x00\x00"  # encapsulation header: plain CDR, little endian (what rmw_fastrtps writes)
+_EMPTY_ID = b"\x01\x00\x00\x00\x00"  # Detection2D.id = "": length 1 (the NUL), then the NUL
+
+
+def serialize_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequence[str]) -> bytes:
+    """The Detection2DArray of :func:`to_detection2d_array`, serialised to CDR bytes for
+    ``Publisher.publish(bytes)``: the same layout and length as ``rclpy.serialization.serialize_message``
+    and the same message when read back (a test checks it over box counts, class-name and frame_id
+    lengths); alignment padding is zero here, uninitialised there.
+
+    Hand-written because the generic path builds ~8 Python message objects per detection and then
+    converts each into its C struct: 2.6 ms for 147 boxes against 0.4 ms here (dev CPU), on the
+    node's critical path. CDR rules used: primitives aligned to their size relative to the end of
+    the 4-byte encapsulation header; strings = uint32 length incl. NUL + UTF-8 + NUL; sequences =
+    uint32 count + elements.
+    """
+    fid = str(header.frame_id).encode() + b"\0"
+    hdr = struct.pack("<iII", int(header.stamp.sec), int(header.stamp.nanosec), len(fid)) + fid
+    buf = bytearray(_CDR_LE)
+
+    def pad(n: int) -> None:
+        r = (len(buf) - 4) % n
+        if r:
+            buf.extend(bytes(n - r))
+
+    d = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
+    buf += hdr
+    pad(4)
+    buf += struct.pack("<I", len(d))
+    if not len(d):
+        return bytes(buf)
+    x1, y1, x2, y2, score, cls = d.T
+    rows = np.stack(
+        [(x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1, np.clip(score, 0.0, 1.0), cls], axis=1
+    ).tolist()
+    names = [str(n).encode() + b"\0" for n in class_names]
+    for cx, cy, w, h, sc, c in rows:
+        ci = int(c)
+        cid = names[ci] if 0 <= ci < len(names) else str(ci).encode() + b"\0"
+        pad(4)
+        buf += hdr  # Detection2D.header
+        pad(4)
+        buf += struct.pack("<II", 1, len(cid))  # results: one hypothesis; its class_id
+        buf += cid
+        pad(8)
+        buf += struct.pack("<d", sc)  # hypothesis.score
+        buf += _NO_POSE_CDR
+        buf += struct.pack("<5d", cx, cy, 0.0, w, h)  # bbox: center x, y, theta; size_x, size_y
+        buf += _EMPTY_ID
+    return bytes(buf)
 
 
 def detection2d_array_to_numpy(msg: Detection2DArray, class_names: Sequence[str]) -> np.ndarray:

@@ -56,7 +56,7 @@ from slimyolo_ros.errors import SlimyoloError
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from slimyolo_ros.ros.convert import ImageDecodeError, bgr_to_image, compressed_to_bgr, image_to_bgr
 from slimyolo_ros.ros.frame_memory import reuse_frame_memory
-from slimyolo_ros.ros.messages import to_detection2d_array, to_label_info
+from slimyolo_ros.ros.messages import serialize_detection2d_array, to_label_info
 
 NODE_NAME = "slimyolo_detector"
 PACKAGE = "slimyolo_ros"
@@ -443,7 +443,8 @@ class DetectorNode(Node):
         t0 = time.monotonic()
         dets = self.detector(img)
         t1 = time.monotonic()
-        out = to_detection2d_array(dets, msg.header, self.class_names)
+        # CDR bytes, not a message object: 0.4 vs 2.6 ms for 150 boxes (ros/messages.py)
+        out = serialize_detection2d_array(dets, msg.header, self.class_names)
         t2 = time.monotonic()
         self._det_pub.publish(out)
         t_done = time.monotonic()
