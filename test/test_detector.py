@@ -341,3 +341,20 @@ def test_cli_detect_json_and_annotated_png(tmp_path, capsys, coco_tiny):
     rc = main(["detect", "--cfg", str(TINY_CFG), "--weights", str(TINY_WEIGHTS), "--image",
                str(tmp_path / "missing.jpg"), "--device", "cpu"])
     assert rc == 2 and "missing.jpg: image not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape,color", [((1080, 1920, 3), 114), ((300, 200, 3), (10, 20, 30)),
+                                         ((480, 640), 7), ((50, 60, 5), (1, 2, 3, 4, 5))])
+def test_letterbox_pixels_are_the_resized_image_inside_the_fill_colour(shape, color):
+    from slimyolo_ros.detect.letterbox import letterbox, letterbox_params
+
+    img = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    out, _, (px, py) = letterbox(img, 416, color)
+    _, _, (nh, nw) = letterbox_params(shape[0], shape[1], 416)
+    assert out.shape == (416, 416, *shape[2:]) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[py:py + nh, px:px + nw],
+                                  cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR))
+    border = np.ones((416, 416), bool)
+    border[py:py + nh, px:px + nw] = False
+    fill = np.broadcast_to(np.asarray(color, np.uint8), out[border].shape)
+    np.testing.assert_array_equal(out[border], fill)
