@@ -452,7 +452,7 @@ def render(rows: list[dict], d: dict) -> str:
                 "(`stages_ms_p50` over the windows of the timed frames) and the rest of e2e, which is the "
                 "transport: image publish → node callback plus detections publish → consumer. Medians do not "
                 "add up exactly: when the forward drifts during a run the remainder is only approximate (it "
-                "can even come out below zero); the paired overhead in the table above is the robust number.\n"
+                "can even come out below zero); the paired overhead in the table above is the robust one.\n"
             )
             body = []
             for r, frame, t in staged:
