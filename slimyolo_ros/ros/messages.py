@@ -45,6 +45,19 @@ def _blank(cls: type) -> Any:
 _NO_POSE = PoseWithCovariance()
 
 
+def _center_rows(dets: np.ndarray) -> list[list[float]]:
+    """N×6 ``x1, y1, x2, y2, score, class_index`` -> rows ``cx, cy, w, h, score in [0, 1], class`` as
+    Python floats: the arithmetic once for the whole array, so the per-detection loops do no numpy
+    scalar work."""
+    d = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
+    if not len(d):
+        return []
+    x1, y1, x2, y2, score, cls = d.T
+    return np.stack(
+        [(x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1, np.clip(score, 0.0, 1.0), cls], axis=1
+    ).tolist()
+
+
 def to_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequence[str]) -> Detection2DArray:
     """N×6 ``x1, y1, x2, y2, score, class_index`` -> Detection2DArray with ``header`` everywhere.
 
@@ -55,13 +68,9 @@ def to_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequence[st
     """
     out = Detection2DArray()
     out.header = header
-    dets = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
-    if not len(dets):
+    rows = _center_rows(dets)
+    if not rows:
         return out
-    x1, y1, x2, y2, score, cls = dets.T
-    rows = np.stack(
-        [(x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1, np.clip(score, 0.0, 1.0), cls], axis=1
-    ).tolist()
     n_names = len(class_names)
     detections = []
     for cx, cy, w, h, s, c in rows:
@@ -119,16 +128,12 @@ def serialize_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequ
         if r:
             buf.extend(bytes(n - r))
 
-    d = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
+    rows = _center_rows(dets)
     buf += hdr
     pad(4)
-    buf += struct.pack("<I", len(d))
-    if not len(d):
+    buf += struct.pack("<I", len(rows))
+    if not rows:
         return bytes(buf)
-    x1, y1, x2, y2, score, cls = d.T
-    rows = np.stack(
-        [(x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1, np.clip(score, 0.0, 1.0), cls], axis=1
-    ).tolist()
     names = [str(n).encode() + b"\0" for n in class_names]
     for cx, cy, w, h, sc, c in rows:
         ci = int(c)
