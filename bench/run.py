@@ -35,14 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.common import REPO, cpu_name, fix_threads, time_call  # noqa: E402
+from bench.markdown import NO_REUSE  # noqa: E402 - the transport label that markdown.py reads back
 
 MODELS = ("yolov3-spp3", "slim-50", "slim-90", "slim-95")
 BACKENDS = ("torch", "onnxruntime", "opencv")
 NODE_FRAMES = ((1280, 720), (1920, 1080))
 FASTDDS_PROFILE = REPO / "config" / "fastdds_large_frames.xml"
-
-
-NO_REUSE = ", no frame reuse"  # transport label suffix: ros/frame_memory.py off in both processes
 
 
 def log(msg: str) -> None:
