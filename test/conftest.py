@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from slimyolo_ros.bag.replay import use_large_frames_profile
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "slimyolov3"
 MODELS = REPO / "models"
@@ -20,24 +22,10 @@ VENV_BIN = Path(sys.executable).parent
 os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-# Camera-sized frames over Fast DDS shared memory, as docs/node.md recommends for a camera and the node
-# on one host: with the default 512 KiB segment a 640x360 frame goes over UDP loopback in fragments, and
-# on a loaded machine lost fragments of a reliable stream are repaired in order, so delivery lagged by
-# seconds (seen in CI as a false "backlog"). Skipped where /dev/shm is too small for 64 MiB segments.
-LARGE_FRAMES_PROFILE = REPO / "config" / "fastdds_large_frames.xml"
-
-
-def _shm_free_bytes() -> int:
-    try:
-        st = os.statvfs("/dev/shm")
-    except OSError:
-        return 0
-    return st.f_bavail * st.f_frsize
-
-
-if not any(k in os.environ for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")) \
-        and _shm_free_bytes() >= 1 << 30:
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LARGE_FRAMES_PROFILE)
+# Camera-sized frames over Fast DDS shared memory, as bag eval does (the same function): with the
+# default 512 KiB segment a 640x360 frame goes over UDP loopback in fragments, and on a loaded machine a
+# reliable stream lagged by seconds while lost fragments were repaired (seen in CI as a false "backlog").
+use_large_frames_profile()
 
 
 def in_ci() -> bool:

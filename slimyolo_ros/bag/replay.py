@@ -191,19 +191,40 @@ def default_params() -> Path:
     raise BagError(f"no node parameters file: neither {here} nor {share} exists (pass --params)")
 
 
+PROFILE_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+SHM_FREE_NEEDED = 1 << 30  # each participant maps a 64 MiB segment; Docker's default /dev/shm is 64 MiB
+
+
+def _shm_free_bytes() -> int:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def use_large_frames_profile() -> Path | None:
+    """Export ``FASTDDS_DEFAULT_PROFILES_FILE`` = config/fastdds_large_frames.xml for this process and
+    its children, so camera-sized frames between processes on this host go through Fast DDS shared
+    memory instead of fragmented UDP (docs/node.md: a reliable fragmented stream lagged by more than a
+    second on a loaded CPU). Nothing changes when the user set a profile, the file is not found, or
+    /dev/shm has too little room. Returns the profile now in force from here, if any."""
+    if any(k in os.environ for k in PROFILE_ENV):
+        return None
+    profile = next((p for p in _config_file("fastdds_large_frames.xml") if p.is_file()), None)
+    if profile is None or _shm_free_bytes() < SHM_FREE_NEEDED:
+        return None
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    return profile
+
+
 def ros_environment() -> dict[str, str]:
     """This process's DDS settings, made explicit so the node subprocess shares them: discovery on
     loopback unless the user chose otherwise, a random domain when none is set (two replays on
     one machine must not hear each other), and the large-frame shared-memory profile."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-    # Replay and node share this host: camera-sized frames go through Fast DDS shared memory
-    # (config/fastdds_large_frames.xml, docs/node.md) instead of fragmented UDP, unless the user chose
-    # a profile. Set before this process's rclpy.init, inherited by the node.
-    if not any(k in os.environ for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")):
-        profile = next((p for p in _config_file("fastdds_large_frames.xml") if p.is_file()), None)
-        if profile is not None:
-            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    use_large_frames_profile()  # before this process's rclpy.init; the node inherits it
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
