@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import MODELS
 
+from slimyolo_ros.darknet.cfg import load_cfg
+from slimyolo_ros.darknet.complexity import count_gflops
 from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.prune.graph import propagate, prunable_convs
+from slimyolo_ros.prune.surgery import pruned_sections
 from slimyolo_ros.train import sparsity as sp
 from slimyolo_ros.train.loss import YoloLoss
 from slimyolo_ros.train.trainer import TrainOptions, _build_optimizer, optimizer_step
@@ -184,17 +189,37 @@ def test_gamma_log_writes_histograms_and_plot(tmp_path):
     assert again.epochs == [0, 1]
 
 
-def test_flops_weighting_charges_expensive_channels_more_with_mean_one():
+def test_removal_cost_equals_the_flops_a_real_prune_of_one_channel_saves():
+    """The arithmetic cost of a channel (own output + every reader's input, over its shortcut group) is
+    checked against the pruner itself: remove channel 0 of each group, rebuild, count GFLOPs."""
+    m = Darknet(load_cfg(MODELS / "yolov3-spp3-tiny-width.cfg"))
+    size = 256
+    saved = sp.channel_removal_gflops(m, size)
+    base = count_gflops(m, size)
+    convs = prunable_convs(m.module_defs)
+    full = {i: np.ones(m.module_list[i].bn.weight.numel(), bool) for i in convs}
+    groups = [g for g in propagate(m.module_defs, full).groups if set(g) <= set(convs)]
+    assert len(groups) > 40 and any(len(g) == 9 for g in groups)  # SPP3: trunks, bottlenecks, SPP, FPN
+    for group in groups:
+        masks = {i: mask.copy() for i, mask in full.items()}
+        for i in group:
+            masks[i][0] = False
+        pruned = Darknet(pruned_sections(m, propagate(m.module_defs, masks)))
+        for i in group:
+            assert saved[i] == pytest.approx(base - count_gflops(pruned, size), rel=1e-9), group
+
+
+def test_flops_weighting_follows_the_removal_cost_with_mean_one():
     m = _model()
     idx = sp.prunable_bn(m)
     assert sp.channel_cost_weights(m, idx, "uniform", SIZE) == [1.0] * len(idx)
-    w = sp.channel_cost_weights(m, idx, "flops", SIZE)
-    # layer 0: 3->8 at 32x32 (27*1024 MACs per channel), layer 1: 8->8 at 32x32 (72*1024),
-    # layer 3: 8->16 at 16x16 (72*256); the weights follow those per-channel costs exactly
-    per_channel = np.array([27 * 1024, 72 * 1024, 72 * 256], float)
-    channels = np.array([8, 8, 16], float)
-    expected = per_channel / ((per_channel * channels).sum() / channels.sum())
-    np.testing.assert_allclose(w, expected, rtol=1e-9)
+    w = np.array(sp.channel_cost_weights(m, idx, "flops", SIZE))
+    saved = sp.channel_removal_gflops(m, SIZE)
+    channels = np.array([m.module_list[i].bn.weight.numel() for i in idx], float)
+    np.testing.assert_allclose((w * channels).sum() / channels.sum(), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(w / w[-1], [saved[i] / saved[idx[-1]] for i in idx], rtol=1e-9)
+    # layers 0 and 1 share the shortcut's mask, so they carry the same (whole group's) cost
+    assert w[0] == w[1]
     # the same ratios at any input size (every layer's FLOPs scale with H*W alike)
     np.testing.assert_allclose(sp.channel_cost_weights(m, idx, "flops", 2 * SIZE), w, rtol=1e-9)
     with pytest.raises(ValueError, match="unknown sparsity weighting 'area'"):

@@ -17,9 +17,12 @@ Weighting (:func:`channel_cost_weights`, ``--sparsity-weighting flops``; beyond 
 paper's penalty is the same for every channel, but one channel of the 256x256 stem costs ~50x the
 FLOPs of one channel of the 8x8 stage, so uniform L1 thins the cheap deep layers and leaves the
 expensive stem whole (docs/results.md). With ``flops``, layer l's gammas get ``alpha * w_l``, w_l
-proportional to the FLOPs one of its output channels costs, normalised to a channel-weighted mean of 1
-(the resource-weighted gamma penalty of MorphNet, Gordon et al. 2018, in its simplest form). The
-pruning rule (one global |gamma| percentile) is unchanged.
+proportional to the FLOPs that removing one of its channels saves (:func:`channel_removal_gflops`),
+normalised to a channel-weighted mean of 1 (the resource-weighted gamma penalty of MorphNet, Gordon et
+al. 2018, in its simplest form). That saving counts the channel's own output *and* the input side of
+every conv that reads it (a 1x1 bottleneck channel of a residual block is cheap itself but feeds a 3x3
+conv with 9x its cost), summed over its shortcut group (a trunk channel goes only when every member lets
+it go). The pruning rule (one global |gamma| percentile) is unchanged.
 
 Schedules (:func:`alpha_at`): ``constant``; ``decay`` keeps alpha for the first 70% of the epochs,
 then lowers it along a half cosine to 0.1 * alpha at the last epoch, so the network recovers
@@ -66,22 +69,47 @@ def bn_gammas(model: nn.Module, indices: list[int]) -> list[torch.Tensor]:
 WEIGHTINGS = ("uniform", "flops")
 
 
+def channel_removal_gflops(model: nn.Module, img_size: int = 416) -> dict[int, float]:
+    """For every conv, the GFLOPs at ``img_size`` that removing one output channel of its shortcut group
+    saves: its members' own outputs plus the matching input channel of every conv that reads them
+    (through routes, upsample, maxpool and shortcuts; a conv reading the channel twice, as SPP's route
+    does, saves it twice). Arithmetic over the cfg graph, no forward pass."""
+    from slimyolo_ros.darknet.complexity import layer_table
+    from slimyolo_ros.prune.graph import INPUT, layouts
+
+    model = _unwrap(model)
+    rows = layer_table(model, img_size)
+    lays, groups = layouts(model.module_defs, model.in_channels)
+    saved: dict[int, float] = {}
+    for row in rows:
+        if row["type"] != "convolutional":
+            continue
+        i = row["index"]
+        root = groups.find(i)
+        saved[root] = saved.get(root, 0.0) + row["gflops"] / max(row["filters"], 1)
+        readers = lays[i - 1] if i else [(INPUT, model.in_channels)]
+        per_input = row["gflops"] / max(row["input"][0], 1)
+        for node, _ in readers:
+            key = groups.find(node)
+            saved[key] = saved.get(key, 0.0) + per_input
+    return {row["index"]: saved[groups.find(row["index"])] for row in rows if row["type"] == "convolutional"}
+
+
 def channel_cost_weights(model: nn.Module, indices: list[int], weighting: str = "uniform",
                          img_size: int = 416) -> list[float]:
     """Per-layer multipliers of alpha for the listed BN layers (see the module docstring).
 
-    ``uniform``: all 1 (the paper). ``flops``: w_l = FLOPs of layer l / its output channels, scaled so
+    ``uniform``: all 1 (the paper). ``flops``: w_l = :func:`channel_removal_gflops` of layer l, scaled so
     that the mean over all listed channels is 1; the ratios do not depend on ``img_size``.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown sparsity weighting {weighting!r} ({', '.join(WEIGHTINGS)})")
     if weighting == "uniform" or not indices:
         return [1.0] * len(indices)
-    from slimyolo_ros.darknet.complexity import layer_table
-
-    rows = {r["index"]: r for r in layer_table(_unwrap(model), img_size)}
-    per_channel = np.array([rows[i]["gflops"] / max(rows[i]["filters"], 1) for i in indices], np.float64)
-    channels = np.array([rows[i]["filters"] for i in indices], np.float64)
+    saved = channel_removal_gflops(model, img_size)
+    modules = _unwrap(model).module_list
+    per_channel = np.array([saved[i] for i in indices], np.float64)
+    channels = np.array([modules[i].bn.weight.numel() for i in indices], np.float64)
     mean = float((per_channel * channels).sum() / channels.sum())
     if mean <= 0:
         return [1.0] * len(indices)
