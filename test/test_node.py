@@ -366,6 +366,22 @@ def test_bad_frames_are_skipped_with_a_warning_and_the_next_frame_works(rig):
         good.header = header(good_stamp)
         assert_person_inside(rig.detect(good), region, good_stamp)
         assert rig.results_for(stamp) == [], f"something was published for the bad frame ({needle})"
+    # bytes that are no Image at all (the node takes Images raw): named, dropped, the node carries on
+    from rclpy.serialization import serialize_message
+
+    wire = serialize_message(good)
+    # one case only: bad frames of one kind warn once per WARN_PERIOD_S
+    for junk, needle in ((wire[:len(wire) // 2], "field 'data' needs"),):
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while needle not in rig.raw.text():
+            assert time.monotonic() < deadline, f"no warning {needle!r}:\n{rig.raw.text()[-2000:]}"
+            rig.image_pub.publish(junk)
+            time.sleep(0.3)
+        line = next(ln for ln in rig.raw.text().splitlines() if needle in ln)
+        assert "WARN" in line and "unreadable message" in line and "serialised Image truncated" in line, line
+        good_stamp = next(_stamps)
+        good.header = header(good_stamp)
+        assert_person_inside(rig.detect(good), region, good_stamp)
     assert "Traceback" not in rig.raw.text()
 
 

@@ -19,6 +19,7 @@ from slimyolo_ros.ros.convert import (
     bgr_to_compressed,
     bgr_to_image,
     compressed_to_bgr,
+    image_from_cdr,
     image_to_bgr,
 )
 from slimyolo_ros.ros.messages import (
@@ -245,6 +246,51 @@ def test_hand_serialised_detections_equal_rclpy_serialisation(frame_id, n):
         got = detection2d_array_to_numpy(back, names)
         np.testing.assert_allclose(got[ok, :4], dets[ok, :4], atol=1e-3)
         np.testing.assert_allclose(got[:, 4], np.clip(dets[:, 4], 0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgb8", "mono8", "mono16"])
+@pytest.mark.parametrize("pad", [0, 3])
+@pytest.mark.parametrize("frame_id", ["", "c", "uav/cam", "kamera_ø"])
+def test_image_read_from_rclpy_serialised_bytes_equals_the_message(bgr, encoding, pad, frame_id):
+    """The node's raw path: what rclpy serialises is read back field for field, and the pixels decode
+    exactly as from the message object (alignment cases: frame_id/encoding lengths mod 4, odd steps)."""
+    from rclpy.serialization import serialize_message
+
+    pixels, expected = layouts(bgr)[encoding]
+    msg = raw_msg(pixels, encoding, pad, big_endian=(encoding == "mono16" and pad == 3))
+    msg.header = Header(frame_id=frame_id)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = -7 if pad else 1700000000, 123456789
+    got = image_from_cdr(serialize_message(msg))
+    stamp = msg.header.stamp
+    assert (got.header.stamp.sec, got.header.stamp.nanosec, got.header.frame_id) == (
+        stamp.sec, stamp.nanosec, frame_id)
+    assert (got.height, got.width, got.encoding, got.is_bigendian, got.step) == (
+        msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step)
+    assert got.data.tobytes() == msg.data.tobytes()
+    np.testing.assert_array_equal(image_to_bgr(got), expected)
+
+
+def test_malformed_serialised_image_raises_a_decode_error_at_every_cut(bgr):
+    """Every truncation of a serialised Image, and a wrong encapsulation, is an ImageDecodeError naming
+    the field (never an IndexError or struct.error out of the parser)."""
+    from rclpy.serialization import serialize_message
+
+    msg = bgr_to_image(bgr)
+    msg.header = Header(frame_id="cam")
+    raw = serialize_message(msg)
+    fields = set()
+    for cut in range(len(raw)):
+        with pytest.raises(ImageDecodeError) as err:
+            image_from_cdr(raw[:cut])
+        assert err.value.kind == "cdr"
+        fields.add(str(err.value).split("'")[1] if "'" in str(err.value) else str(err.value))
+    # each field's truncation is reported under its name
+    assert {"header.stamp.sec", "header.frame_id", "height", "width", "encoding", "step", "data"} <= fields
+    with pytest.raises(ImageDecodeError, match="encapsulation 0100"):
+        image_from_cdr(b"\x01\x00" + raw[2:])
+    with pytest.raises(ImageDecodeError, match="not NUL-terminated"):
+        # encapsulation 4 + stamp 8 + frame_id length 4, then "cam\0": its NUL at offset 19
+        image_from_cdr(raw[:19] + b"m" + raw[20:])
 
 
 def test_label_info_maps_ids_to_names():
