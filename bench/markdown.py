@@ -9,6 +9,7 @@ BACKENDS = ("torch", "onnxruntime", "opencv")
 SPEEDUP_TARGET = 6.0
 OVERHEAD_TARGET = 0.10
 NO_REUSE = ", no frame reuse"  # bench/run.py's transport label for ros/frame_memory.py turned off
+TYPED_RECEIVE = ", typed receive"  # ... and for raw_image_receive turned off (rclpy's Image conversion)
 
 
 def _lat(
@@ -400,7 +401,10 @@ def render(rows: list[dict], d: dict) -> str:
             "`FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml`; `, no frame reuse` = the same "
             "with "
             "`ros/frame_memory.py` turned off in both the echo and the node (`reuse_frame_memory:=false`, "
-            "glibc's default allocator thresholds: the before of that fix). Peak RSS = VmHWM of the "
+            "glibc's default allocator thresholds: the before of that fix); `, typed receive` = both take "
+            "the Image through rclpy's message conversion (`raw_image_receive:=false`, the before of "
+            "`ros/convert.image_from_cdr`). The camera publishes the Image as serialised bytes (what a C++ "
+            "driver hands DDS); `camera publish ms` is how long that call takes. Peak RSS = VmHWM of the "
             "node process (/proc) after its frames.\n"
         )
         body = []
@@ -416,6 +420,7 @@ def render(rows: list[dict], d: dict) -> str:
                         r["transport"],
                         frame,
                         t["median"],
+                        t.get("camera_publish_ms"),
                         t.get("consumer_decode_ms"),
                         fw,
                         ov,
@@ -432,6 +437,7 @@ def render(rows: list[dict], d: dict) -> str:
                     "transport",
                     "frame",
                     "e2e ms",
+                    "camera publish ms",
                     "consumer decode ms",
                     "forward ms",
                     "overhead ms",
@@ -569,6 +575,19 @@ def fast_path_section(d: dict) -> str:
                 f"{ov:.1f} ms, of which {floor:.1f} ms is the transport floor (echo) and "
                 f"{ov - floor:.1f} ms the node itself (deserialise, convert, letterbox, decode+NMS, "
                 "message, publish, thread hand-off)."
+            )
+    for frame in ("1280x720", "1920x1080"):
+        pairs = [(m, _e2e(d, m, "shm-64MiB" + TYPED_RECEIVE, frame), _e2e(d, m, "shm-64MiB", frame))
+                 for m in ("echo", slim) if m]
+        pairs = [(m, a, b) for m, a, b in pairs if a and b]
+        if pairs:
+            items.append(
+                f"- Image receive, {frame} bgr8 over shm-64MiB: "
+                + "; ".join(f"{m} {a:.1f} → {b:.1f} ms ({a / b:.1f}x)" for m, a, b in pairs)
+                + " with `raw_image_receive` (the subscription takes the serialised bytes and "
+                "`ros/convert.image_from_cdr` views the pixels in place, instead of rclpy deserialising into "
+                "the C struct and copying the pixels into a Python array: two passes over the frame, in the "
+                "executor thread, for every frame including the dropped ones)."
             )
     for frame in ("1280x720", "1920x1080"):
         pairs = [(m, _e2e(d, m, "shm-64MiB" + NO_REUSE, frame), _e2e(d, m, "shm-64MiB", frame))

@@ -1,15 +1,16 @@
 """The real ``detect_node`` in a subprocess, timed from image publish to detections received.
 
-Both clocks are in this process: ``t0`` right before ``publish(Image)``, ``t1`` when the
-Detection2DArray carrying the same header stamp arrives. Frames are sent one at a time (the next
-only after the previous answer), so the number is latency, not throughput under drops. DDS stays on
-loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a random ROS_DOMAIN_ID chosen by run.py.
+Both clocks are in this process: ``t0`` right before the camera publishes the (serialised) Image,
+``t1`` when the Detection2DArray carrying the same header stamp arrives. Frames are sent one at a
+time (the next only after the previous answer), so the number is latency, not throughput under drops.
+DDS stays on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a random ROS_DOMAIN_ID chosen by run.py.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -19,24 +20,35 @@ import numpy as np
 
 from bench.common import REPO, Timing, peak_rss_mib
 
-# SLIMYOLO_REUSE_FRAME_MEMORY=0 turns ros/frame_memory.py off in both the echo and detect_node (the
-# "before" rows of that fix). Same topics and QoS as detect_node, no work: answers each Image with an
-# empty Detection2DArray carrying its header. Its round trip is what DDS + rclpy cost for the frame alone.
+# SLIMYOLO_REUSE_FRAME_MEMORY=0 turns ros/frame_memory.py off in both the echo and detect_node, and
+# SLIMYOLO_RAW_IMAGE_RECEIVE=0 makes both take the Image through rclpy's message conversion (the
+# "before" rows of those fixes). Same topics and QoS as detect_node and the same receive path, no work:
+# answers each Image with an empty Detection2DArray carrying its header. Its round trip is what DDS +
+# rclpy cost for the frame alone.
 ECHO_NODE = """
 import os
 if os.environ.get("SLIMYOLO_REUSE_FRAME_MEMORY", "1") != "0":  # as detect_node does by default
     from slimyolo_ros.ros.frame_memory import reuse_frame_memory
     reuse_frame_memory()
+import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
+from slimyolo_ros.ros.convert import image_from_cdr, image_to_bgr
+from slimyolo_ros.ros.messages import serialize_detection2d_array
+raw = os.environ.get("SLIMYOLO_RAW_IMAGE_RECEIVE", "1") != "0"
+NONE = np.zeros((0, 6), np.float32)
 rclpy.init()
 node = rclpy.create_node("slimyolo_bench_echo")
 pub = node.create_publisher(Detection2DArray, "/bench/detections", 10)
 qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
-node.create_subscription(Image, "/bench/image", lambda m: pub.publish(Detection2DArray(header=m.header)), qos)
+def answer(m):
+    m = image_from_cdr(m) if raw else m
+    image_to_bgr(m)  # the pixel view the node takes
+    pub.publish(serialize_detection2d_array(NONE, m.header, []))
+node.create_subscription(Image, "/bench/image", answer, qos, raw=raw)
 try:
     rclpy.spin(node)
 except (KeyboardInterrupt, ExternalShutdownException):
@@ -152,20 +164,26 @@ class Client:
             self.rclpy.spin_once(self.node, timeout_sec=0.1)
         raise RuntimeError(f"detect_node did not connect within {timeout:.0f} s: {node.log_tail()}")
 
-    def round_trip(self, msg, seq: int, timeout: float) -> tuple[float, float]:
-        """Publish ``msg`` with a stamp unique to ``seq``; ms until its detections arrive, and until
-        they are decoded."""
+    def round_trip(self, wire: bytearray, seq: int, timeout: float) -> tuple[float, float, float]:
+        """Publish the serialised Image ``wire`` with a stamp unique to ``seq``; ms until the publish
+        call returns, until its detections arrive, and until they are decoded.
+
+        The camera publishes serialised bytes, as a C++ driver hands DDS a message already in C form; a
+        Python camera publishing an Image object pays rclpy's conversion on its side (~2 ms at 1080p),
+        which is the camera's cost, not the node's."""
         key = (1000 + seq, 0)
-        msg.header.stamp.sec, msg.header.stamp.nanosec = key
+        struct.pack_into("<iI", wire, 4, *key)  # header.stamp, right after the encapsulation
+        data = bytes(wire)
         t0 = time.perf_counter()
-        self.pub.publish(msg)
+        self.pub.publish(data)
+        t_sent = time.perf_counter()
         end = t0 + timeout
         while key not in self._got:
             if time.perf_counter() > end:
                 raise RuntimeError(f"no detections for frame {seq} within {timeout:.0f} s")
             self.rclpy.spin_once(self.node, timeout_sec=0.05)
         t_arrival, t_decoded = self._got.pop(key)
-        return (t_arrival - t0) * 1e3, (t_decoded - t0) * 1e3
+        return (t_sent - t0) * 1e3, (t_arrival - t0) * 1e3, (t_decoded - t0) * 1e3
 
     def spin_for(self, seconds: float) -> None:
         end = time.perf_counter() + seconds
@@ -195,6 +213,8 @@ def measure_node(
     (the node is idle then), so e2e and forward are paired under the same load and the overhead is
     the median of per-frame differences, robust to a CPU whose load drifts.
     """
+    from rclpy.serialization import serialize_message
+
     from slimyolo_ros.ros.convert import bgr_to_image
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +232,7 @@ def measure_node(
             "publish_debug_image": False,
             "stats_period": STATS_PERIOD_S,
             "reuse_frame_memory": env.get("SLIMYOLO_REUSE_FRAME_MEMORY", "1") != "0",
+            "raw_image_receive": env.get("SLIMYOLO_RAW_IMAGE_RECEIVE", "1") != "0",
         }
     label = f"{model_pt.parent.name}_{backend}" if model_pt is not None else "echo"
     node = NodeProcess(params, env, log_dir / f"node_{label}.log")
@@ -223,12 +244,12 @@ def measure_node(
         out["rss_after_start_mib"] = peak_rss_mib(node.pid)
         seq = 0
         for label, img in frames.items():
-            msg = bgr_to_image(img)
-            t, f, dec = Timing(), Timing(), Timing()
+            wire = bytearray(serialize_message(bgr_to_image(img)))
+            t, f, dec, sent = Timing(), Timing(), Timing(), Timing()
             t_first = None
             for i in range(warmup + repeats):
                 seq += 1
-                ms, ms_decoded = client.round_trip(msg, seq, timeout)
+                ms_sent, ms, ms_decoded = client.round_trip(wire, seq, timeout)
                 fwd_ms = None
                 if forward is not None:
                     t0 = time.perf_counter()
@@ -238,10 +259,12 @@ def measure_node(
                     t_first = t_first or time.perf_counter()
                     t.samples_ms.append(ms)
                     dec.samples_ms.append(ms_decoded - ms)
+                    sent.samples_ms.append(ms_sent)
                     if fwd_ms is not None:
                         f.samples_ms.append(fwd_ms)
             out["frames"][label] = {**t.summary(), "detections": client.last_count,
-                                    "consumer_decode_ms": round(dec.median, 3)}
+                                    "consumer_decode_ms": round(dec.median, 3),
+                                    "camera_publish_ms": round(sent.median, 3)}
             if params is not None:  # the node's stage medians over the stats windows of these frames
                 client.spin_for(STATS_PERIOD_S * 2.5)
                 windows = [s["stages_ms_p50"] for ts, s in client.stats

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.common import REPO, cpu_name, fix_threads, time_call  # noqa: E402
-from bench.markdown import NO_REUSE  # noqa: E402 - the transport label that markdown.py reads back
+from bench.markdown import NO_REUSE, TYPED_RECEIVE  # noqa: E402 - transport labels markdown.py reads back
 
 MODELS = ("yolov3-spp3", "slim-50", "slim-90", "slim-95")
 BACKENDS = ("torch", "onnxruntime", "opencv")
@@ -386,12 +386,15 @@ class Bench:
         all_frames = ",".join(f"{w}x{h}" for w, h in NODE_FRAMES)
         reps = max(self.repeats, 15)  # e2e frames are cheap next to node start-up: more runs, less noise
         no_reuse_env = dict(shm_env, SLIMYOLO_REUSE_FRAME_MEMORY="0")  # before ros/frame_memory.py
+        typed_env = dict(shm_env, SLIMYOLO_RAW_IMAGE_RECEIVE="0")  # before convert.image_from_cdr
         runs = [
             ("echo", None, env, all_frames, reps),
             ("echo", None, no_reuse_env, all_frames, reps),
+            ("echo", None, typed_env, all_frames, reps),
             ("echo", None, shm_env, all_frames, reps),
             (slim, backend, env, all_frames, reps),
             (slim, backend, no_reuse_env, all_frames, reps),
+            (slim, backend, typed_env, all_frames, reps),
             (slim, backend, shm_env, all_frames, reps),
         ]
         runs += [(n, backend, env, "1920x1080", 3) for n in self.names if n != slim]
@@ -400,6 +403,8 @@ class Bench:
             transport = "shm-64MiB" if "FASTDDS_DEFAULT_PROFILES_FILE" in run_env else "default"
             if run_env.get("SLIMYOLO_REUSE_FRAME_MEMORY") == "0":
                 transport += NO_REUSE
+            if run_env.get("SLIMYOLO_RAW_IMAGE_RECEIVE") == "0":
+                transport += TYPED_RECEIVE
             weights = self.models[name].pt if name != "echo" else None
             try:
                 r = run_subprocess(
