@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparsity", type=float, default=1e-3, help="L1 alpha on BN gammas (default 0.001)")
     parser.add_argument("--sparsity-schedule", choices=("constant", "decay"), default="constant")
     parser.add_argument("--sparsity-weighting", choices=("uniform", "flops"), default="uniform",
-                        help="uniform: the paper; flops: alpha per layer ~ FLOPs per channel (see slimyolo "
-                             "train --help)")
+                        help="uniform: the paper; flops: alpha per layer ~ the FLOPs removing one of its "
+                             "channels saves (see slimyolo train --help)")
     parser.add_argument("--sparsity-epochs", type=int, default=10)
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--img-size", type=int, default=416)

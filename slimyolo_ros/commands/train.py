@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="decay: alpha falls to 0.1*alpha over the last 30%% of epochs")
     p.add_argument("--sparsity-weighting", choices=("uniform", "flops"), default="uniform",
                    help="uniform: the paper's alpha on every gamma; flops: alpha per layer in proportion to "
-                        "the FLOPs one of its channels costs (mean 1), so the expensive high-resolution "
-                        "layers thin out too")
+                        "the FLOPs removing one of its channels saves (its output and every reader's input, "
+                        "over its shortcut group; mean 1), so the expensive high-resolution layers thin out "
+                        "too")
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and at the end)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")
