@@ -15,7 +15,7 @@ from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.detect.detector import Detector, DetectorError, resolve_device
 from slimyolo_ros.detect.fuse import count_bn, fuse_model
 from slimyolo_ros.detect.letterbox import letterbox, letterbox_boxes, unletterbox_boxes
-from slimyolo_ros.detect.nms import batched_nms, postprocess
+from slimyolo_ros.detect.nms import nms_opencv, nms_torch, postprocess
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -111,8 +111,9 @@ def _brute_force_nms(boxes, scores, classes, thr) -> list[int]:
     return kept
 
 
+@pytest.mark.parametrize("nms", [nms_opencv, nms_torch], ids=["opencv", "torch"])
 @pytest.mark.parametrize("seed,n,classes,thr", [(0, 300, 1, 0.45), (1, 400, 3, 0.5), (2, 1500, 4, 0.3)])
-def test_batched_nms_equals_brute_force(seed, n, classes, thr):
+def test_batched_nms_equals_brute_force(nms, seed, n, classes, thr):
     g = torch.Generator().manual_seed(seed)
     # Clustered boxes so that plenty are suppressed, in chains (a suppressed box must not suppress).
     centres = torch.rand(max(n // 15, 1), 2, generator=g) * 300
@@ -121,12 +122,25 @@ def test_batched_nms_equals_brute_force(seed, n, classes, thr):
     boxes = torch.cat([xy, xy + wh], 1)
     scores = torch.rand(n, generator=g)
     cls = torch.randint(0, classes, (n,), generator=g)
-    keep = batched_nms(boxes, scores, cls, thr)
+    keep = nms(boxes, scores, cls, thr)
     ref = _brute_force_nms(boxes.tolist(), scores.tolist(), cls.tolist(), thr)
     assert keep.tolist() == ref
     assert n > len(ref) > n // 20  # the case is neither trivial nor empty
-    limited = batched_nms(boxes, scores, cls, thr, max_keep=17)
+    limited = nms(boxes, scores, cls, thr, max_keep=17)
     assert limited.tolist() == ref[:17]
+    # equal scores: the lower index first, in both implementations
+    tied = nms(boxes, torch.full_like(scores, 0.5), cls, thr)
+    assert tied.tolist() == _brute_force_nms(boxes.tolist(), [0.5] * n, cls.tolist(), thr)
+    assert nms(boxes[:0], scores[:0], cls[:0], thr).tolist() == []
+
+
+def test_postprocess_drops_non_finite_boxes_and_keeps_the_rest():
+    pred = torch.tensor([[[50, 50, 20, 20, 0.9, 0.9, 0.1],
+                          [52, 50, float("nan"), 20, 0.95, 0.9, 0.1],
+                          [300, 300, float("inf"), 20, 0.95, 0.1, 0.9],
+                          [200, 200, 10, 10, 0.8, 0.1, 0.9]]])
+    (out,) = postprocess(pred, 0.25, 0.45, 300)
+    assert out[:, 5].tolist() == [0, 1] and torch.isfinite(out).all()
 
 
 def test_postprocess_scores_thresholds_filter_and_cap():
