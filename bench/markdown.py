@@ -358,7 +358,10 @@ def render(rows: list[dict], d: dict) -> str:
     if splits:
         s.append("### One frame through the node's path (median ms per stage)\n")
         s.append(
-            "Same functions the node calls: rclpy deserialisation, `ros.convert.image_to_bgr`, the "
+            "Same functions the node calls: receive = the one copy of the serialised frame into Python "
+            "bytes that the node's raw subscription costs (`typed receive` = rclpy's deserialisation into "
+            "an Image object, the before of `raw_image_receive`, not part of the total), convert = "
+            "`ros.convert.image_from_cdr` + `image_to_bgr`, the "
             "Detector's own stage timings (letterbox / forward / decode+NMS), "
             "`ros.messages.serialize_detection2d_array` (the node publishes CDR bytes), and a real rclpy "
             "publisher with a matched subscriber.\n"
@@ -370,6 +373,7 @@ def render(rows: list[dict], d: dict) -> str:
                 x["backend"],
                 x["frame"],
                 *[x["stages_ms"][k] for k in stages],
+                x.get("typed_receive_ms"),
                 x["total_ms"],
                 f"{x['outside_forward_ms']:.2f} "
                 f"({100 * x['outside_forward_ms'] / x['stages_ms']['forward']:.1f}%)",
@@ -378,7 +382,8 @@ def render(rows: list[dict], d: dict) -> str:
             for x in splits
         ]
         s.append(
-            table(["model", "backend", "frame", *stages, "total", "outside forward (% of fwd)", "dets"], body)
+            table(["model", "backend", "frame", *stages, "typed receive", "total",
+                   "outside forward (% of fwd)", "dets"], body)
         )
         s.append("")
 

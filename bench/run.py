@@ -384,7 +384,7 @@ class Bench:
         best = self.best_backend(slim, size)
         backend = best[0] if best else "torch"
         all_frames = ",".join(f"{w}x{h}" for w, h in NODE_FRAMES)
-        reps = max(self.repeats, 15)  # e2e frames are cheap next to node start-up: more runs, less noise
+        reps = max(self.repeats, 41)  # e2e frames are cheap next to node start-up: more runs, less noise
         no_reuse_env = dict(shm_env, SLIMYOLO_REUSE_FRAME_MEMORY="0")  # before ros/frame_memory.py
         typed_env = dict(shm_env, SLIMYOLO_RAW_IMAGE_RECEIVE="0")  # before convert.image_from_cdr
         runs = [
