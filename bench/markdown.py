@@ -624,8 +624,8 @@ def fast_path_section(d: dict) -> str:
         "- Fix for decode+NMS: on the CPU, NMS is OpenCV's `cv2.dnn.NMSBoxesBatched` (C++) instead of the "
         "vectorised torch version (kept for CUDA): for the 291 candidates of this 1920x1080 bench frame "
         "0.13 vs 1.6 ms timed side by side, the same kept boxes (test_detector.py holds both to a "
-        "brute-force reference). The node's postprocess stage was 2.4-3.4 ms in the runs before (docs/benchmarks.md of 2026-12-02 00:04 "
-        "UTC) and is the decode+NMS column above now."
+        "brute-force reference). The node's postprocess stage was 2.4-3.4 ms in the runs before "
+        "(docs/benchmarks.md of 2026-12-02 00:04 UTC) and is the decode+NMS column above now."
     )
     items.append(
         "- Fix for the forward pass in torch: the SPP max-pools (table above, before/after in this run)."
