@@ -515,6 +515,14 @@ def _e2e(d: dict, model: str, transport: str, frame: str) -> float | None:
     return None
 
 
+def _before_after(d: dict, slim: str | None, before: str, frame: str) -> list[tuple[str, float, float]]:
+    """(model, e2e with the ``before`` transport label, e2e without it) over shm-64MiB, for the echo and
+    the slim model, where both runs exist."""
+    pairs = [(m, _e2e(d, m, "shm-64MiB" + before, frame), _e2e(d, m, "shm-64MiB", frame))
+             for m in ("echo", slim) if m]
+    return [(m, a, b) for m, a, b in pairs if a and b]
+
+
 def fast_path_section(d: dict) -> str:
     """What the split and the e2e runs show outside the forward pass, and what was changed."""
     s = ["### Fast path: what dominates outside the forward pass, and what was done\n"]
@@ -584,34 +592,27 @@ def fast_path_section(d: dict) -> str:
                    "a node that does nothing costs more than that through rclpy and DDS between processes."
                    if fw and floor > 0.1 * fw else "")
             )
-    for frame in ("1280x720", "1920x1080"):
-        pairs = [(m, _e2e(d, m, "shm-64MiB" + TYPED_RECEIVE, frame), _e2e(d, m, "shm-64MiB", frame))
-                 for m in ("echo", slim) if m]
-        pairs = [(m, a, b) for m, a, b in pairs if a and b]
-        if pairs:
-            items.append(
-                f"- Image receive, {frame} bgr8 over shm-64MiB: "
-                + "; ".join(f"{m} {a:.1f} → {b:.1f} ms ({a / b:.1f}x)" for m, a, b in pairs)
-                + " with `raw_image_receive` (the subscription takes the serialised bytes and "
-                "`ros/convert.image_from_cdr` views the pixels in place, instead of rclpy deserialising into "
-                "the C struct and copying the pixels into a Python array: two passes over the frame, in the "
-                "executor thread, for every frame including the dropped ones)."
-            )
-    for frame in ("1280x720", "1920x1080"):
-        pairs = [(m, _e2e(d, m, "shm-64MiB" + NO_REUSE, frame), _e2e(d, m, "shm-64MiB", frame))
-                 for m in ("echo", slim) if m]
-        pairs = [(m, a, b) for m, a, b in pairs if a and b]
-        if pairs:
-            items.append(
-                f"- Frame memory, {frame} bgr8 over shm-64MiB: "
-                + "; ".join(f"{m} {a:.1f} → {b:.1f} ms ({a / b:.1f}x)" for m, a, b in pairs)
-                + " with `reuse_frame_memory` (glibc serves frame-sized buffers from the heap instead of "
-                "fresh mmap pages that the kernel zero-fills and faults in on every frame; "
-                "`ros/frame_memory.py`). detect_node itself shows no difference beyond noise: its "
-                "torch / ONNX Runtime start-up already pushed glibc's sliding threshold up; the setting "
-                "makes that hold from the first frame in any process (a camera driver, a plain rclpy node "
-                "like the echo)."
-            )
+    fixes = [
+        ("Image receive", TYPED_RECEIVE,
+         "with `raw_image_receive` (the subscription takes the serialised bytes and "
+         "`ros/convert.image_from_cdr` views the pixels in place, instead of rclpy deserialising into "
+         "the C struct and copying the pixels into a Python array: two passes over the frame, in the "
+         "executor thread, for every frame including the dropped ones)."),
+        ("Frame memory", NO_REUSE,
+         "with `reuse_frame_memory` (glibc serves frame-sized buffers from the heap instead of "
+         "fresh mmap pages that the kernel zero-fills and faults in on every frame; "
+         "`ros/frame_memory.py`). detect_node itself shows no difference beyond noise: its "
+         "torch / ONNX Runtime start-up already pushed glibc's sliding threshold up; the setting "
+         "makes that hold from the first frame in any process (a camera driver, a plain rclpy node "
+         "like the echo)."),
+    ]
+    for name, before, why in fixes:
+        for frame in ("1280x720", "1920x1080"):
+            pairs = _before_after(d, slim, before, frame)
+            if pairs:
+                items.append(f"- {name}, {frame} bgr8 over shm-64MiB: "
+                             + "; ".join(f"{m} {a:.1f} → {b:.1f} ms ({a / b:.1f}x)" for m, a, b in pairs)
+                             + " " + why)
     if items:
         items.append(
             "- Fix for the transport (the dominant non-forward cost): Fast DDS's default shared-memory "

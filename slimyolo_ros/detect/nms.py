@@ -76,13 +76,8 @@ def batched_nms(
     return nms_torch(boxes_xyxy, scores, classes, iou_threshold, max_keep)
 
 
-def nms_opencv(
-    boxes_xyxy: torch.Tensor,
-    scores: torch.Tensor,
-    classes: torch.Tensor,
-    iou_threshold: float,
-    max_keep: int | None = None,
-) -> torch.Tensor:
+def nms_opencv(boxes_xyxy: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float,
+               max_keep: int | None = None) -> torch.Tensor:
     """:func:`batched_nms` by ``cv2.dnn.NMSBoxesBatched`` (CPU tensors). OpenCV offsets each class's
     boxes in float64 (exact here, unlike the float32 trick the torch version avoids); degenerate
     (zero-area) boxes are the one difference: OpenCV lets one suppress an identical one."""
@@ -99,13 +94,8 @@ def nms_opencv(
     return idx if max_keep is None else idx[:max_keep]
 
 
-def nms_torch(
-    boxes_xyxy: torch.Tensor,
-    scores: torch.Tensor,
-    classes: torch.Tensor,
-    iou_threshold: float,
-    max_keep: int | None = None,
-) -> torch.Tensor:
+def nms_torch(boxes_xyxy: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float,
+              max_keep: int | None = None) -> torch.Tensor:
     """:func:`batched_nms` in torch, on the tensors' device (see the module docstring)."""
     n = boxes_xyxy.shape[0]
     device = boxes_xyxy.device
