@@ -78,7 +78,7 @@ class TrainOptions:
     flip_ud: float = 0.0  # up-down flips: for top-down (synthetic) scenes, not VisDrone's oblique views
     sparsity: float = 0.0
     sparsity_schedule: str = "constant"
-    sparsity_weighting: str = "uniform"  # uniform (the paper) | flops (alpha per layer ~ FLOPs per channel)
+    sparsity_weighting: str = "uniform"  # uniform (the paper) | flops (alpha ~ FLOPs a removal saves)
     eval_every: int = 1
     seed: int = 0
     sync_bn: bool = False
