@@ -65,6 +65,7 @@ def split_frame(det, img: np.ndarray, warmup: int, repeats: int, node=None) -> d
             stage_t["forward"].samples_ms.append(lt["forward"])
             stage_t["decode+NMS"].samples_ms.append(lt["postprocess"])
     out.update(stage_t)
+    nms = _nms_side_by_side(det, frame, warmup, repeats)
     names = det.class_names
     # what the node does: CDR bytes by hand, published as bytes
     out["message"] = time_call(lambda: serialize_detection2d_array(dets, received.header, names), warmup,
@@ -86,7 +87,29 @@ def split_frame(det, img: np.ndarray, warmup: int, repeats: int, node=None) -> d
         "total_ms": round(total, 3),
         "outside_forward_ms": round(total - medians["forward"], 3),
         "typed_receive_ms": round(typed.median, 3),
+        "nms_ms": nms,
         "detections": int(len(dets)),
         "frame": f"{img.shape[1]}x{img.shape[0]}",
         "image_bytes": int(img.nbytes),
+    }
+
+
+def _nms_side_by_side(det, frame: np.ndarray, warmup: int, repeats: int) -> dict:
+    """Both NMS implementations on this frame's candidates: the Detector's output with NMS off
+    (IoU threshold 1 suppresses nothing), i.e. every box that reaches its NMS, in original pixels."""
+    import torch
+
+    from slimyolo_ros.detect.nms import nms_opencv, nms_torch
+
+    thr, cap = det.nms_threshold, det.max_detections
+    det.nms_threshold, det.max_detections = 1.0, 30000
+    try:
+        cands = torch.from_numpy(det(frame))
+    finally:
+        det.nms_threshold, det.max_detections = thr, cap
+    boxes, scores, classes = cands[:, :4], cands[:, 4], cands[:, 5].long()
+    return {
+        "candidates": int(len(cands)),
+        **{name: round(time_call(lambda f=f: f(boxes, scores, classes, thr, cap), warmup, repeats).median, 3)
+           for name, f in (("opencv", nms_opencv), ("torch", nms_torch))},
     }

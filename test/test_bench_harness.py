@@ -132,10 +132,14 @@ def test_node_split_runs_the_node_functions(bench) -> None:
     from bench.sparse_model import bench_frame
 
     det = detector(bench.models["slim-50"].pt, "torch", 64, "cpu")
+    thresholds = (det.nms_threshold, det.max_detections)
     s = split_frame(det, bench_frame(160, 96), warmup=0, repeats=2)
     assert list(s["stages_ms"]) == list(STAGES)
     assert all(v >= 0 for v in s["stages_ms"].values())
     assert s["frame"] == "160x96" and s["image_bytes"] == 160 * 96 * 3
+    # the NMS comparison ran on this frame's candidates and left the Detector's thresholds as they were
+    assert set(s["nms_ms"]) == {"candidates", "opencv", "torch"} and s["nms_ms"]["candidates"] >= 0
+    assert (det.nms_threshold, det.max_detections) == thresholds
 
 
 def test_markdown_section_replaces_only_its_own_markers(bench, tmp_path) -> None:
