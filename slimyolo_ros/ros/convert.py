@@ -135,10 +135,10 @@ def image_from_cdr(data: bytes | bytearray | memoryview) -> CdrImage:
     message.
 
     Hand-written because rclpy's own path deserialises into the C struct and then copies the pixels
-    into a Python ``array`` (1.2-1.5 ms for a 1920x1080 bgr8 frame on the idle dev CPU, ~6 ms with
-    two training jobs on its 2 cores; this: 0.02 ms); the node only needs a
-    view of the pixels and six small fields. rosbags' ``deserialize_cdr`` (the bag reader's library) copies
-    the pixels (0.34 ms at 1080p) and reports a short message by offset only, not by field.
+    into a Python ``array`` (docs/benchmarks.md, node split: "typed receive" against "receive" +
+    "convert"); the node only needs a view of the pixels and six small fields. rosbags'
+    ``deserialize_cdr`` (the bag reader's library) copies the pixels too and reports a short message by
+    offset only, not by field.
     """
     r = _CdrReader(memoryview(data).cast("B"))
     stamp = CdrStamp(r.uint(4, "header.stamp.sec", signed=True), r.uint(4, "header.stamp.nanosec"))

@@ -151,7 +151,7 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "backend": ("torch", _desc("torch | onnxruntime")),
     "raw_image_receive": (True, _desc("take sensor_msgs/Image as its serialised bytes and read the pixels "
                                       "in place (ros/convert.image_from_cdr) instead of rclpy's message "
-                                      "conversion (1.2-1.5 ms per 1080p frame idle, ~6 ms under load)")),
+                                      "conversion (docs/benchmarks.md: typed receive)")),
     "reuse_frame_memory": (True, _desc("glibc: serve frame-sized buffers from the heap instead of "
                                        "fresh mmap pages per frame (ros/frame_memory.py)")),
     "stats_period": (5.0, _desc("seconds between stats log lines and ~/stats messages; 0: off",
