@@ -117,15 +117,13 @@ def opencv_forward(
     return run
 
 
-def input_blob(img_bgr: np.ndarray, size: int) -> np.ndarray:
-    """The network input every backend gets: the Detector's letterbox, RGB, [0, 1], 1×3×S×S."""
+def input_blob(img_bgr: np.ndarray, size: int, rect: bool = False) -> np.ndarray:
+    """The network input every backend gets: the Detector's letterbox (``rect``: the Detector's
+    default rectangular one), RGB, [0, 1], 1×3×H×W."""
     import cv2
 
     from slimyolo_ros.detect.letterbox import letterbox
 
-    padded = letterbox(img_bgr, size)[0]
-    if padded.shape[:2] != (size, size):  # a rectangular letterbox: pad to the square the table is for
-        canvas = np.full((size, size, 3), 114, np.uint8)
-        canvas[: padded.shape[0], : padded.shape[1]] = padded[:size, :size]
-        padded = canvas
-    return cv2.dnn.blobFromImage(padded, 1 / 255.0, (size, size), swapRB=True, crop=False)
+    padded = letterbox(img_bgr, size, rect=rect)[0]
+    h, w = padded.shape[:2]
+    return cv2.dnn.blobFromImage(padded, 1 / 255.0, (w, h), swapRB=True, crop=False)

@@ -10,6 +10,7 @@ SPEEDUP_TARGET = 6.0
 OVERHEAD_TARGET = 0.10
 NO_REUSE = ", no frame reuse"  # bench/run.py's transport label for ros/frame_memory.py turned off
 TYPED_RECEIVE = ", typed receive"  # ... and for raw_image_receive turned off (rclpy's Image conversion)
+SQUARE_INPUT = ", square input"  # ... and for the node's rect letterbox turned off (img_size² inputs)
 
 
 def _lat(
@@ -311,6 +312,23 @@ def render(rows: list[dict], d: dict) -> str:
             )
         )
         s.append("")
+    rect = d.get("rect_letterbox", [])
+    if rect:
+        r0 = rect[0]
+        sq, rc = "x".join(map(str, r0["square_input"][::-1])), "x".join(map(str, r0["rect_input"][::-1]))
+        s.append(
+            f"**Rectangular letterbox** (Detector `rect`, default; node parameter `rect`): a {r0['frame']} "
+            f"frame at {r0['img_size']} goes in as {rc} (W×H) instead of {sq}, where the padding was "
+            "wasted work; forward ms, the same models and runtimes, interleaved rounds:\n"
+        )
+        body = []
+        for r in rect:
+            for b in BACKENDS:
+                a_, b_ = r.get(f"{b}_square_ms"), r.get(f"{b}_rect_ms")
+                if a_ is not None and b_ is not None:
+                    body.append([r["model"], b, a_, b_, f"{a_ / b_:.2f}x"])
+        s.append(table(["model", "runtime", f"{sq} ms", f"{rc} ms", "speed-up"], body))
+        s.append("")
     body = []
     for size in sizes:
         for m in MODELS:
@@ -408,7 +426,10 @@ def render(rows: list[dict], d: dict) -> str:
             "`ros/frame_memory.py` turned off in both the echo and the node (`reuse_frame_memory:=false`, "
             "glibc's default allocator thresholds: the before of that fix); `, typed receive` = both take "
             "the Image through rclpy's message conversion (`raw_image_receive:=false`, the before of "
-            "`ros/convert.image_from_cdr`). The camera publishes the Image as serialised bytes (what a C++ "
+            "`ros/convert.image_from_cdr`); `, square input` = the node letterboxes to img_size² "
+            "(`rect:=false`, the before of the rectangular letterbox; every other row runs the node's "
+            "default rectangular input, and its forward is paired on that input). "
+            "The camera publishes the Image as serialised bytes (what a C++ "
             "driver hands DDS); `camera publish ms` is how long that call takes. Peak RSS = VmHWM of the "
             "node process (/proc) after its frames.\n"
         )
@@ -598,6 +619,10 @@ def fast_path_section(d: dict) -> str:
          "`ros/convert.image_from_cdr` views the pixels in place, instead of rclpy deserialising into "
          "the C struct and copying the pixels into a Python array: two passes over the frame, in the "
          "executor thread, for every frame including the dropped ones)."),
+        ("Rectangular letterbox", SQUARE_INPUT,
+         "with the rectangular letterbox (`rect`, the node's default): the 16:9 frame goes through "
+         "the network at 416x256 instead of 416x416, so the forward itself shrinks (table above); "
+         "the overhead ratio of the target rows is against that smaller forward."),
         ("Frame memory", NO_REUSE,
          "with `reuse_frame_memory` (glibc serves frame-sized buffers from the heap instead of "
          "fresh mmap pages that the kernel zero-fills and faults in on every frame; "

@@ -22,7 +22,8 @@ from bench.common import REPO, Timing, peak_rss_mib
 
 # SLIMYOLO_REUSE_FRAME_MEMORY=0 turns ros/frame_memory.py off in both the echo and detect_node, and
 # SLIMYOLO_RAW_IMAGE_RECEIVE=0 makes both take the Image through rclpy's message conversion (the
-# "before" rows of those fixes). Same topics and QoS as detect_node and the same receive path, no work:
+# "before" rows of those fixes); SLIMYOLO_RECT=0 runs detect_node on square inputs. Same topics and
+# QoS as detect_node and the same receive path, no work:
 # answers each Image with an empty Detection2DArray carrying its header. Its round trip is what DDS +
 # rclpy cost for the frame alone.
 ECHO_NODE = """
@@ -252,6 +253,7 @@ def measure_node(
             "stats_period": STATS_PERIOD_S,
             "reuse_frame_memory": env.get("SLIMYOLO_REUSE_FRAME_MEMORY", "1") != "0",
             "raw_image_receive": env.get("SLIMYOLO_RAW_IMAGE_RECEIVE", "1") != "0",
+            "rect": env.get("SLIMYOLO_RECT", "1") != "0",
         }
     label = f"{model_pt.parent.name}_{backend}" if model_pt is not None else "echo"
     node = NodeProcess(params, env, log_dir / f"node_{label}.log")
@@ -332,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
 
         cache = Path(os.environ["SLIMYOLO_CACHE"]) / "onnx" if os.environ.get("SLIMYOLO_CACHE") else None
         det = detector(Path(a.weights), a.backend, a.img_size, "cpu", onnx_cache=cache)
-        blob = input_blob(next(iter(frames.values())), a.img_size)
+        # The node's own input shape (SLIMYOLO_RECT=0: square, the before of rect letterboxing); the
+        # bench frames are all 16:9, so one blob fits them all.
+        rect = os.environ.get("SLIMYOLO_RECT", "1") != "0"
+        shapes = {input_blob(f, a.img_size, rect).shape for f in frames.values()}
+        assert len(shapes) == 1, f"frames {a.frames} give different network inputs {shapes}"
+        blob = input_blob(next(iter(frames.values())), a.img_size, rect)
         if a.backend == "torch":
             forward = torch_forward(det, blob)
         else:

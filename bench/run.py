@@ -5,7 +5,8 @@ and ONNX Runtime):
   1. forward latency of YOLOv3-SPP3 and its 50/90/95 % pruned versions (made by ``slimyolo prune``
      from a synthetic sparse model, see bench/sparse_model.py) at 416 (and 608 without --quick),
      batch 1, in torch, ONNX Runtime and OpenCV DNN, with GFLOPs/params and speed-up vs FLOPs ratio;
-  2. the effect of ``--channel-multiple 8/16`` and of BN folding, and the best backend per model;
+  2. the effect of ``--channel-multiple 8/16``, of BN folding and of the rectangular letterbox, and
+     the best backend per model;
   3. the time split of one frame through the node's functions (bench/node_split.py);
   4. the real detect_node end to end vs the bare forward, 1280x720 and 1920x1080 bgr8, and its
      peak RSS with each model (bench/node_e2e.py);
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.common import REPO, cpu_name, fix_threads, time_call  # noqa: E402
-from bench.markdown import NO_REUSE, TYPED_RECEIVE  # noqa: E402 - transport labels markdown.py reads back
+from bench.markdown import NO_REUSE, SQUARE_INPUT, TYPED_RECEIVE  # noqa: E402 - transport labels markdown.py reads back
 
 MODELS = ("yolov3-spp3", "slim-50", "slim-90", "slim-95")
 BACKENDS = ("torch", "onnxruntime", "opencv")
@@ -157,7 +158,7 @@ class Bench:
     def _reps(self, mf, size: int) -> tuple[int, int]:
         """(warm-up, timed runs) for one model: the unpruned net is ~20x slower than slim-95, so it
         gets fewer runs to keep its share of the budget sane."""
-        if mf.gflops[size] < 20:
+        if mf.gflops.get(size, max(mf.gflops.values())) < 20:
             return self.warmup, self.repeats
         return 1, max(3, self.repeats // 2)
 
@@ -280,6 +281,39 @@ class Bench:
             log(f"{name:12s} BN folding: unfused {unfused:.1f} ms, fused {fused:.1f} ms")
         self.details["bn_folding"] = fold_rows
         self.details["spp_maxpool"] = self.spp_maxpool(size, blob)
+        self.details["rect_letterbox"] = self.rect_letterbox(size)
+
+    def rect_letterbox(self, size: int) -> list[dict]:
+        """Forward on the square letterbox of a 16:9 frame (the before) vs the Detector's default
+        rectangular one, every backend, interleaved."""
+        from bench.backends import input_blob
+        from bench.sparse_model import bench_frame
+
+        frame = bench_frame(1920, 1080, self.args.seed)
+        blobs = {"square": input_blob(frame, size), "rect": input_blob(frame, size, rect=True)}
+        out = []
+        for name in self.names:
+            if name == "yolov3-spp3":  # the pruned models are the ones the node runs
+                continue
+            mf = self.models[name]
+            fns = {}
+            for shape, blob in blobs.items():
+                for key, fn in self._forwards({b: (mf, b, True) for b in BACKENDS}, size, blob).items():
+                    fns[(shape, key)] = fn
+            times = self.interleaved(fns, *self._reps(mf, size))
+            del fns
+            gc.collect()
+            row = {"model": name, "img_size": size, "frame": "1920x1080",
+                   "square_input": list(blobs["square"].shape[2:]),
+                   "rect_input": list(blobs["rect"].shape[2:])}
+            for b in BACKENDS:
+                for shape in blobs:
+                    t = times.get((shape, b))
+                    row[f"{b}_{shape}_ms"] = round(t.median, 3) if t else None
+            out.append(row)
+            log(f"{name:12s} rect letterbox: " + ", ".join(
+                f"{b} {row[f'{b}_square_ms']} -> {row[f'{b}_rect_ms']}" for b in BACKENDS))
+        return out
 
     def spp_maxpool(self, size: int, blob) -> list[dict]:
         """torch forward with the SPP pools as plain ``max_pool2d`` (before) vs the separable fast
@@ -387,6 +421,7 @@ class Bench:
         reps = max(self.repeats, 41)  # e2e frames are cheap next to node start-up: more runs, less noise
         no_reuse_env = dict(shm_env, SLIMYOLO_REUSE_FRAME_MEMORY="0")  # before ros/frame_memory.py
         typed_env = dict(shm_env, SLIMYOLO_RAW_IMAGE_RECEIVE="0")  # before convert.image_from_cdr
+        square_env = dict(shm_env, SLIMYOLO_RECT="0")  # before the rectangular letterbox
         runs = [
             ("echo", None, env, all_frames, reps),
             ("echo", None, no_reuse_env, all_frames, reps),
@@ -395,6 +430,7 @@ class Bench:
             (slim, backend, env, all_frames, reps),
             (slim, backend, no_reuse_env, all_frames, reps),
             (slim, backend, typed_env, all_frames, reps),
+            (slim, backend, square_env, all_frames, reps),
             (slim, backend, shm_env, all_frames, reps),
         ]
         runs += [(n, backend, env, "1920x1080", 3) for n in self.names if n != slim]
@@ -405,6 +441,8 @@ class Bench:
                 transport += NO_REUSE
             if run_env.get("SLIMYOLO_RAW_IMAGE_RECEIVE") == "0":
                 transport += TYPED_RECEIVE
+            if run_env.get("SLIMYOLO_RECT") == "0":
+                transport += SQUARE_INPUT
             weights = self.models[name].pt if name != "echo" else None
             try:
                 r = run_subprocess(
@@ -434,7 +472,9 @@ class Bench:
                     "backend": be or "-",
                     "img_size": size,
                     "transport": transport,
-                    "forward_ms": fwd[0]["latency_ms_median"] if fwd else None,
+                    # the latency table is of square inputs: a forward for the square-input node only
+                    # (the others pair their own, on the node's rectangular input)
+                    "forward_ms": fwd[0]["latency_ms_median"] if fwd and SQUARE_INPUT in transport else None,
                 }
             )
             e2e.append(r)

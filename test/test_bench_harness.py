@@ -142,6 +142,15 @@ def test_node_split_runs_the_node_functions(bench) -> None:
     assert (det.nms_threshold, det.max_detections) == thresholds
 
 
+def test_rect_letterbox_effect_times_both_inputs_in_every_runtime(bench) -> None:
+    rows = bench.rect_letterbox(128)  # a 1920x1080 frame at 128: 128x72 resized, 128x96 rect input
+    assert [r["model"] for r in rows] == ["slim-50"]  # the unpruned net is not what the node runs
+    r = rows[0]
+    assert r["square_input"] == [128, 128] and r["rect_input"] == [96, 128]
+    for b in ("torch", "onnxruntime", "opencv"):
+        assert r[f"{b}_square_ms"] > 0 and r[f"{b}_rect_ms"] > 0, r
+
+
 def test_markdown_section_replaces_only_its_own_markers(bench, tmp_path) -> None:
     from bench.markdown import render
     from bench.report import END, START, replace_section
@@ -165,6 +174,10 @@ def test_markdown_section_replaces_only_its_own_markers(bench, tmp_path) -> None
     }
     body = render(bench.rows, details)
     assert "| slim-50 |" in body and "FLOPs ratio" in body
+    details["rect_letterbox"] = [{"model": "slim-50", "img_size": 128, "frame": "1920x1080",
+                                  "square_input": [128, 128], "rect_input": [96, 128],
+                                  "torch_square_ms": 4.2, "torch_rect_ms": 3.1}]
+    assert "| slim-50 | torch | 4.2 | 3.1 | 1.35x |" in render(bench.rows, details)
     doc = tmp_path / "benchmarks.md"
     other = "<!-- bench:inference start -->\nTHEIRS\n<!-- bench:inference end -->\n"
     doc.write_text("# Benchmarks\n\n" + other)

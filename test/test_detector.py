@@ -55,17 +55,22 @@ def coco_tiny() -> Detector:
 
 
 # ---------------------------------------------------------------- letterbox
-@pytest.mark.parametrize("shape", [(333, 517), (517, 333), (416, 416), (61, 1001)])
-def test_letterbox_box_drawn_in_image_comes_back_to_the_same_place(shape):
+@pytest.mark.parametrize("rect", [False, True])
+@pytest.mark.parametrize("shape", [(333, 517), (517, 333), (416, 416), (61, 1001), (1080, 1920)])
+def test_letterbox_box_drawn_in_image_comes_back_to_the_same_place(shape, rect):
     h, w = shape
     img = np.zeros((h, w, 3), np.uint8)
     x1, y1, x2, y2 = int(w * 0.31), int(h * 0.27), int(w * 0.74), int(h * 0.66)
     img[y1:y2, x1:x2] = 255  # pixels x1..x2-1: the box's edges are x1 and x2
-    padded, scale, (px, py) = letterbox(img, 416)
-    assert padded.shape == (416, 416, 3)
+    padded, scale, (px, py) = letterbox(img, 416, rect=rect)
+    # rect: each side the smallest multiple of 32 that holds the resized image
+    expect = {(333, 517): (288, 416), (517, 333): (416, 288), (416, 416): (416, 416), (61, 1001): (32, 416),
+              (1080, 1920): (256, 416)}[shape] if rect else (416, 416)
+    assert padded.shape == (*expect, 3)
+    oh, ow = expect
     # Padding is grey 114 and the image is centred.
     assert padded[0, 0].tolist() == ([114] * 3 if (px or py) else [0] * 3)
-    assert abs(px - (416 - round(w * scale)) / 2) <= 0.5 and abs(py - (416 - round(h * scale)) / 2) <= 0.5
+    assert abs(px - (ow - round(w * scale)) / 2) <= 0.5 and abs(py - (oh - round(h * scale)) / 2) <= 0.5
     # Find the white box in the network input: bilinear resampling blurs its edges over a pixel, a
     # pixel more than half covered (> 127, and the 114 padding is not) belongs to it.
     mask = padded[..., 0] > 127
@@ -226,6 +231,28 @@ def test_detections_match_opencv_dnn_on_real_image(coco_tiny, tmp_path):
     assert {coco_tiny.class_names[int(c)] for c in ours[:, 5]} >= {"person", "tie"}
     np.testing.assert_allclose(ours[:, :4], ref[:, :4], atol=1.0)
     np.testing.assert_allclose(ours[:, 4], ref[:, 4], atol=1e-3)
+
+
+def _matched(a: np.ndarray, b: np.ndarray, min_iou: float) -> bool:
+    """Every box of ``a`` has a same-class box in ``b`` with IoU >= min_iou."""
+    return all(any(int(q[5]) == int(p[5]) and _iou(p, q) >= min_iou for q in b) for p in a)
+
+
+def test_rect_input_finds_what_the_square_input_finds(coco_tiny):
+    # A 16:9 frame, the photo off-centre in noise: rect input 416x256 instead of 416x416.
+    wide = np.random.default_rng(3).integers(60, 200, (600, 1066, 3), dtype=np.uint8)
+    wide[:, 400:912] = _grace_hopper()
+    square = Detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1,
+                      rect=False)
+    a = square(wide)
+    assert square.last_input_shape == (416, 416)
+    b = coco_tiny(wide)
+    assert coco_tiny.rect and coco_tiny.last_input_shape == (256, 416)
+    strong_a, strong_b = a[a[:, 4] > 0.3], b[b[:, 4] > 0.3]
+    assert len(strong_a) >= 1 and len(strong_b) >= 1  # the person at least
+    # Same objects at the same places: the boxes map back through the rect padding, not the square's
+    # (the tiny net's scores move with the grid alignment, so the match is of strong against weak).
+    assert _matched(strong_a, b, 0.8) and _matched(strong_b, a, 0.8), (a, b)
 
 
 def test_thresholds_class_filter_and_input_forms(coco_tiny):

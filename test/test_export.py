@@ -192,6 +192,15 @@ def test_onnx_dynamic_shapes_and_fp16(model, tmp_path):
         ref = torch_reference(model, x, True)[0]
         assert out.shape == ref.shape == (1, 3 * (size // 32) ** 2 * 21, 15)
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    # The Detector feeds a free-shape graph rectangular inputs, a fixed-shape one squares only.
+    img = np.random.default_rng(1).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    for onnx_path, rect, shape in ((path, True, (96, SIZE)), (tmp_path / "fixed.onnx", False, (SIZE, SIZE))):
+        if not rect:
+            export_onnx(model, onnx_path, SIZE, _names(model.num_classes), decoded=True)
+        det = Detector(onnx_path, backend="onnxruntime", device="cpu")
+        assert read_metadata(onnx_path)["dynamic"] is rect and det.rect is rect
+        det(img)
+        assert det.last_input_shape == shape
 
     half = tmp_path / "half.onnx"
     report = export_onnx(model, half, SIZE, decoded=True, half=True)

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--half", action="store_true", help="fp16 inference (CUDA only)")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    parser.add_argument("--square", action="store_true",
+                        help="letterbox to img_size x img_size (default: each side the smallest multiple "
+                             "of 32 that holds the image, faster on non-square images)")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm separate (default: folded)")
     parser.add_argument("--tile", default=None,
                         help="tiled inference: ROWSxCOLS (e.g. 2x3) or a tile side in pixels (e.g. 640); "
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     det = Detector(args.weights, cfg=args.cfg, names=args.names, device=args.device, half=args.half,
                    img_size=args.img_size, conf_threshold=args.conf, nms_threshold=args.nms,
                    max_detections=args.max_det, classes=args.classes, backend=args.backend,
-                   tile=_tile_arg(args.tile), tile_overlap=args.tile_overlap, fuse=not args.no_fuse)
+                   tile=_tile_arg(args.tile), tile_overlap=args.tile_overlap, fuse=not args.no_fuse,
+                   rect=not args.square)
     dets = det(img)
     names = det.class_names
     rows = [{"class_id": int(c), "class_name": names[int(c)], "score": round(float(s), 6),

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--half", action="store_true", help="fp16 inference (CUDA only)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    p.add_argument("--square", action="store_true",
+                   help="letterbox to img_size x img_size (default: each side the smallest multiple "
+                        "of 32 that holds the image, faster on non-square images)")
     p.add_argument("--tile", default=None, help="tiled inference: N or RxC crops (plus the full frame)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed annotation lines with a warning")
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
     detector = Detector(args.weights, cfg=args.cfg, names=args.names, device=args.device, half=args.half,
                         img_size=args.img_size, conf_threshold=args.conf, nms_threshold=args.nms,
-                        max_detections=args.max_det, backend=args.backend, tile=args.tile)
+                        max_detections=args.max_det, backend=args.backend, tile=args.tile,
+                        rect=not args.square)
     if list(detector.class_names) != list(VISDRONE_CLASSES):
         logging.getLogger("slimyolo.eval").warning(
             "the model's class names (%s) differ from VisDrone's (%s): classes are matched by index",

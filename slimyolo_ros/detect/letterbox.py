@@ -1,4 +1,8 @@
-"""Letterbox: aspect-preserving resize into a square network input, and the way back.
+"""Letterbox: aspect-preserving resize into the network input, and the way back.
+
+The input is ``size`` × ``size``, or with ``rect`` the smallest multiple of the network stride that
+holds the resized image on each axis: a 16:9 frame at 416 becomes 416 × 256 instead of 416 × 416
+(39% of the square's pixels were padding, and a forward pass costs in proportion to pixels).
 
 The resized width and height are rounded to whole pixels, so the horizontal and vertical scale
 differ very slightly from the nominal ``scale``; :func:`unletterbox_boxes` recomputes the exact
@@ -16,42 +20,57 @@ def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
-def letterbox_params(height: int, width: int, size: int) -> tuple[float, tuple[int, int], tuple[int, int]]:
-    """``(scale, (pad_x, pad_y), (new_h, new_w))`` for fitting ``height`` × ``width`` into ``size``²."""
+def letterbox_shape(height: int, width: int, size: int, rect: bool = False,
+                    stride: int = 32) -> tuple[int, int]:
+    """(H, W) of the letterboxed input for an image of ``height`` × ``width``: ``(size, size)``, or
+    with ``rect`` the resized image's sides rounded up to multiples of ``stride`` (at most ``size``)."""
+    if not rect:
+        return size, size
+    _, _, (new_h, new_w) = letterbox_params(height, width, size)
+    return min(size, -(-new_h // stride) * stride), min(size, -(-new_w // stride) * stride)
+
+
+def letterbox_params(height: int, width: int, size: int,
+                     shape: tuple[int, int] | None = None) -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """``(scale, (pad_x, pad_y), (new_h, new_w))`` for fitting ``height`` × ``width`` into ``size``²,
+    padded to ``shape`` = (H, W) (default ``size`` × ``size``)."""
     if height <= 0 or width <= 0:
         raise ValueError(f"cannot letterbox an empty image of {height}x{width} pixels")
     scale = min(size / height, size / width)
     new_h, new_w = resized_shape(height, width, scale)
+    out_h, out_w = shape or (size, size)
     # Centre the image; an odd leftover pixel goes to the right/bottom.
-    return scale, ((size - new_w) // 2, (size - new_h) // 2), (new_h, new_w)
+    return scale, ((out_w - new_w) // 2, (out_h - new_h) // 2), (new_h, new_w)
 
 
 def letterbox(
-    img: np.ndarray, size: int, color: int | tuple[int, int, int] = 114
+    img: np.ndarray, size: int, color: int | tuple[int, int, int] = 114, rect: bool = False
 ) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Resize ``img`` (H×W×C) keeping its aspect ratio and pad it to ``size`` × ``size``.
+    """Resize ``img`` (H×W×C) keeping its aspect ratio and pad it to ``size`` × ``size`` (with
+    ``rect``: to :func:`letterbox_shape`).
 
     Returns ``(padded, scale, (pad_x, pad_y))``: a network-input pixel ``(x, y)`` is the original
     pixel ``(x0 * scale + pad_x, y0 * scale + pad_y)``.
     """
     h, w = img.shape[:2]
-    scale, (pad_x, pad_y), (new_h, new_w) = letterbox_params(h, w, size)
+    out_h, out_w = letterbox_shape(h, w, size, rect)
+    scale, (pad_x, pad_y), (new_h, new_w) = letterbox_params(h, w, size, (out_h, out_w))
     # Bilinear both ways, as cv2.dnn.blobFromImage does, so a square image gives exactly OpenCV's input.
     if (new_h, new_w) == (h, w):
         resized = img
     else:
         resized = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    if (new_h, new_w) == (size, size):
+    if (new_h, new_w) == (out_h, out_w):
         return np.ascontiguousarray(resized), scale, (0, 0)
     channels = 1 if img.ndim == 2 else img.shape[2]
     fill = (color,) * channels if isinstance(color, int) else tuple(color)
     if channels <= 4:  # OpenCV's border scalar has 4 slots
         # One C pass; filling a numpy array with a broadcast (114, 114, 114) took 0.8 of the 1.0 ms
         # letterbox of a 1080p frame (dev CPU), copyMakeBorder 0.02 ms, the same pixels.
-        padded = cv2.copyMakeBorder(resized, pad_y, size - new_h - pad_y, pad_x, size - new_w - pad_x,
+        padded = cv2.copyMakeBorder(resized, pad_y, out_h - new_h - pad_y, pad_x, out_w - new_w - pad_x,
                                     cv2.BORDER_CONSTANT, value=fill)
         return padded, scale, (pad_x, pad_y)
-    padded = np.empty((size, size, channels), dtype=img.dtype)
+    padded = np.empty((out_h, out_w, channels), dtype=img.dtype)
     padded[...] = np.asarray(fill, dtype=img.dtype)
     padded[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
     return padded, scale, (pad_x, pad_y)

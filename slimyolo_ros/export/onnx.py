@@ -276,8 +276,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("class_names", "anchors", "strides"):
         if key in meta:
             meta[key] = json.loads(meta[key])
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    # Free height and width (export --dynamic): the Detector may feed it rectangular inputs.
+    meta["dynamic"] = len(dims) == 4 and not dims[2].dim_value and not dims[3].dim_value
     if "img_size" not in meta:
-        dims = proto.graph.input[0].type.tensor_type.shape.dim
         if len(dims) == 4 and dims[3].dim_value:
             meta["img_size"] = dims[3].dim_value
         else:
@@ -309,9 +311,11 @@ def default_cache_dir() -> Path:
 
 def cached_onnx(model: nn.Module, img_size: int, class_names: list[str],
                 cache_dir: str | os.PathLike | None = None) -> Path:
-    """Path of a decoded, dynamic-batch ONNX of ``model``; exported (and parity-checked) on first use."""
+    """Path of a decoded ONNX of ``model`` with free batch, height and width (the Detector's
+    rectangular inputs; ONNX Runtime runs it as fast as a fixed-shape graph); exported and
+    parity-checked on first use."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir() / "onnx"
-    path = folder / f"{model_digest(model, img_size, list(class_names))}.onnx"
+    path = folder / f"{model_digest(model, img_size, list(class_names), 'dynamic')}.onnx"
     if not path.is_file():
-        export_onnx(model, path, img_size, class_names, decoded=True, dynamic_batch=True, check=True)
+        export_onnx(model, path, img_size, class_names, decoded=True, dynamic=True, check=True)
     return path

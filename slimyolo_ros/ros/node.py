@@ -128,6 +128,8 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "half": (True, _desc("fp16 inference on CUDA (ignored on CPU)")),
     "img_size": (0, _desc("network input size (multiple of 32); 0: the model's own",
                           integer_range=[IntegerRange(from_value=0, to_value=4096, step=32)])),
+    "rect": (True, _desc("letterbox to the smallest multiple of 32 per side instead of img_size x img_size "
+                         "(a 1920x1080 frame at 416 runs at 416x256)")),
     "conf_threshold": (0.25, _desc("minimum score obj*cls in [0, 1]", read_only=False,
                                    floating_point_range=_range(0.0, 1.0))),
     "nms_threshold": (0.45, _desc("NMS IoU threshold in [0, 1]", read_only=False,
@@ -354,6 +356,7 @@ class DetectorNode(Node):
                     device=p["device"], half=bool(p["half"]), img_size=int(p["img_size"]) or None,
                     conf_threshold=float(p["conf_threshold"]), nms_threshold=float(p["nms_threshold"]),
                     max_detections=int(p["max_detections"]), backend=p["backend"], tile=tile,
+                    rect=bool(p["rect"]),
                 )
             except SlimyoloError as exc:  # its messages name the file or the device
                 raise StartupError(_one_line(exc)) from None
