@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from slimyolo_ros.darknet.model import Darknet
@@ -203,3 +204,34 @@ def test_gradients_finite_on_extreme_outputs():
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_distillation_gradient_vanishes_at_the_teacher_and_pulls_towards_it():
+    loss_fn = YoloLoss(_model(), SIZE)
+    g = torch.Generator().manual_seed(0)
+    teacher = [torch.randn(2, 1, n, n, 8, generator=g) * 2 for n in (8, 4)]
+    # At the teacher's own outputs every term is at its minimum: no gradient.
+    same = [t.clone().requires_grad_(True) for t in teacher]
+    loss, items = loss_fn.distill(same, teacher, (SIZE, SIZE))
+    loss.backward()
+    assert max(s.grad.abs().max().item() for s in same) < 1e-6
+    assert items.shape == (4,) and bool(torch.isfinite(items).all())
+    # From elsewhere, descending the loss moves objectness, classes and boxes to the teacher's.
+    student = [torch.randn(2, 1, n, n, 8, generator=g).requires_grad_(True) for n in (8, 4)]
+
+    probs = [0, 1, 4, 5, 6, 7]  # sigmoid offsets, objectness, classes; 2:4 are log sizes
+
+    def gap() -> float:
+        pairs = zip(student, teacher, strict=True)
+        return sum((s[..., probs].sigmoid() - t[..., probs].sigmoid()).abs().mean().item()
+                   + (s[..., 2:4] - t[..., 2:4]).abs().mean().item() for s, t in pairs)
+
+    before = gap()
+    opt = torch.optim.Adam(student, lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        loss_fn.distill(student, teacher, (SIZE, SIZE))[0].backward()
+        opt.step()
+    assert gap() < 0.3 * before, (before, gap())
+    with pytest.raises(ValueError, match="teacher"):
+        loss_fn.distill(student, teacher[:1], (SIZE, SIZE))

@@ -223,6 +223,40 @@ def test_sparsity_training_drives_gammas_down(tiny, tmp_path):
     assert g[0.05].mean() < g[0.0].mean() - 0.005
 
 
+def _objectness(model: Darknet, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([r[..., 4].sigmoid().flatten() for r in model(x)[1]])
+
+
+def test_distillation_moves_the_student_towards_the_teacher(tiny, tmp_path, capsys):
+    from slimyolo_ros.darknet.checkpoint import save_checkpoint
+
+    data, val = tiny
+    torch.manual_seed(5)
+    teacher = Darknet.from_file(CFG)  # random heads: objectness ~0.5 everywhere, far from the student's init
+    save_checkpoint(tmp_path / "teacher.pt", teacher, list(VISDRONE_CLASSES), 64)
+    common = dict(epochs=2, img_size=64, batch=4, device="cpu", progress=False, eval_every=10, lr=0.02,
+                  warmup_epochs=0, ema=False, optimizer="adam")
+    train(CFG, data, val, out=tmp_path / "plain", **common)
+    train(CFG, data, val, out=tmp_path / "kd", teacher_weights=str(tmp_path / "teacher.pt"), distill=5.0,
+          **common)
+    assert _rows(tmp_path / "plain")[-1]["distill"] == "" and float(_rows(tmp_path / "kd")[-1]["distill"]) > 0
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    t = _objectness(load_model(tmp_path / "teacher.pt")[0], x)
+    gaps = {k: (_objectness(load_model(tmp_path / k / "last.pt")[0], x) - t).abs().mean().item()
+            for k in ("plain", "kd")}
+    assert gaps["kd"] < 0.5 * gaps["plain"], gaps
+    # A teacher whose heads do not line up with the student's is named, not a shape error mid-epoch.
+    other = Darknet.from_file(MODELS / "yolov3-tiny.cfg")
+    save_checkpoint(tmp_path / "other.pt", other, list(VISDRONE_CLASSES), 416)
+    code = cli.main(["train", "--cfg", str(CFG), "--data", str(data), "--val", str(val), "--epochs", "1",
+                     "--img-size", "64", "--batch", "2", "--out", str(tmp_path / "o"), "--device", "cpu",
+                     "--teacher-weights", str(tmp_path / "other.pt")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(tmp_path / "other.pt") in err and "differ from those of" in err, err
+
+
 # ------------------------------------------------------------------------------------------- bad input
 def test_empty_dataset_is_named_not_a_traceback(tmp_path, capsys):
     (tmp_path / "empty" / "images").mkdir(parents=True)

@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "channels saves (see slimyolo train --help)")
     parser.add_argument("--sparsity-epochs", type=int, default=10)
     parser.add_argument("--finetune-epochs", type=int, default=10)
+    parser.add_argument("--distill", type=float, default=0.0, metavar="W",
+                        help="fine-tune with knowledge distillation from the unpruned sparse model, "
+                             "weight W next to the ground-truth loss (default 0: off)")
     parser.add_argument("--img-size", type=int, default=416)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--channel-multiple", type=int, default=1,
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                   finetune_epochs=args.finetune_epochs, channel_multiple=args.channel_multiple,
                   sparsity_schedule=args.sparsity_schedule, device=args.device, resume=args.resume,
                   train_options=train_options, latency_repeats=max(1, args.latency_repeats),
-                  independent=args.independent)
+                  independent=args.independent, distill=args.distill)
     if args.json:
         print(json.dumps(report))
     else:

@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the FLOPs removing one of its channels saves (its output and every reader's input, "
                         "over its shortcut group; mean 1), so the expensive high-resolution layers thin out "
                         "too")
+    p.add_argument("--teacher-weights", default=None,
+                   help="distil from this model (.pt, or Darknet .weights with --teacher-cfg), e.g. the "
+                        "unpruned model when fine-tuning a pruned one; its [yolo] heads must match")
+    p.add_argument("--teacher-cfg", default=None, help="cfg of a Darknet .weights teacher")
+    p.add_argument("--distill", type=float, default=1.0, metavar="W",
+                   help="weight of the distillation loss next to the ground-truth loss (default 1)")
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and at the end)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")
@@ -79,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                   augment=not args.no_augment, mosaic=args.mosaic, flip_ud=args.flip_ud,
                   eval_every=args.eval_every, seed=args.seed,
                   sync_bn=args.sync_bn, skip_bad=args.skip_bad,
-                  sparsity_weighting=args.sparsity_weighting)
+                  sparsity_weighting=args.sparsity_weighting, teacher_weights=args.teacher_weights,
+                  teacher_cfg=args.teacher_cfg, distill=args.distill)
     result = train(args.cfg, args.data, args.val, args.epochs, args.img_size, args.batch, args.out,
                    weights=args.weights, resume=args.resume, device=args.device, sparsity=args.sparsity,
                    sparsity_schedule=args.sparsity_schedule, **kw)

@@ -110,11 +110,13 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
          sparsity_epochs: int = 10, finetune_epochs: int = 10, channel_multiple: int = 1,
          sparsity_schedule: str = "constant", device: str = "auto", resume: bool = False,
          name: str | None = None, train_options: dict[str, Any] | None = None,
-         latency_repeats: int = 5, independent: bool = False) -> dict:
+         latency_repeats: int = 5, independent: bool = False, distill: float = 0.0) -> dict:
     """Run the pipeline; returns the report (also written as OUT/slim_report.json/.md + PNG).
 
     ``independent``: instead of iterating (each ratio applied to the previous fine-tuned model), sparsity
     train once and prune + fine-tune each ratio from that one sparse model (a sweep of ratios).
+    ``distill`` > 0: fine-tuning also distils from the unpruned sparse model the prune came from
+    (its weight next to the ground-truth loss; see ``YoloLoss.distill``).
     """
     from slimyolo_ros.data.visdrone import read_visdrone
     from slimyolo_ros.train.trainer import train
@@ -185,8 +187,9 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
                                      "gflops_reduction_pct": report["complexity"][0]["gflops_reduction_pct"]})
         rows.append(score(prune_dir, f"{tag} pruned", "pruned", prune_dir / "pruned.pt", trained=False))
         # fine-tuning is plain training of the pruned cfg from the pruned weights
+        teacher = {"teacher_weights": str(sparse_w), "distill": distill} if distill > 0 else {}
         res = train_step(it / "finetune", cfg=prune_dir / "pruned.cfg", weights=prune_dir / "pruned.pt",
-                         epochs=finetune_epochs)
+                         epochs=finetune_epochs, **teacher)
         rows.append(score(it / "finetune", tag, "finetuned", res["best"], trained=True))
         return prune_dir / "pruned.cfg", Path(res["best"])
 
@@ -212,6 +215,7 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
                          "sparsity_weighting": kw.get("sparsity_weighting", "uniform"),
                          "sparsity_epochs": sparsity_epochs,
                          "finetune_epochs": finetune_epochs, "baseline_epochs": baseline_epochs,
+                         "distill": distill,
                          "img_size": img_size, "batch": batch, "channel_multiple": channel_multiple,
                          "mode": "independent" if independent else "iterative",
                          "val_images": len(samples), "torch_threads": torch.get_num_threads()},
@@ -227,7 +231,9 @@ def to_markdown(report: dict) -> str:
              f"Global ratios {', '.join(f'{r:g}' for r in c['ratios'])} ({c.get('mode', 'iterative')}), "
              f"layer keep {c['layer_keep']:g}, sparsity alpha {c['sparsity']:g} ({c['sparsity_schedule']}, "
              f"{c.get('sparsity_weighting', 'uniform')} weighting) "
-             f"for {c['sparsity_epochs']} epochs, fine-tuning {c['finetune_epochs']} epochs; evaluated on "
+             f"for {c['sparsity_epochs']} epochs, fine-tuning {c['finetune_epochs']} epochs"
+             + (f" (distilled from the sparse model, weight {c['distill']:g})" if c.get("distill") else "")
+             + "; evaluated on "
              f"{c['val_images']} images of {c['val']}. Latency: CPU forward only, batch 1, median, "
              f"{c['torch_threads']} torch threads.", "",
              "| model | stage | input | P | R | F1 | mAP@0.5 | mAP@0.5:0.95 | GFLOPs | params | latency (ms) "

@@ -244,3 +244,44 @@ class YoloLoss:
 
         weight = (~skip).float().view(bsz, na, ny, nx)
         return torch.where(tobj > 0, torch.ones_like(weight), weight)
+
+    # -- knowledge distillation ---------------------------------------------------------------
+    def distill(
+        self, student: list[torch.Tensor], teacher: list[torch.Tensor], input_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objectness-scaled output distillation (Mehta & Ozturk, "Object detection at 200 frames per
+        second", 2018) from a teacher's raw heads to the student's, cell by cell.
+
+        A pruned model keeps the convs before each [yolo] whole, so teacher and student heads line up.
+        Objectness is matched everywhere (BCE against the teacher's probability: its soft
+        background is what the hard targets lack); class probabilities and the box (sigmoid offsets
+        and log sizes, squared error) only where the teacher sees an object, weighted by its
+        objectness, so the teacher's noise on background cells does not drown the signal. The terms
+        carry the ground-truth loss's gains, so a weight of 1 balances the two. Returns
+        ``(loss × batch, [box, obj, cls, total] per image)`` like :meth:`__call__`.
+        """
+        if len(student) != len(teacher):
+            raise ValueError(f"student has {len(student)} [yolo] outputs, teacher {len(teacher)}")
+        device = student[0].device
+        lbox = torch.zeros((), device=device)
+        lobj = torch.zeros((), device=device)
+        lcls = torch.zeros((), device=device)
+        for s, t in zip(student, teacher, strict=True):
+            if s.shape != t.shape:
+                raise ValueError(f"student output {tuple(s.shape)} vs teacher {tuple(t.shape)}")
+            s, t = s.float(), t.detach().float()
+            t_obj = t[..., 4].sigmoid()
+            lobj = lobj + F.binary_cross_entropy_with_logits(s[..., 4], t_obj) * _layer_balance(
+                int(input_hw[0]) / s.shape[2])
+            w = t_obj / t_obj.sum().clamp(min=1e-6)
+            box = ((s[..., :2].sigmoid() - t[..., :2].sigmoid()) ** 2).sum(-1) + (
+                (s[..., 2:4] - t[..., 2:4]) ** 2).sum(-1)
+            lbox = lbox + (w * box).sum()
+            if self.num_classes > 1:
+                cls = F.binary_cross_entropy_with_logits(s[..., 5:], t[..., 5:].sigmoid(), reduction="none")
+                lcls = lcls + (w * cls.mean(-1)).sum()
+        lbox = lbox * self.box_gain
+        lobj = lobj * self.obj_gain
+        lcls = lcls * self.cls_gain
+        total = lbox + lobj + lcls
+        return total * student[0].shape[0], torch.stack((lbox, lobj, lcls, total)).detach()

@@ -44,7 +44,7 @@ from slimyolo_ros.train.loss import YoloLoss
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "loss", "alpha", "gamma_small_share",
+CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "loss", "distill", "alpha", "gamma_small_share",
               "precision", "recall", "f1", "map50", "map", "epoch_time_s"]
 
 
@@ -79,6 +79,9 @@ class TrainOptions:
     sparsity: float = 0.0
     sparsity_schedule: str = "constant"
     sparsity_weighting: str = "uniform"  # uniform (the paper) | flops (alpha ~ FLOPs a removal saves)
+    teacher_weights: str | None = None  # knowledge distillation from this model (e.g. the unpruned one)
+    teacher_cfg: str | None = None  # its cfg when teacher_weights is Darknet .weights
+    distill: float = 1.0  # weight of the distillation loss next to the ground-truth loss
     eval_every: int = 1
     seed: int = 0
     sync_bn: bool = False
@@ -427,6 +430,8 @@ def _check_options(o: TrainOptions) -> None:
          f"--lr-schedule must be cosine or step, found {o.lr_schedule!r}"),
         (o.eval_every >= 1, f"--eval-every must be >= 1, found {o.eval_every}"),
         (o.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, found {o.warmup_epochs}"),
+        (o.distill >= 0, f"--distill must be >= 0, found {o.distill}"),
+        (o.teacher_cfg is None or o.teacher_weights is not None, "--teacher-cfg needs --teacher-weights"),
     ]
     for ok, message in checks:
         if not ok:
@@ -462,6 +467,7 @@ class _Trainer:
         elif self.resume_ckpt is None:
             initialize_head_biases(self.model, o.img_size)
         self.model.to(self.device)
+        self.teacher = self._load_teacher() if o.teacher_weights else None
 
         self.train_samples = _load_samples(o.data, "training", o.skip_bad)
         self.val_samples = _load_samples(o.val, "validation", o.skip_bad) if self.dist.main else None
@@ -503,6 +509,27 @@ class _Trainer:
                 log.warning("--sync-bn needs CUDA; training with per-process BN statistics")
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.cuda else None)
+
+    def _load_teacher(self) -> nn.Module:
+        """The distillation teacher, frozen in eval mode; its [yolo] heads must match the student's."""
+        from slimyolo_ros.darknet.checkpoint import load_model
+
+        o = self.opt
+        teacher, _, _ = load_model(o.teacher_weights, cfg=o.teacher_cfg, device=self.device)
+        t_heads = [teacher.module_list[i] for i in teacher.yolo_layers]
+        s_heads = [self.model.module_list[i] for i in self.model.yolo_layers]
+        same = len(t_heads) == len(s_heads) and all(
+            t.num_classes == s.num_classes and torch.equal(t.anchors.cpu(), s.anchors.cpu())
+            for t, s in zip(t_heads, s_heads, strict=False))
+        if not same:
+            def heads(ms):
+                return "; ".join(f"{m.num_classes} classes, anchors {m.anchors.tolist()}" for m in ms)
+            raise TrainingError(f"--teacher-weights {o.teacher_weights}: its [yolo] layers "
+                                f"({heads(t_heads)}) differ from those of {o.cfg} ({heads(s_heads)}); "
+                                "distillation matches the heads cell by cell")
+        for prm in teacher.parameters():
+            prm.requires_grad_(False)
+        return teacher.eval()
 
     def _load_initial_weights(self, weights: str, cutoff: int | None) -> None:
         path = Path(weights)
@@ -590,6 +617,7 @@ class _Trainer:
         alpha = sp.alpha_at(epoch, o.epochs, o.sparsity, o.sparsity_schedule)
         nw = round(o.warmup_epochs * self.nb)
         mean_items = torch.zeros(4)
+        mean_kd = 0.0
         pending = 0  # micro-batches accumulated since the last optimizer step
         self.optimizer.zero_grad(set_to_none=True)
         bar = tqdm(enumerate(self.loader), total=self.nb, file=sys.stderr, dynamic_ncols=True, leave=False,
@@ -624,6 +652,12 @@ class _Trainer:
                 with torch.autocast(device_type="cuda", enabled=self.cuda):
                     outputs = model(imgs)
                 loss, items = self.loss_fn(outputs, targets.to(self.device), imgs.shape[-2:], ignore)
+                if self.teacher is not None:
+                    with torch.no_grad(), torch.autocast(device_type="cuda", enabled=self.cuda):
+                        _, t_raws = self.teacher(imgs)
+                    kd, kd_items = self.loss_fn.distill(outputs, t_raws, imgs.shape[-2:])
+                    loss = loss + o.distill * kd
+                    mean_kd = (mean_kd * i + kd_items[3].item()) / (i + 1)
                 self._check_finite(loss, epoch, i)
                 if self.dist.enabled:
                     loss = loss * self.dist.world  # DDP averages gradients; keep them sums over images
@@ -646,7 +680,8 @@ class _Trainer:
         bar.close()
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
-        return self._end_epoch(epoch, mean_items, lr, alpha, time.time() - t0)
+        return self._end_epoch(epoch, mean_items, lr, alpha, time.time() - t0,
+                               mean_kd if self.teacher is not None else None)
 
     def _calibration_batches(self, max_images: int = 64):
         """Fixed, un-augmented training batches for recalibrate_bn (no RNG is consumed)."""
@@ -669,13 +704,16 @@ class _Trainer:
                                 f"(global step {step + self.nb * epoch}); training stopped, the last good "
                                 f"checkpoint is {self.out / 'last.pt'}")
 
-    def _end_epoch(self, epoch: int, items: torch.Tensor, lr: float, alpha: float, seconds: float) -> dict:
+    def _end_epoch(self, epoch: int, items: torch.Tensor, lr: float, alpha: float, seconds: float,
+                   distill: float | None = None) -> dict:
         o = self.opt
         final = epoch == o.epochs - 1
         do_eval = final or (epoch + 1) % o.eval_every == 0
         metrics: dict = {}
         row = {"epoch": epoch, "lr": _fmt(lr), "box": _fmt(items[0].item()), "obj": _fmt(items[1].item()),
                "cls": _fmt(items[2].item()), "loss": _fmt(items[3].item()), "alpha": _fmt(alpha)}
+        if distill is not None:
+            row["distill"] = _fmt(distill)  # the distillation loss per image, before its weight
         if self.dist.main:
             saved = self.ema.ema if self.ema is not None else _unwrap(self.model)
             if do_eval or final:  # what is evaluated, and the final last.pt that pruning loads, get exact BN
