@@ -275,8 +275,8 @@ class Detector:
     frame through the network as one batch, and merges their detections with class-aware NMS.
     ``rect`` (default) letterboxes to the smallest stride multiple that holds the resized image
     instead of ``img_size``², when the images of a batch share one shape: a 1920x1080 frame at 416
-    runs at 416x256, 1.6x faster (docs/benchmarks.md), the objects at the same scale. A fixed-shape
-    ``.onnx`` (exported without ``--dynamic``) runs square.
+    runs at 416x256, a 1.3-1.6x faster forward (docs/benchmarks.md), the objects at the same scale.
+    A fixed-shape ``.onnx`` (exported without ``--dynamic``) runs square.
     """
 
     def __init__(
