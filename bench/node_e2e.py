@@ -336,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         det = detector(Path(a.weights), a.backend, a.img_size, "cpu", onnx_cache=cache)
         # The node's own input shape (SLIMYOLO_RECT=0: square, the before of rect letterboxing); the
         # bench frames are all 16:9, so one blob fits them all.
+        from slimyolo_ros.detect.letterbox import letterbox_shape
+
         rect = os.environ.get("SLIMYOLO_RECT", "1") != "0"
-        shapes = {input_blob(f, a.img_size, rect).shape for f in frames.values()}
+        shapes = {letterbox_shape(*f.shape[:2], a.img_size, rect) for f in frames.values()}
         assert len(shapes) == 1, f"frames {a.frames} give different network inputs {shapes}"
         blob = input_blob(next(iter(frames.values())), a.img_size, rect)
         if a.backend == "torch":

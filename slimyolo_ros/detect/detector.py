@@ -511,14 +511,12 @@ class Detector:
                 out.extend(self._detect(chunk))
             else:
                 out.extend(self._detect_tiled(im) for im in chunk)
-            for k, v in self.last_timings.items():
-                totals[k] = totals.get(k, 0.0) + v
+            _add_timings(totals, self.last_timings)
         self.last_timings = totals
         return out
 
     def _detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        shapes = {img.shape[:2] for img in images}
-        if self.rect and len(shapes) > 1:
+        if self.rect and len({img.shape[:2] for img in images}) > 1:
             # Rectangular inputs of different shapes do not stack: one batch per shape, so an image
             # gets the same input (and detections) in any batch as on its own.
             return self._detect_by_shape(images)
@@ -551,8 +549,7 @@ class Detector:
         for idx in groups.values():
             for i, d in zip(idx, self._detect([images[i] for i in idx]), strict=True):
                 out[i] = d
-            for k, v in self.last_timings.items():
-                timings[k] = timings.get(k, 0.0) + v
+            _add_timings(timings, self.last_timings)
         self.last_timings = timings
         return out
 
@@ -565,8 +562,7 @@ class Detector:
         # Bounded batches: 85 tiles of a 4K frame at once would need gigabytes of activations.
         for start in range(0, len(crops), TILE_BATCH):
             per_crop.extend(self._detect(crops[start : start + TILE_BATCH]))
-            for k, v in self.last_timings.items():
-                timings[k] = timings.get(k, 0.0) + v
+            _add_timings(timings, self.last_timings)
         self.last_timings = timings
         t0 = time.perf_counter()
         parts = []
@@ -591,6 +587,12 @@ class Detector:
         return (f"Detector(backend={self.backend!r}, device={str(self.device)!r}, img_size={self.img_size}, "
                 f"classes={len(self.class_names)}, conf={self._conf}, nms={self._nms}, half={self.half}, "
                 f"fused={self.fused}, rect={self.rect}, tile={self._tile})")
+
+
+def _add_timings(totals: dict[str, float], timings: dict[str, float]) -> None:
+    """Add one call's stage timings (ms) into ``totals`` (batches, tiles and shape groups sum up)."""
+    for k, v in timings.items():
+        totals[k] = totals.get(k, 0.0) + v
 
 
 def _unit_interval(name: str, value: float) -> float:
