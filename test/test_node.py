@@ -17,6 +17,7 @@ import importlib.util
 import itertools
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,8 +34,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from slimyolo_ros.bag.replay import PROFILE_ENV
 from slimyolo_ros.ros.convert import bgr_to_compressed, bgr_to_image
 from slimyolo_ros.ros.node import STAGES
+from slimyolo_ros.ros.qos import choose_reliability
+from slimyolo_ros.ros.starvation import LOSSY, SILENT, StarvationWatch, starvation_message
 
 pytestmark = pytest.mark.ros
 
@@ -444,3 +448,204 @@ def test_startup_errors_are_one_clear_line(ros_env, tmp_path):
         assert "Traceback" not in text, f"{key}:\n{text}"
         errors = [ln for ln in text.splitlines() if "ERROR" in ln]
         assert len(errors) == 1 and needle in errors[0], f"{key}:\n{text}"
+
+
+# ---- image QoS (reliability: auto) and the starvation warning ------------------------------------
+CAMERA = [sys.executable, str(Path(__file__).resolve().parent / "ros_helpers" / "camera.py")]
+
+
+def test_choose_reliability_follows_the_publishers():
+    assert choose_reliability("auto", [], None) == "best_effort"  # matches a camera of either kind
+    assert choose_reliability("auto", ["reliable"], "best_effort") == "reliable"
+    assert choose_reliability("auto", ["reliable", "reliable"], None) == "reliable"
+    assert choose_reliability("auto", ["reliable", "best_effort"], "reliable") == "best_effort"
+    assert choose_reliability("auto", ["unknown"], "reliable") == "best_effort"
+    assert choose_reliability("auto", [], "reliable") == "reliable"  # camera gone: no churn
+    assert choose_reliability("reliable", ["best_effort"], None) == "reliable"  # explicit wins
+    assert choose_reliability("best_effort", ["reliable"], None) == "best_effort"
+    with pytest.raises(ValueError, match="'fast'"):
+        choose_reliability("fast", [], None)
+
+
+def test_starvation_watch_warns_once_per_episode():
+    w = StarvationWatch(timeout_s=5)
+    assert [w.update(t, 0, 0, 0) for t in range(10)] == [None] * 10  # no publisher: nothing to say
+    assert [w.update(t, 1, 0, 0) for t in range(10, 15)] == [None] * 5
+    assert w.update(15, 1, 0, 0) == SILENT and w.starved
+    assert [w.update(t, 1, 0, 0) for t in range(16, 30)] == [None] * 14  # said once
+    # frames flow normally for a window: re-armed, then a lossy stretch warns again (once)
+    received = lost = 0
+    out = []
+    for t in range(30, 60):
+        received += 10 if t < 40 else 2
+        lost += 0 if t < 40 else 8
+        out.append(w.update(t, 1, received, lost))
+    assert out.count(LOSSY) == 1 and SILENT not in out, out
+    assert w.last_window[0] < w.last_window[1]
+    # a publisher whose frames all arrive, slowly, is not starvation
+    w2 = StarvationWatch(timeout_s=5)
+    assert all(w2.update(t, 1, t // 4, 0) is None for t in range(60))
+    assert StarvationWatch(timeout_s=0).update(100, 1, 0, 0) is None  # 0: off
+
+
+def test_starvation_message_names_cause_and_fix():
+    text = starvation_message(SILENT, "/cam", "best_effort", ["reliable"], 5)
+    assert all(s in text for s in ("/cam", "5 s", "best effort", "fastdds_large_frames.xml", "rmem_max",
+                                   "reliability: auto"))
+    text = starvation_message(SILENT, "/cam", "reliable", ["best_effort"], 5)
+    assert "QoS mismatch" in text and "reliability: auto" in text
+    text = starvation_message(LOSSY, "/cam", "reliable", ["reliable"], 5, received=3, sent=50)
+    assert "3 of the 50" in text and "rmem_max" in text
+
+
+def default_dds_env(base: dict[str, str]) -> dict[str, str]:
+    """A user's setup: no Fast DDS profile (conftest gives the test process one)."""
+    env = node_env(base)
+    for var in PROFILE_ENV:
+        env.pop(var, None)
+    return env
+
+
+def shipped_node_cmd(*extra: str) -> list[str]:
+    """detect_node with config/detect.yaml and its shipped model, on CPU."""
+    cmd = [*NODE_CMD, "--ros-args", "--params-file", str(REPO / "config" / "detect.yaml"),
+           "-p", "device:=cpu"]
+    for p in extra:
+        cmd += ["-r", p] if p.startswith("__") else ["-p", p]
+    return cmd
+
+
+class Camera:
+    def __init__(self, env: dict[str, str], topic: str, log: Path, *args: str) -> None:
+        self.proc = NodeProcess([*CAMERA, topic, *args], env, log)
+        self.proc.wait_log("camera on", START_TIMEOUT)
+
+    def stop(self) -> int:
+        self.proc.stop()
+        return int(self.proc.text().split("sent ")[-1].split()[0])
+
+
+def answered(results, lo: int, hi: int) -> set[int]:
+    return {m.header.stamp.sec for _, m in list(results) if lo <= m.header.stamp.sec < hi}
+
+
+def latest_stats(stats) -> dict:
+    return json.loads(stats[-1][1].data)
+
+
+@pytest.fixture(scope="module")
+def auto_rig(ros_env, tmp_path_factory):
+    """The shipped config (reliability auto, the shipped model) in /qos, no DDS profile."""
+    tmp = tmp_path_factory.mktemp("qos")
+    env = default_dds_env(ros_env)
+    cmd = shipped_node_cmd("stats_period:=1.0", "starvation_timeout:=3.0", "__ns:=/qos")
+    node = NodeProcess(cmd, env, tmp / "node.log")
+    probe = Probe("qos_probe")
+    dets = probe.collect(Detection2DArray, "/qos/detections")
+    stats = probe.collect(String, "/qos/slimyolo_detector/stats")
+    node.wait_log("ready:", START_TIMEOUT)
+    yield {"node": node, "probe": probe, "dets": dets, "stats": stats, "env": env, "tmp": tmp}
+    code = node.stop()
+    probe.close()
+    assert code == 0 and "Traceback" not in node.text(), node.text()[-3000:]
+
+
+def test_auto_qos_hears_a_default_camera_started_after_the_node(auto_rig):
+    """rclpy's default QoS (reliable), 1280x720 bgr8 at 10 Hz, no profile: the issue's 0-of-50 case."""
+    node, dets = auto_rig["node"], auto_rig["dets"]
+    assert "reliability auto: /qos/image_raw subscribed best_effort (no publisher yet" in node.text()
+    cam = Camera(auto_rig["env"], "/qos/image_raw", auto_rig["tmp"] / "cam1.log", "--stamp-base", "1000")
+    try:
+        first = wait_for(lambda: min(answered(dets, 1000, 10**6), default=None), 60, "a first answered frame")
+        # the node settles on reliable within a second or two; count the 40 frames after that
+        wait_for(lambda: answered(dets, first + 40, 10**6), 60, f"answers up to frame {first + 40}")
+    finally:
+        sent = cam.stop()
+    got = answered(dets, first, first + 40)
+    assert len(got) >= 32, f"{len(got)} of 40 answered after the first ({sent} sent):\n{node.text()[-2000:]}"
+    text = node.text()
+    assert text.count("best_effort -> reliable (publishers offer: 1 reliable)") == 1, text[-3000:]
+    wait_for(lambda: latest_stats(auto_rig["stats"])["reliability"] == "reliable", 10, "stats: reliable")
+    s = latest_stats(auto_rig["stats"])
+    assert s["starvation_warnings"] == 0 and "starved" not in text, text[-3000:]
+
+
+def test_auto_qos_follows_a_best_effort_camera_and_warns_when_starved(auto_rig):
+    node, dets, stats = auto_rig["node"], auto_rig["dets"], auto_rig["stats"]
+    # small best-effort frames fit Fast DDS shared memory: switched, and answered
+    cam = Camera(auto_rig["env"], "/qos/image_raw", auto_rig["tmp"] / "cam2.log", "--stamp-base", "5000",
+                 "--width", "320", "--height", "240", "--reliability", "best_effort")
+    try:
+        wait_for(lambda: len(answered(dets, 5000, 6000)) >= 20, 60, "20 answered best-effort frames")
+    finally:
+        cam.stop()
+    assert node.text().count("reliable -> best_effort (publishers offer: 1 best_effort)") == 1
+    assert latest_stats(stats)["reliability"] == "best_effort"
+    # large best-effort frames on default socket buffers: nothing (or little) arrives; one warning
+    before = node.text().count("image subscription starved")
+    cam = Camera(auto_rig["env"], "/qos/image_raw", auto_rig["tmp"] / "cam3.log", "--stamp-base", "8000",
+                 "--reliability", "best_effort")
+    try:
+        node.wait_log("image subscription starved", 60)
+        warned = wait_for(lambda: latest_stats(stats)["starvation_warnings"] >= 1 and latest_stats(stats), 10,
+                          "starvation counted in ~/stats")
+        time.sleep(4)  # longer than starvation_timeout: no second warning for the same episode
+    finally:
+        cam.stop()
+    assert warned["starved"] and warned["starvation_warnings"] == 1
+    lines = [ln for ln in node.text().splitlines() if "image subscription starved" in ln]
+    assert len(lines) - before == 1 and "WARN" in lines[-1], lines
+    if len(answered(dets, 8000, 9000)) == 0:  # the usual case here: silent, named as such
+        assert "no frame received for 3 s" in lines[-1] and "large frames over best effort" in lines[-1]
+    for fix in ("reliability: auto", "fastdds_large_frames.xml", "net.core.rmem_max"):
+        assert fix in lines[-1], lines[-1]
+
+
+def test_explicit_reliable_against_a_best_effort_camera_names_the_qos_mismatch(ros_env, tmp_path):
+    env = default_dds_env(ros_env)
+    cmd = shipped_node_cmd("reliability:=reliable", "starvation_timeout:=2.0", "__ns:=/qos2")
+    node = NodeProcess(cmd, env, tmp_path / "node.log")
+    try:
+        node.wait_log("ready:", START_TIMEOUT)
+        cam = Camera(env, "/qos2/image_raw", tmp_path / "cam.log", "--width", "320", "--height", "240",
+                     "--reliability", "best_effort")
+        try:
+            node.wait_log("image subscription starved", 60)
+        finally:
+            cam.stop()
+    finally:
+        code = node.stop()
+    text = node.text()
+    line = next(ln for ln in text.splitlines() if "image subscription starved" in ln)
+    assert "QoS mismatch" in line and "reliability: auto" in line, line
+    assert "reliability auto:" not in text  # explicit choice: never re-decided
+    assert code == 0 and "Traceback" not in text
+
+
+def test_use_sim_time_stamps_and_stats_follow_clock(ros_env, tmp_path):
+    """As under ``ros2 bag play --clock``: /clock drives the node's clock; outputs keep frame stamps."""
+    env = default_dds_env(ros_env)
+    cmd = shipped_node_cmd("use_sim_time:=true", "stats_period:=1.0", "__ns:=/sim")
+    node = NodeProcess(cmd, env, tmp_path / "node.log")
+    probe = Probe("sim_probe")
+    dets = probe.collect(Detection2DArray, "/sim/detections")
+    stats = probe.collect(String, "/sim/slimyolo_detector/stats")
+    base = 1_700_000_000
+    try:
+        node.wait_log("ready:", START_TIMEOUT)
+        cam = Camera(env, "/sim/image_raw", tmp_path / "cam.log", "--clock", "--stamp-base", str(base),
+                     "--width", "320", "--height", "240")
+        try:
+            wait_for(lambda: len(answered(dets, base, base + 10**6)) >= 5, 60, "5 answered frames")
+            wait_for(lambda: any(json.loads(m.data)["processed"] > 0 for _, m in list(stats)), 30, "stats")
+        finally:
+            sent = cam.stop()
+    finally:
+        code = node.stop()
+        probe.close()
+    # a stats message is only due when sim time has advanced a stats_period: its stamp is sim time
+    stamps = [json.loads(m.data)["stamp"] for _, m in list(stats)]
+    assert stamps and all(base <= s <= base + sent for s in stamps), (stamps, base, sent)
+    assert all(m.header.stamp.nanosec == 0 and base <= m.header.stamp.sec < base + sent
+               for _, m in list(dets))
+    assert code == 0

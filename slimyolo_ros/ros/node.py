@@ -40,6 +40,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -64,11 +65,21 @@ from slimyolo_ros.ros.convert import (
 )
 from slimyolo_ros.ros.frame_memory import reuse_frame_memory
 from slimyolo_ros.ros.messages import serialize_detection2d_array, to_label_info
+from slimyolo_ros.ros.qos import (
+    AUTO,
+    RELIABILITY_CHOICES,
+    RELIABLE,
+    choose_reliability,
+    describe_change,
+    reliability_name,
+)
+from slimyolo_ros.ros.starvation import StarvationWatch, starvation_message
 
 NODE_NAME = "slimyolo_detector"
 PACKAGE = "slimyolo_ros"
 REPO = Path(__file__).resolve().parents[2]
 WARN_PERIOD_S = 5.0  # one warning per kind of bad frame per this many seconds
+GRAPH_POLL_S = 1.0  # how often the image topic's publishers are looked at (QoS auto, starvation)
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
@@ -144,7 +155,12 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "label_info_topic": ("label_info", _desc("vision_msgs/LabelInfo topic (transient local)")),
     "publish_debug_image": (True, _desc("publish an annotated image while someone subscribes to it")),
     "debug_image_topic": ("~/debug_image", _desc("annotated sensor_msgs/Image topic")),
-    "reliability": ("best_effort", _desc("image subscription QoS reliability: best_effort | reliable")),
+    "reliability": ("auto", _desc("image subscription QoS reliability: auto (reliable when every publisher "
+                                  "offers reliable, else best effort; re-decided as publishers come and "
+                                  "go) | best_effort | reliable")),
+    "starvation_timeout": (5.0, _desc("warn once when a publisher is on the image topic but no frame arrived "
+                                      "for this many seconds, or most of its frames are lost; 0: off",
+                                      floating_point_range=_range(0.0, 3600.0))),
     "tile": (False, _desc("tiled inference: overlapping tiles at network resolution + merged NMS "
                           "(small objects in 4K frames)")),
     "tile_size": (0, _desc("tile side in pixels; 0: img_size",
@@ -224,6 +240,10 @@ class Stats:
                 self.dropped_middleware += seq - last - 1
             self._last_seq[key] = seq
 
+    def forget_publishers(self) -> None:
+        with self.lock:
+            self._last_seq.clear()
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             now = time.monotonic()
@@ -285,15 +305,17 @@ class DetectorNode(Node):
         # Before the subscription exists, so the first frame already lands in reusable memory.
         self._frame_memory = bool(p["reuse_frame_memory"]) and reuse_frame_memory()
 
-        image_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
-            reliability=ReliabilityPolicy.RELIABLE if p["reliability"] == "reliable"
-            else ReliabilityPolicy.BEST_EFFORT,
-        )
-        topic = p["input_topic"] + ("/compressed" if self._compressed else "")
-        self._sub = self.create_subscription(
-            CompressedImage if self._compressed else Image, topic, self._on_image, image_qos, raw=self._raw
-        )
+        self._image_topic = self.resolve_topic_name(p["input_topic"] + ("/compressed" if self._compressed
+                                                                          else ""))
+        self._sub: Any = None
+        self._reliability: str | None = None
+        self._offered: list[str] = []
+        self._starvation = StarvationWatch(float(p["starvation_timeout"]))
+        self._starvation_warnings = 0
+        self._update_subscription()
+        # Steady time: the QoS decision and the starvation watch must run even while a sim-time
+        # clock (use_sim_time) is paused or not published yet.
+        self.create_timer(GRAPH_POLL_S, self._watch_publishers, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._det_pub = self.create_publisher(Detection2DArray, p["detections_topic"], 10)
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
@@ -311,7 +333,7 @@ class DetectorNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"ready: {self._sub.topic_name} ({'CompressedImage' if self._compressed else 'Image'}, "
-            f"{p['reliability']}) -> {self._det_pub.topic_name}; model {self._model_desc}"
+            f"reliability {p['reliability']}) -> {self._det_pub.topic_name}; model {self._model_desc}"
             f"{'; frame memory reused' if self._frame_memory else ''}"
         )
 
@@ -319,9 +341,9 @@ class DetectorNode(Node):
     def _check_static_parameters(self, p: dict[str, Any]) -> None:
         if not _DEVICE_RE.match(p["device"]):
             raise StartupError(f"parameter 'device': {p['device']!r} is not auto, cpu, cuda or cuda:N")
-        if p["reliability"] not in ("best_effort", "reliable"):
+        if p["reliability"] not in RELIABILITY_CHOICES:
             raise StartupError(
-                f"parameter 'reliability': {p['reliability']!r} is not best_effort or reliable"
+                f"parameter 'reliability': {p['reliability']!r} is not {', '.join(RELIABILITY_CHOICES)}"
             )
         if p["backend"] not in ("torch", "onnxruntime"):
             raise StartupError(f"parameter 'backend': {p['backend']!r} is not torch or onnxruntime")
@@ -430,6 +452,42 @@ class DetectorNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self._label_pub.publish(msg)
 
+    # ---- image subscription: QoS and starvation ------------------------------------------
+    def _publisher_offers(self) -> list[str]:
+        return [reliability_name(i.qos_profile.reliability)
+                for i in self.get_publishers_info_by_topic(self._image_topic)]
+
+    def _update_subscription(self) -> None:
+        """(Re)create the image subscription when the reliability to use changed (auto mode)."""
+        self._offered = self._publisher_offers()
+        want = choose_reliability(self._p["reliability"], self._offered, self._reliability)
+        if want == self._reliability:
+            return
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+            self.stats.forget_publishers()  # frames missed while switching are no transport loss
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
+                         reliability=ReliabilityPolicy.RELIABLE if want == RELIABLE
+                         else ReliabilityPolicy.BEST_EFFORT)
+        self._sub = self.create_subscription(CompressedImage if self._compressed else Image,
+                                             self._image_topic, self._on_image, qos, raw=self._raw)
+        if self._p["reliability"] == AUTO:
+            self.get_logger().info(describe_change(self._image_topic, self._reliability, want, self._offered))
+        self._reliability = want
+
+    def _watch_publishers(self) -> None:
+        self._update_subscription()
+        with self.stats.lock:
+            received, lost = self.stats.received, self.stats.dropped_middleware
+        kind = self._starvation.update(time.monotonic(), len(self._offered), received, lost)
+        if kind is None:
+            return
+        self._starvation_warnings += 1
+        window = self._starvation.last_window
+        self.get_logger().warning(starvation_message(
+            kind, self._image_topic, self._reliability or "", self._offered, self._starvation.timeout_s,
+            received=window[0], sent=window[0] + window[1]))
+
     # ---- data path -----------------------------------------------------------------------
     def _on_image(self, msg: Any, info: Any) -> None:
         self.stats.on_receive(info)
@@ -497,6 +555,9 @@ class DetectorNode(Node):
 
     def _report_stats(self) -> None:
         s = self.stats.snapshot()
+        s.update(reliability=self._reliability, publishers=len(self._offered),
+                 starved=self._starvation.starved, starvation_warnings=self._starvation_warnings,
+                 stamp=self.get_clock().now().nanoseconds / 1e9)
         self._stats_pub.publish(String(data=json.dumps(s)))
         seen = (s["received"], s["bad_frames"], s["dropped"])
         if seen == self._last_logged:  # an idle node keeps quiet in the log

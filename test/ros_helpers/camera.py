@@ -1,0 +1,80 @@
+"""A camera driver stand-in: sensor_msgs/Image bgr8 at a fixed rate, in its own process.
+
+    python camera.py TOPIC [--width 1280] [--height 720] [--rate 10] [--reliability reliable]
+                     [--stamp-base 1000] [--frames 0] [--clock]
+
+QoS is rclpy's default (reliable, keep last 10, volatile) unless --reliability best_effort, and no
+Fast DDS profile unless the environment sets one: what a user's camera node does. Frame i carries
+stamp sec = stamp-base + i, so the test knows which frames were answered. With --clock it also
+publishes /clock = the frame's stamp (sim time, as ``ros2 bag play --clock`` does). It runs until
+--frames are sent (0: until SIGINT/SIGTERM) and prints ``sent N`` on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+
+from slimyolo_ros.ros.convert import bgr_to_image
+
+
+def frame(width: int, height: int) -> np.ndarray:
+    """A grey scene with a few coloured boxes (content does not matter, size does)."""
+    img = np.full((height, width, 3), 96, np.uint8)
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        x, y = int(rng.integers(0, width - 100)), int(rng.integers(0, height - 100))
+        img[y:y + 80, x:x + 60] = rng.integers(0, 255, 3, dtype=np.uint8)
+    return img
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("topic")
+    ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--height", type=int, default=720)
+    ap.add_argument("--rate", type=float, default=10.0)
+    ap.add_argument("--reliability", choices=("reliable", "best_effort"), default="reliable")
+    ap.add_argument("--stamp-base", type=int, default=1000)
+    ap.add_argument("--frames", type=int, default=0)
+    ap.add_argument("--clock", action="store_true")
+    args = ap.parse_args()
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    node = Node("test_camera")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if args.reliability == "reliable"
+                     else ReliabilityPolicy.BEST_EFFORT)
+    pub = node.create_publisher(Image, args.topic, qos)
+    clock_pub = node.create_publisher(Clock, "/clock", 10) if args.clock else None
+    msg: Image = bgr_to_image(frame(args.width, args.height), "bgr8")
+    msg.header.frame_id = "camera_optical"
+    print(f"camera on {pub.topic_name} {args.width}x{args.height} {args.rate:g} Hz {args.reliability}",
+          flush=True)
+    sent, period, start = 0, 1.0 / args.rate, time.monotonic()
+    while not stop and (args.frames == 0 or sent < args.frames):
+        msg.header.stamp.sec, msg.header.stamp.nanosec = args.stamp_base + sent, 0
+        if clock_pub is not None:
+            clock_pub.publish(Clock(clock=msg.header.stamp))
+        pub.publish(msg)
+        sent += 1
+        time.sleep(max(0.0, start + sent * period - time.monotonic()))
+    print(f"sent {sent}", flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
