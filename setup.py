@@ -19,7 +19,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", files("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", files("config/*.yaml")),
+        (f"share/{PACKAGE}/config", files("config/*.yaml") + files("config/*.xml")),
         (f"share/{PACKAGE}/models", files("models/*.cfg") + files("models/*.names")
          + files("models/*.pt") + files("models/*.weights") + files("models/*.md")),
     ],
@@ -29,7 +29,6 @@ setup(
     maintainer_email="maintainers@slimyolo-ros.dev",
     description="SlimYOLOv3 UAV object detection: a ROS 2 node and its training/pruning pipeline",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "detect_node = slimyolo_ros.ros.node:main",

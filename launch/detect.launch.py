@@ -1,49 +1,98 @@
-"""Start the SlimYOLOv3 detector node.
+"""Start the SlimYOLOv3 detector node (and, with track:=true, the tracker on its output).
 
     ros2 launch slimyolo_ros detect.launch.py image_topic:=/camera/image_raw device:=cuda
     ros2 launch slimyolo_ros detect.launch.py params_file:=/path/my.yaml weights:=/path/model.pt
+    ros2 launch slimyolo_ros detect.launch.py namespace:=uav1 use_sim_time:=true large_frames:=true
 
-Without ``launch`` installed (e.g. the pip venv) the same start is
-    detect_node --ros-args --params-file config/detect.yaml -r image_raw:=/camera/image_raw
+``ros2 launch slimyolo_ros detect.launch.py --show-args`` lists the arguments (docs/node.md).
 """
 
 import os
 
+import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
 
 PACKAGE = "slimyolo_ros"
+NODE_NAME = "slimyolo_detector"
+TRACKER_NAME = "slimyolo_tracker"
 
 
-def _detector_node(context, *args, **kwargs):
+def _share(*parts):
+    return os.path.join(get_package_share_directory(PACKAGE), *parts)
+
+
+def _node_section(params_file, node_name):
+    """The ros__parameters a params file gives ``node_name`` (keyed by name, /name or /**)."""
+    try:
+        with open(params_file) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return {}  # the node reports an unreadable params file itself, naming it
+    merged = {}
+    for key in ("/**", node_name, "/" + node_name):
+        section = data.get(key) if isinstance(data, dict) else None
+        if isinstance(section, dict):
+            merged.update(section.get("ros__parameters") or {})
+    return merged
+
+
+def _nodes(context, *args, **kwargs):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    namespace = arg("namespace")
+    params_file = arg("params_file")
+    # A params file keyed "slimyolo_detector:" matches only the node without a namespace (rcl matches
+    # keys against the fully qualified name), so a namespaced node gets the file's values as a dict,
+    # which launch_ros hands over keyed "/**".
+    params = [params_file] if not namespace.strip("/") else [_node_section(params_file, NODE_NAME)]
     # weights/device override the params file only when given (empty = keep the file's value),
     # which plain substitutions cannot express, hence the OpaqueFunction.
-    overrides = {}
-    for key in ("weights", "device"):
-        value = LaunchConfiguration(key).perform(context)
-        if value:
-            overrides[key] = value
-    return [
-        Node(
-            package=PACKAGE,
-            executable="detect_node",
-            name="slimyolo_detector",
-            output="screen",
-            emulate_tty=True,
-            parameters=[LaunchConfiguration("params_file"), overrides],
-            remappings=[("image_raw", LaunchConfiguration("image_topic"))],
-        )
-    ]
+    overrides = {key: arg(key) for key in ("weights", "device") if arg(key)}
+    overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    env = {}
+    if arg("large_frames").lower() in ("true", "1", "yes"):
+        profile = _share("config", "fastdds_large_frames.xml")
+        env = {"FASTDDS_DEFAULT_PROFILES_FILE": profile}
+    detector = Node(
+        package=PACKAGE,
+        executable="detect_node",
+        name=NODE_NAME,
+        namespace=namespace,
+        output="screen",
+        emulate_tty=True,
+        parameters=[*params, overrides],
+        remappings=[("image_raw", LaunchConfiguration("image_topic"))],
+        ros_arguments=["--log-level", arg("log_level")],
+        additional_env=env,
+    )
+    detections = _node_section(params_file, NODE_NAME).get("detections_topic", "detections")
+    track_params = _share("config", "track.yaml")
+    tracker = Node(
+        package=PACKAGE,
+        executable="track_node",
+        name=TRACKER_NAME,
+        namespace=namespace,
+        output="screen",
+        emulate_tty=True,
+        parameters=([track_params] if os.path.isfile(track_params) else [])
+        + [{"use_sim_time": overrides["use_sim_time"]}],
+        remappings=[("detections", detections)],
+        ros_arguments=["--log-level", arg("log_level")],
+        condition=IfCondition(LaunchConfiguration("track")),
+    )
+    return [detector, tracker]
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "detect.yaml")
     return LaunchDescription([
-        DeclareLaunchArgument("params_file", default_value=default_params,
+        DeclareLaunchArgument("params_file", default_value=_share("config", "detect.yaml"),
                               description="node parameters (YAML keyed slimyolo_detector: ros__parameters:)"),
         DeclareLaunchArgument("image_topic", default_value="image_raw",
                               description="camera topic, remapped onto the node's image_raw"),
@@ -51,5 +100,16 @@ def generate_launch_description() -> LaunchDescription:
                               description="model file (.pt or Darknet .weights); empty: the params file's"),
         DeclareLaunchArgument("device", default_value="",
                               description="auto | cpu | cuda | cuda:N; empty: the params file's"),
-        OpaqueFunction(function=_detector_node),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="namespace of the node(s) and their relative topics"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="follow /clock (ros2 bag play --clock)"),
+        DeclareLaunchArgument("log_level", default_value="info",
+                              description="debug | info | warn | error | fatal"),
+        DeclareLaunchArgument("large_frames", default_value="false",
+                              description="start the node with config/fastdds_large_frames.xml (Fast DDS "
+                                          "shared memory for camera-sized frames; the camera needs it too)"),
+        DeclareLaunchArgument("track", default_value="false",
+                              description="also start track_node (slimyolo_tracker) on the detections"),
+        OpaqueFunction(function=_nodes),
     ])

@@ -17,7 +17,6 @@ import importlib.util
 import itertools
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,12 +28,12 @@ import yaml
 from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from ros_helpers.camera import CameraProcess, answered, default_dds_env
 from ros_helpers.probe import LATCHED, NodeProcess, Probe, node_env, wait_for
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from slimyolo_ros.bag.replay import PROFILE_ENV
 from slimyolo_ros.ros.convert import bgr_to_compressed, bgr_to_image
 from slimyolo_ros.ros.node import STAGES
 from slimyolo_ros.ros.qos import choose_reliability
@@ -451,9 +450,6 @@ def test_startup_errors_are_one_clear_line(ros_env, tmp_path):
 
 
 # ---- image QoS (reliability: auto) and the starvation warning ------------------------------------
-CAMERA = [sys.executable, str(Path(__file__).resolve().parent / "ros_helpers" / "camera.py")]
-
-
 def test_choose_reliability_follows_the_publishers():
     assert choose_reliability("auto", [], None) == "best_effort"  # matches a camera of either kind
     assert choose_reliability("auto", ["reliable"], "best_effort") == "reliable"
@@ -498,14 +494,6 @@ def test_starvation_message_names_cause_and_fix():
     assert "3 of the 50" in text and "rmem_max" in text
 
 
-def default_dds_env(base: dict[str, str]) -> dict[str, str]:
-    """A user's setup: no Fast DDS profile (conftest gives the test process one)."""
-    env = node_env(base)
-    for var in PROFILE_ENV:
-        env.pop(var, None)
-    return env
-
-
 def shipped_node_cmd(*extra: str) -> list[str]:
     """detect_node with config/detect.yaml and its shipped model, on CPU."""
     cmd = [*NODE_CMD, "--ros-args", "--params-file", str(REPO / "config" / "detect.yaml"),
@@ -515,18 +503,8 @@ def shipped_node_cmd(*extra: str) -> list[str]:
     return cmd
 
 
-class Camera:
-    def __init__(self, env: dict[str, str], topic: str, log: Path, *args: str) -> None:
-        self.proc = NodeProcess([*CAMERA, topic, *args], env, log)
-        self.proc.wait_log("camera on", START_TIMEOUT)
-
-    def stop(self) -> int:
-        self.proc.stop()
-        return int(self.proc.text().split("sent ")[-1].split()[0])
-
-
-def answered(results, lo: int, hi: int) -> set[int]:
-    return {m.header.stamp.sec for _, m in list(results) if lo <= m.header.stamp.sec < hi}
+def camera(rig: dict, log: str, *args: str) -> CameraProcess:
+    return CameraProcess(rig["env"], "/qos/image_raw", rig["tmp"] / log, *args)
 
 
 def latest_stats(stats) -> dict:
@@ -537,7 +515,7 @@ def latest_stats(stats) -> dict:
 def auto_rig(ros_env, tmp_path_factory):
     """The shipped config (reliability auto, the shipped model) in /qos, no DDS profile."""
     tmp = tmp_path_factory.mktemp("qos")
-    env = default_dds_env(ros_env)
+    env = default_dds_env(node_env(ros_env))
     cmd = shipped_node_cmd("stats_period:=1.0", "starvation_timeout:=3.0", "__ns:=/qos")
     node = NodeProcess(cmd, env, tmp / "node.log")
     probe = Probe("qos_probe")
@@ -554,7 +532,7 @@ def test_auto_qos_hears_a_default_camera_started_after_the_node(auto_rig):
     """rclpy's default QoS (reliable), 1280x720 bgr8 at 10 Hz, no profile: the issue's 0-of-50 case."""
     node, dets = auto_rig["node"], auto_rig["dets"]
     assert "reliability auto: /qos/image_raw subscribed best_effort (no publisher yet" in node.text()
-    cam = Camera(auto_rig["env"], "/qos/image_raw", auto_rig["tmp"] / "cam1.log", "--stamp-base", "1000")
+    cam = camera(auto_rig, "cam1.log", "--stamp-base", "1000")
     try:
         first = wait_for(lambda: min(answered(dets, 1000, 10**6), default=None), 60, "a first answered frame")
         # the node settles on reliable within a second or two; count the 40 frames after that
@@ -573,8 +551,8 @@ def test_auto_qos_hears_a_default_camera_started_after_the_node(auto_rig):
 def test_auto_qos_follows_a_best_effort_camera_and_warns_when_starved(auto_rig):
     node, dets, stats = auto_rig["node"], auto_rig["dets"], auto_rig["stats"]
     # small best-effort frames fit Fast DDS shared memory: switched, and answered
-    cam = Camera(auto_rig["env"], "/qos/image_raw", auto_rig["tmp"] / "cam2.log", "--stamp-base", "5000",
-                 "--width", "320", "--height", "240", "--reliability", "best_effort")
+    cam = camera(auto_rig, "cam2.log", "--stamp-base", "5000", "--width", "320", "--height", "240",
+                 "--reliability", "best_effort")
     try:
         wait_for(lambda: len(answered(dets, 5000, 6000)) >= 20, 60, "20 answered best-effort frames")
     finally:
@@ -583,8 +561,7 @@ def test_auto_qos_follows_a_best_effort_camera_and_warns_when_starved(auto_rig):
     assert latest_stats(stats)["reliability"] == "best_effort"
     # large best-effort frames on default socket buffers: nothing (or little) arrives; one warning
     before = node.text().count("image subscription starved")
-    cam = Camera(auto_rig["env"], "/qos/image_raw", auto_rig["tmp"] / "cam3.log", "--stamp-base", "8000",
-                 "--reliability", "best_effort")
+    cam = camera(auto_rig, "cam3.log", "--stamp-base", "8000", "--reliability", "best_effort")
     try:
         node.wait_log("image subscription starved", 60)
         warned = wait_for(lambda: latest_stats(stats)["starvation_warnings"] >= 1 and latest_stats(stats), 10,
@@ -602,12 +579,12 @@ def test_auto_qos_follows_a_best_effort_camera_and_warns_when_starved(auto_rig):
 
 
 def test_explicit_reliable_against_a_best_effort_camera_names_the_qos_mismatch(ros_env, tmp_path):
-    env = default_dds_env(ros_env)
+    env = default_dds_env(node_env(ros_env))
     cmd = shipped_node_cmd("reliability:=reliable", "starvation_timeout:=2.0", "__ns:=/qos2")
     node = NodeProcess(cmd, env, tmp_path / "node.log")
     try:
         node.wait_log("ready:", START_TIMEOUT)
-        cam = Camera(env, "/qos2/image_raw", tmp_path / "cam.log", "--width", "320", "--height", "240",
+        cam = CameraProcess(env, "/qos2/image_raw", tmp_path / "cam.log", "--width", "320", "--height", "240",
                      "--reliability", "best_effort")
         try:
             node.wait_log("image subscription starved", 60)
@@ -624,7 +601,7 @@ def test_explicit_reliable_against_a_best_effort_camera_names_the_qos_mismatch(r
 
 def test_use_sim_time_stamps_and_stats_follow_clock(ros_env, tmp_path):
     """As under ``ros2 bag play --clock``: /clock drives the node's clock; outputs keep frame stamps."""
-    env = default_dds_env(ros_env)
+    env = default_dds_env(node_env(ros_env))
     cmd = shipped_node_cmd("use_sim_time:=true", "stats_period:=1.0", "__ns:=/sim")
     node = NodeProcess(cmd, env, tmp_path / "node.log")
     probe = Probe("sim_probe")
@@ -633,7 +610,7 @@ def test_use_sim_time_stamps_and_stats_follow_clock(ros_env, tmp_path):
     base = 1_700_000_000
     try:
         node.wait_log("ready:", START_TIMEOUT)
-        cam = Camera(env, "/sim/image_raw", tmp_path / "cam.log", "--clock", "--stamp-base", str(base),
+        cam = CameraProcess(env, "/sim/image_raw", tmp_path / "cam.log", "--clock", "--stamp-base", str(base),
                      "--width", "320", "--height", "240")
         try:
             wait_for(lambda: len(answered(dets, base, base + 10**6)) >= 5, 60, "5 answered frames")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -630,6 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C in a terminal reaches the node twice: from the terminal (the whole foreground process
+        # group) and forwarded by ros2 launch. The second must not interrupt the orderly shutdown.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.close()
         executor.shutdown()
         node.destroy_node()

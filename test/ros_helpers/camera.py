@@ -1,4 +1,5 @@
-"""A camera driver stand-in: sensor_msgs/Image bgr8 at a fixed rate, in its own process.
+"""A camera driver stand-in: sensor_msgs/Image bgr8 at a fixed rate, in its own process; and
+``CameraProcess``, how tests start it.
 
     python camera.py TOPIC [--width 1280] [--height 720] [--rate 10] [--reliability reliable]
                      [--stamp-base 1000] [--frames 0] [--clock]
@@ -16,6 +17,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -24,7 +26,32 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
+from slimyolo_ros.bag.replay import PROFILE_ENV
 from slimyolo_ros.ros.convert import bgr_to_image
+
+
+def default_dds_env(env: dict[str, str]) -> dict[str, str]:
+    """A user's setup: no Fast DDS profile (test/conftest.py gives the test process one)."""
+    return {k: v for k, v in env.items() if k not in PROFILE_ENV}
+
+
+class CameraProcess:
+    """This script as a subprocess; ``stop()`` returns how many frames it sent."""
+
+    def __init__(self, env: dict[str, str], topic: str, log: Path, *args: str) -> None:
+        from ros_helpers.probe import NodeProcess  # here: run as a script, ros_helpers is no package
+
+        self.proc = NodeProcess([sys.executable, __file__, topic, *args], env, log)
+        self.proc.wait_log("camera on", 90)
+
+    def stop(self) -> int:
+        self.proc.stop()
+        return int(self.proc.text().split("sent ")[-1].split()[0])
+
+
+def answered(results: list, lo: int, hi: int) -> set[int]:
+    """Stamps (sec) in [lo, hi) of the messages a Probe collected."""
+    return {m.header.stamp.sec for _, m in list(results) if lo <= m.header.stamp.sec < hi}
 
 
 def frame(width: int, height: int) -> np.ndarray:

@@ -1,0 +1,221 @@
+"""The ROS user's path, for real: ``colcon build`` in a workspace, ``source install/setup.bash``,
+``ros2 launch slimyolo_ros detect.launch.py``, a camera with rclpy's default QoS and no Fast DDS
+profile, ``ros2 param set``, ``ros2 topic echo``, and Ctrl-C.
+
+Every ros2/colcon command runs through ``bash -c`` after sourcing the workspace, as a user types it.
+The launch runs in its own process group with SIGINT restored, so the group signal is what Ctrl-C
+in a terminal sends (a background process of a non-interactive shell would ignore it).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import VENV_BIN, in_ci
+from ros_helpers.camera import CameraProcess, answered, default_dds_env
+from ros_helpers.probe import Probe, node_env, wait_for
+from vision_msgs.msg import Detection2DArray
+
+pytestmark = pytest.mark.ros
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_FILES = ("setup.py", "setup.cfg", "package.xml", "README.md", "resource", "launch", "config",
+                 "models", "slimyolo_ros")
+START_TIMEOUT = 120.0
+
+
+def require_ros2_cli() -> None:
+    missing = [t for t in ("ros2", "colcon") if not (VENV_BIN / t).is_file()]
+    if missing:
+        msg = f"{', '.join(missing)} not in {VENV_BIN} (make setup installs them; see README)"
+        if in_ci():
+            pytest.fail(msg + "; CI=true requires them")
+        pytest.skip(msg)
+
+
+def sourced(ws: Path, command: str) -> list[str]:
+    return ["bash", "-c", f"source {shlex.quote(str(ws / 'install' / 'setup.bash'))} && {command}"]
+
+
+def ros2(ws: Path, env: dict[str, str], command: str, timeout: float = 60) -> str:
+    proc = subprocess.run(sourced(ws, command), env=env, cwd=ws, capture_output=True, text=True,
+                          timeout=timeout)
+    return proc.stdout + proc.stderr
+
+
+def ros2_until(ws: Path, env: dict[str, str], command: str, done, timeout: float = 60) -> str:
+    """Repeat a ros2 CLI call while it has not found the node yet (daemon discovery)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = ros2(ws, env, command)
+        if done(out) or time.monotonic() > deadline:
+            return out
+        time.sleep(1.0)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A colcon workspace with a copy of this package in src/, built."""
+    require_ros2_cli()
+    ws = tmp_path_factory.mktemp("ws")
+    src = ws / "src" / "slimyolo_ros"
+    src.mkdir(parents=True)
+    for name in PACKAGE_FILES:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif path.is_file():
+            shutil.copy2(path, src / name)
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(["bash", "-c", "colcon build --packages-select slimyolo_ros"], cwd=ws, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return ws
+
+
+@pytest.fixture(scope="module")
+def user_env(ros_env) -> dict[str, str]:
+    """This run's DDS domain on loopback, the venv on PATH, and no Fast DDS profile: a user's
+    default camera has none, which is the case the node must handle."""
+    env = default_dds_env(node_env(ros_env))
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def test_colcon_installs_what_ros2_launch_and_run_look_for(workspace, user_env):
+    prefix = workspace / "install" / "slimyolo_ros"
+    share = prefix / "share" / "slimyolo_ros"
+    assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "slimyolo_ros").is_file()
+    for rel in ("package.xml", "launch/detect.launch.py", "config/detect.yaml",
+                "config/fastdds_large_frames.xml"):
+        assert (share / rel).read_bytes() == (REPO / rel).read_bytes(), rel
+    shipped = sorted(p.name for p in (REPO / "models").iterdir()
+                     if p.suffix in (".cfg", ".names", ".pt", ".weights", ".md"))
+    assert shipped and sorted(p.name for p in (share / "models").iterdir()) == shipped
+    for exe in ("detect_node", "slimyolo"):
+        assert os.access(prefix / "lib" / "slimyolo_ros" / exe, os.X_OK), exe
+    # after sourcing, the workspace's package comes first
+    out = ros2(workspace, user_env, "ros2 pkg prefix slimyolo_ros && "
+               "python -c 'import slimyolo_ros.ros.node as n; print(n.__file__)'")
+    assert out.splitlines()[0] == str(prefix) and str(prefix) in out.splitlines()[1], out
+    out = ros2(workspace, user_env, "ros2 launch slimyolo_ros detect.launch.py --show-args")
+    for arg in ("params_file", "image_topic", "weights", "device", "namespace", "use_sim_time",
+                "log_level", "large_frames", "track"):
+        assert f"'{arg}'" in out, out
+
+
+class Launch:
+    """``ros2 launch`` in its own process group, output in a log file."""
+
+    def __init__(self, ws: Path, env: dict[str, str], log: Path, args: str) -> None:
+        self.log = log
+        self._fh = open(log, "wb")
+        self.proc = subprocess.Popen(
+            sourced(ws, f"exec ros2 launch slimyolo_ros detect.launch.py {args}"), cwd=ws, env=env,
+            stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.pgid = self.proc.pid
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def group(self) -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter():
+            try:
+                if os.getpgid(p.pid) == self.pgid and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except (ProcessLookupError, psutil.Error):
+                pass
+        return out
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+        self._fh.close()
+
+
+@pytest.fixture(scope="module")
+def launched(workspace, user_env, tmp_path_factory):
+    log = tmp_path_factory.mktemp("launch") / "launch.log"
+    launch = Launch(workspace, user_env, log, "image_topic:=/cam/image_raw device:=cpu")
+    probe = Probe("launch_probe")
+    try:
+        wait_for(lambda: "ready:" in launch.text() or launch.proc.poll() is not None, START_TIMEOUT,
+                 "the node's ready line", poll=0.2)
+        assert "ready:" in launch.text(), launch.text()[-3000:]
+        yield launch, probe
+    finally:
+        probe.close()
+        launch.kill()  # only what a failed test left running
+        ros2(workspace, user_env, "ros2 daemon stop")
+
+
+def test_launched_node_is_the_installed_one(launched, workspace):
+    launch, _ = launched
+    ready = next(ln for ln in launch.text().splitlines() if "ready:" in ln)
+    share = workspace / "install" / "slimyolo_ros" / "share" / "slimyolo_ros"
+    assert "/cam/image_raw (Image, reliability auto)" in ready, ready
+    assert str(share / "models" / "slimyolov3-synth.pt") in ready and "device cpu" in ready, ready
+
+
+def test_default_qos_camera_is_answered(launched, user_env, tmp_path):
+    """rclpy's default publisher QoS (reliable), 1280x720 bgr8, 10 Hz, no profile: the issue's case."""
+    launch, probe = launched
+    dets = probe.collect(Detection2DArray, "/detections")
+    cam = CameraProcess(user_env, "/cam/image_raw", tmp_path / "camera.log", "--stamp-base", "100")
+    try:
+        first = wait_for(lambda: min(answered(dets, 100, 10**6), default=None), 60, "a first answered frame")
+        # the subscription settles on reliable within a second or two of discovery; then count 50 frames
+        wait_for(lambda: answered(dets, first + 50, 10**6), 60, f"answers up to frame {first + 50}")
+    finally:
+        sent = cam.stop()
+    got = answered(dets, first, first + 50)
+    assert len(got) >= 40, f"{len(got)} of 50 frames answered ({sent} sent):\n{launch.text()[-3000:]}"
+    assert "best_effort -> reliable" in launch.text()
+
+
+def test_ros2_param_set_is_validated_by_the_node(launched, workspace, user_env):
+    def found(out: str) -> bool:
+        return "Node not found" not in out
+
+    out = ros2_until(workspace, user_env, "ros2 param set /slimyolo_detector conf_threshold 1.5", found)
+    assert "Setting parameter failed" in out and "conf_threshold" in out and "1.5" in out, out
+    out = ros2_until(workspace, user_env, "ros2 param set /slimyolo_detector conf_threshold 0.4", found)
+    assert "Set parameter successful" in out, out
+    out = ros2_until(workspace, user_env, "ros2 param get /slimyolo_detector conf_threshold", found)
+    assert "Double value is: 0.4" in out, out
+
+
+def test_ros2_topic_echo_shows_the_class_map(launched, workspace, user_env):
+    names_file = REPO / "models" / "slimyolov3-synth.names"
+    names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+    out = ros2(workspace, user_env, "timeout 60 ros2 topic echo --once /label_info", timeout=90)
+    for i, name in enumerate(names):
+        assert f"class_id: {i}\n  class_name: {name}" in out, out
+
+
+def test_ctrl_c_stops_everything_cleanly(launched):
+    launch, _ = launched
+    members = launch.group()
+    assert any("detect_node" in " ".join(p.cmdline()) for p in members), [p.cmdline() for p in members]
+    t0 = time.monotonic()
+    os.killpg(launch.pgid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the foreground group
+    launch.proc.wait(timeout=30)
+    took = time.monotonic() - t0
+    wait_for(lambda: not launch.group(), 10, "every process of the launch to exit")
+    text = launch.text()
+    assert took < 15, f"ros2 launch took {took:.1f} s to stop"
+    assert "Traceback" not in text, text[-3000:]
+    assert "process has finished cleanly" in text and launch.proc.returncode == 0, text[-3000:]
