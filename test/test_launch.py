@@ -219,3 +219,59 @@ def test_ctrl_c_stops_everything_cleanly(launched):
     assert took < 15, f"ros2 launch took {took:.1f} s to stop"
     assert "Traceback" not in text, text[-3000:]
     assert "process has finished cleanly" in text and launch.proc.returncode == 0, text[-3000:]
+
+
+# ---- ros2 bag play compatibility of `slimyolo bag make` ------------------------------------------
+# rosbag2 itself is not installable here; its reader needs a version-5+ metadata.yaml naming the
+# storage plugin and files, per topic the ROS type, cdr serialisation, offered QoS (a list; empty:
+# the player offers its default) and the RIHS01 type hash that rosidl generated for the type; an mcap
+# file with the "ros2" profile, or the sqlite3 schema of rosbag2_storage_default_plugins.
+def rosidl_type_hash(msgtype: str) -> str:
+    """The hash rosidl generated for ``pkg/msg/Name`` (share/<pkg>/msg/<Name>.json of its install)."""
+    import json
+    import sys
+
+    pkg, _, name = msgtype.split("/")
+    # the ROS wheels and vision_msgs install a ROS prefix into the venv
+    desc = json.loads((Path(sys.prefix) / "share" / pkg / "msg" / f"{name}.json").read_text())
+    return next(h["hash_string"] for h in desc["type_hashes"] if h["type_name"] == msgtype)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_bag_make_writes_a_standard_rosbag2(tmp_path, storage):
+    import sqlite3
+
+    import yaml
+    from rosbags.rosbag2 import Reader
+
+    from slimyolo_ros.bag.make import make_bag
+    from slimyolo_ros.data.synth import generate
+
+    generate(tmp_path / "det", 3, size=(96, 64), seed=1, progress=False)
+    bag = tmp_path / "bag"
+    make_bag(tmp_path / "det", bag, storage=storage, progress=False)
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["version"] >= 5 and meta["storage_identifier"] == storage
+    assert meta["relative_file_paths"] == [f"bag.{'mcap' if storage == 'mcap' else 'db3'}"]
+    assert meta["message_count"] == sum(t["message_count"] for t in meta["topics_with_message_count"]) == 9
+    topics = {}
+    for t in meta["topics_with_message_count"]:
+        tm = t["topic_metadata"]
+        topics[tm["name"]] = tm["type"]
+        assert tm["serialization_format"] == "cdr" and isinstance(tm["offered_qos_profiles"], list), tm
+        assert tm["type_description_hash"] == rosidl_type_hash(tm["type"]), tm
+    with Reader(bag) as reader:  # rosbags' Reader of the standard rosbag2 layout
+        assert {c.topic: c.msgtype for c in reader.connections} == topics
+        assert sum(1 for _ in reader.messages()) == 9
+    data = bag / meta["relative_file_paths"][0]
+    if storage == "mcap":
+        head = data.read_bytes()[:64]
+        assert head[:8] == b"\x89MCAP0\r\n" and head[8] == 0x01  # magic, then the Header record
+        profile_len = int.from_bytes(head[17:21], "little")
+        assert head[21:21 + profile_len] == b"ros2"
+    else:
+        db = sqlite3.connect(data)
+        cols = {row[1] for row in db.execute("PRAGMA table_info(topics)")}
+        assert {"name", "type", "serialization_format", "offered_qos_profiles"} <= cols
+        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 9
+        db.close()
