@@ -480,6 +480,10 @@ class DetectorNode(Node):
         self._update_subscription()
         with self.stats.lock:
             received, lost = self.stats.received, self.stats.dropped_middleware
+        # Only a best-effort subscription loses frames in transport. A reliable one's sequence gaps are
+        # frames its depth-1 queue replaced while the node was busy: no starvation, just a slow node.
+        if self._reliability == RELIABLE:
+            lost = 0
         kind = self._starvation.update(time.monotonic(), len(self._offered), received, lost)
         if kind is None:
             return

@@ -3,7 +3,8 @@
 Two symptoms, both seen with raw camera frames over Fast DDS defaults (docs/node.md):
 * ``silent``: a publisher is on the topic but no frame has arrived for ``timeout_s``;
 * ``lossy``: frames arrive, but the publisher's sequence numbers show that far more were sent
-  (the node counts the gaps as middleware drops).
+  (the node counts the gaps as middleware drops; it feeds them here only for a best-effort
+  subscription, since a reliable one's gaps are frames its queue replaced while the node was busy).
 
 :class:`StarvationWatch` is fed counters and the time, so it is testable without a middleware; the
 node calls it from a timer and logs the text :func:`starvation_message` builds. One warning per
