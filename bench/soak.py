@@ -73,10 +73,10 @@ def build_workspace(ws: Path, env: dict[str, str]) -> None:
                    check=True, capture_output=True, timeout=900)
 
 
-def launch(ws: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+def launch(ws: Path, env: dict[str, str], log: Path, large_frames: bool) -> subprocess.Popen:
     setup = shlex.quote(str(ws / "install" / "setup.bash"))
     cmd = (f"source {setup} && exec ros2 launch slimyolo_ros detect.launch.py "
-           f"image_topic:={TOPIC} device:=cpu")
+           f"image_topic:={TOPIC} device:=cpu large_frames:={str(large_frames).lower()}")
     return subprocess.Popen(["bash", "-c", cmd], cwd=ws, env=env, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -165,7 +165,9 @@ def soak(args: argparse.Namespace) -> dict:
     ws = Path(args.workspace).resolve()
     build_workspace(ws, env)
     log = ws / "launch.log"
-    proc = launch(ws, env, log)
+    if args.large_frames:  # the camera (this process) too: a sample travels in its writer's segment
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_large_frames.xml")
+    proc = launch(ws, env, log, args.large_frames)
     cam = None
     try:
         node = node_process(proc.pid)
@@ -200,9 +202,10 @@ def soak(args: argparse.Namespace) -> dict:
             proc.wait()
         stop_s = time.monotonic() - t0
     text = log.read_text(errors="replace")
-    return {"command": " ".join(["python", "bench/soak.py", *sys.argv[1:]]),
+    return {"command": shlex.join(["python", "bench/soak.py", *sys.argv[1:]]),
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "git": _git_rev(), "rate_hz": args.rate, "width": args.width, "height": args.height,
+            "git": _git_rev(), "rate_hz": args.rate, "large_frames": args.large_frames,
+            "width": args.width, "height": args.height,
             "cpus": os.cpu_count(), "load_avg_end": round(os.getloadavg()[0], 2),
             "ready_line": next((ln for ln in text.splitlines() if "ready:" in ln), ""),
             "qos_lines": [ln.split("]: ", 1)[-1] for ln in text.splitlines() if "reliability auto:" in ln],
@@ -226,7 +229,9 @@ def markdown(r: dict, note: str) -> str:
         f"Command: `{r['command']}` — {r['date_utc']}, git `{r['git']}`, {r['cpus']} CPUs, load average "
         f"{r['load_avg_end']} at the end. {note}".rstrip(), "",
         f"Camera: rclpy default QoS (reliable), {r['width']}x{r['height']} bgr8 at {r['rate_hz']:g} Hz, "
-        "no Fast DDS profile; node: `ros2 launch slimyolo_ros detect.launch.py device:=cpu` from a colcon "
+        + ("camera and node with config/fastdds_large_frames.xml (`large_frames:=true`)" if r["large_frames"]
+           else "no Fast DDS profile")
+        + "; node: `ros2 launch slimyolo_ros detect.launch.py device:=cpu` from a colcon "
         f"workspace, the shipped config and model. QoS: {'; '.join(r['qos_lines']) or '–'}.", "",
         table(["minute", "sent", "answered", "answered %", "latency p50 ms", "latency p95 ms",
                "node RSS MiB", "replaced in the node (cum.)", "replaced in the DDS queue (cum.)"], rows),
@@ -259,6 +264,8 @@ def main() -> int:
     ap.add_argument("--workspace", default=str(REPO / "runs" / "soak" / "ws"))
     ap.add_argument("--json", default=str(REPO / "runs" / "soak" / "soak.json"))
     ap.add_argument("--md", default=str(REPO / "docs" / "benchmarks.md"), help="'' to skip")
+    ap.add_argument("--large-frames", action="store_true",
+                    help="camera and node with config/fastdds_large_frames.xml (launch large_frames:=true)")
     ap.add_argument("--note", default="", help="a sentence for the markdown (e.g. the machine's load)")
     args = ap.parse_args()
     result = soak(args)

@@ -478,6 +478,10 @@ def test_starvation_watch_warns_once_per_episode():
         out.append(w.update(t, 1, received, lost))
     assert out.count(LOSSY) == 1 and SILENT not in out, out
     assert w.last_window[0] < w.last_window[1]
+    # gaps while the node is busy nearly all the time: its depth-1 queue keeping the newest, by design
+    w3 = StarvationWatch(timeout_s=5)
+    assert all(w3.update(t, 1, 2 * t, 8 * t, busy_s=0.9 * t) is None for t in range(60))
+    assert w3.update(60, 1, 120, 480, busy_s=54) is None and w3.last_window[1] > 0
     # a publisher whose frames all arrive, slowly, is not starvation
     w2 = StarvationWatch(timeout_s=5)
     assert all(w2.update(t, 1, t // 4, 0) is None for t in range(60))

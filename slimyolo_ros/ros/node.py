@@ -9,6 +9,9 @@ A thin ROS shell over :class:`slimyolo_ros.detect.detector.Detector` (no ML here
   node never falls behind the camera;
 * drops lost before the callback (middleware overwrote the depth-1 queue) are counted from gaps in
   the publisher's sequence numbers;
+* the image subscription's reliability follows the camera (``reliability: auto``, ros/qos.py), and a
+  camera that is there but whose frames do not arrive gets one warning naming cause and fix
+  (ros/starvation.py);
 * LabelInfo (class id -> name) on ``label_info``, TRANSIENT_LOCAL, so late subscribers get it;
 * an annotated debug image only while somebody subscribes to it;
 * conf/nms thresholds and the class filter can be changed at runtime (validated);
@@ -219,6 +222,7 @@ class Stats:
         self.received = self.processed = self.bad = 0
         self.dropped_replaced = self.dropped_middleware = 0
         self.window_processed = 0
+        self.busy_s = 0.0  # the worker's time on frames, cumulative (starvation: a busy node drops by design)
         self.window_start = time.monotonic()
         self.latency_ms: deque[float] = deque(maxlen=1000)
         self.inference_ms: deque[float] = deque(maxlen=1000)
@@ -480,11 +484,8 @@ class DetectorNode(Node):
         self._update_subscription()
         with self.stats.lock:
             received, lost = self.stats.received, self.stats.dropped_middleware
-        # Only a best-effort subscription loses frames in transport. A reliable one's sequence gaps are
-        # frames its depth-1 queue replaced while the node was busy: no starvation, just a slow node.
-        if self._reliability == RELIABLE:
-            lost = 0
-        kind = self._starvation.update(time.monotonic(), len(self._offered), received, lost)
+            busy_s = self.stats.busy_s
+        kind = self._starvation.update(time.monotonic(), len(self._offered), received, lost, busy_s)
         if kind is None:
             return
         self._starvation_warnings += 1
@@ -538,6 +539,7 @@ class DetectorNode(Node):
         with self.stats.lock:
             self.stats.processed += 1
             self.stats.window_processed += 1
+            self.stats.busy_s += t_done - t_take
             self.stats.latency_ms.append((t_done - t_recv) * 1e3)
             self.stats.inference_ms.append((t1 - t0) * 1e3)
             for k, v in stage_ms.items():

@@ -3,8 +3,8 @@
 Two symptoms, both seen with raw camera frames over Fast DDS defaults (docs/node.md):
 * ``silent``: a publisher is on the topic but no frame has arrived for ``timeout_s``;
 * ``lossy``: frames arrive, but the publisher's sequence numbers show that far more were sent
-  (the node counts the gaps as middleware drops; it feeds them here only for a best-effort
-  subscription, since a reliable one's gaps are frames its queue replaced while the node was busy).
+  (the node counts the gaps as middleware drops), while the node was mostly idle. Gaps while the
+  worker is busy most of the time are the depth-1 queue keeping the newest frame, by design.
 
 :class:`StarvationWatch` is fed counters and the time, so it is testable without a middleware; the
 node calls it from a timer and logs the text :func:`starvation_message` builds. One warning per
@@ -26,15 +26,18 @@ class _Mark:
     t: float
     received: int
     lost: int
+    busy_s: float
 
 
 class StarvationWatch:
     """``update()`` returns ``silent``/``lossy`` when a warning is due, else None."""
 
-    def __init__(self, timeout_s: float, min_sent: int = 10, min_fraction: float = 0.5) -> None:
+    def __init__(self, timeout_s: float, min_sent: int = 10, min_fraction: float = 0.5,
+                 busy_fraction: float = 0.8) -> None:
         self.timeout_s = float(timeout_s)
         self.min_sent = min_sent
         self.min_fraction = min_fraction
+        self.busy_fraction = busy_fraction
         self.armed = True
         self.starved = False
         self._since: float | None = None  # when the current silence (with a publisher) began
@@ -42,10 +45,13 @@ class StarvationWatch:
         self.last_window = (0, 0)  # (received, lost) in the last loss window: the numbers of a lossy warning
         self._mark: _Mark | None = None  # start of the current loss window
 
-    def update(self, now: float, publishers: int, received: int, lost: int) -> str | None:
+    def update(self, now: float, publishers: int, received: int, lost: int,
+               busy_s: float = 0.0) -> str | None:
+        """``received``/``lost``: frames received and sequence-gap frames so far; ``busy_s``: the node's
+        time spent on frames so far (all cumulative)."""
         if self.timeout_s <= 0:
             return None
-        kind = self._silent(now, publishers, received) or self._lossy(now, received, lost)
+        kind = self._silent(now, publishers, received) or self._lossy(now, received, lost, busy_s)
         if kind is None:
             return None
         self.starved = True
@@ -61,16 +67,19 @@ class StarvationWatch:
             return None
         return SILENT if now - self._since >= self.timeout_s else None
 
-    def _lossy(self, now: float, received: int, lost: int) -> str | None:
+    def _lossy(self, now: float, received: int, lost: int, busy_s: float) -> str | None:
         mark = self._mark
         if mark is None or received < mark.received or lost < mark.lost:  # first call or reset
-            self._mark = _Mark(now, received, lost)
+            self._mark = _Mark(now, received, lost, busy_s)
             return None
         if now - mark.t < self.timeout_s:
             return None
         got, missed = received - mark.received, lost - mark.lost
-        self._mark = _Mark(now, received, lost)
+        node_bound = busy_s - mark.busy_s >= self.busy_fraction * (now - mark.t)
+        self._mark = _Mark(now, received, lost, busy_s)
         self.last_window = (got, missed)
+        if node_bound:
+            return None
         if got + missed >= self.min_sent and got < self.min_fraction * (got + missed):
             return LOSSY
         if got > 0:  # a normal window: the next starvation is a new episode
@@ -98,9 +107,15 @@ def starvation_message(kind: str, topic: str, reliability: str, offered: list[st
                  "(launch: large_frames:=true); or raise the socket buffers "
                  "(sysctl -w net.core.rmem_max=2147483647 net.core.rmem_default=26214400)")
     else:
-        cause = ("likely causes: fragments of large frames lost on small socket receive buffers, or a "
-                 "publisher that advertises but does not send. Fix: both ends with "
-                 "FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml (launch: "
-                 "large_frames:=true), or sysctl -w net.core.rmem_max=2147483647; "
-                 "check the camera with ros2 topic hz")
+        fix = ("Fix: start the camera and this node with "
+               "FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml (launch: large_frames:=true), "
+               "or raise the socket buffers (sysctl -w net.core.rmem_max=2147483647 "
+               "net.core.rmem_default=26214400)")
+        if kind == SILENT:
+            cause = ("likely a publisher that advertises but does not send (check it with ros2 topic hz), "
+                     f"or frames too large for the socket receive buffers. {fix}")
+        else:
+            cause = ("likely large frames over UDP: fragments lost on small socket receive buffers are "
+                     "resent slower than the camera sends, and the newest frame replaces the one being "
+                     f"repaired. {fix}")
     return f"image subscription starved: {seen}; {cause} (docs/node.md: starvation)"
