@@ -221,6 +221,43 @@ def test_ctrl_c_stops_everything_cleanly(launched):
     assert "process has finished cleanly" in text and launch.proc.returncode == 0, text[-3000:]
 
 
+def test_launch_arguments_namespace_sim_time_log_level_large_frames(workspace, user_env, tmp_path):
+    """A params file of the user's, keyed by the node's plain name, still reaches the namespaced node;
+    large_frames gives the node (only) the installed Fast DDS profile."""
+    params = tmp_path / "params.yaml"
+    text = (REPO / "config" / "detect.yaml").read_text()
+    params.write_text(text.replace("stats_period: 5.0", "stats_period: 2.5"))
+    assert "stats_period: 2.5" in params.read_text()
+    launch = Launch(workspace, user_env, tmp_path / "launch.log",
+                    f"namespace:=uav1 params_file:={params} use_sim_time:=true log_level:=debug "
+                    "large_frames:=true device:=cpu")
+    try:
+        wait_for(lambda: "ready:" in launch.text() or launch.proc.poll() is not None, START_TIMEOUT,
+                 "the node's ready line", poll=0.2)
+        ready = next(ln for ln in launch.text().splitlines() if "ready:" in ln)
+        assert "[uav1.slimyolo_detector]" in ready and "-> /uav1/detections" in ready, ready
+        assert "[DEBUG]" in launch.text()
+        node = next(p for p in launch.group() if "detect_node" in " ".join(p.cmdline()))
+        profile = workspace / "install" / "slimyolo_ros" / "share" / "slimyolo_ros" / "config" / \
+            "fastdds_large_frames.xml"
+        assert node.environ().get("FASTDDS_DEFAULT_PROFILES_FILE") == str(profile)
+
+        def found(out: str) -> bool:
+            return "Node not found" not in out
+
+        out = ros2_until(workspace, user_env, "ros2 param get /uav1/slimyolo_detector stats_period", found)
+        assert "Double value is: 2.5" in out, out
+        out = ros2_until(workspace, user_env, "ros2 param get /uav1/slimyolo_detector use_sim_time", found)
+        assert "Boolean value is: True" in out, out
+        os.killpg(launch.pgid, signal.SIGINT)
+        launch.proc.wait(timeout=30)
+        wait_for(lambda: not launch.group(), 10, "every process of the launch to exit")
+        assert "Traceback" not in launch.text()
+    finally:
+        launch.kill()
+        ros2(workspace, user_env, "ros2 daemon stop")
+
+
 # ---- ros2 bag play compatibility of `slimyolo bag make` ------------------------------------------
 # rosbag2 itself is not installable here; its reader needs a version-5+ metadata.yaml naming the
 # storage plugin and files, per topic the ROS type, cdr serialisation, offered QoS (a list; empty:
