@@ -384,9 +384,13 @@ class DetectorNode(Node):
                 except ValueError as exc:
                     return SetParametersResult(successful=False, reason=_one_line(exc))
             elif param.name in ("conf_threshold", "nms_threshold"):
-                # The descriptor's range already rejects these; kept for NaN, which passes ranges.
-                if not (0.0 <= float(param.value) <= 1.0):
-                    return SetParametersResult(successful=False, reason=f"{param.name} must be in [0, 1]")
+                # The descriptor's range rejects most bad values, but not NaN: the Detector's check.
+                from slimyolo_ros.detect.detector import unit_interval
+
+                try:
+                    unit_interval(param.name, param.value)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=_one_line(exc))
         return SetParametersResult(successful=True)
 
     def _apply_update(self, params: list[Parameter]) -> None:
