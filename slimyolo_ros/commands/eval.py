@@ -64,13 +64,13 @@ def run(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise DatasetError(f"--limit {args.limit}: must be >= 1")
         samples = samples[: args.limit]
-    from slimyolo_ros.detect.detector import Detector
+    from slimyolo_ros.detect import load_detector
     from slimyolo_ros.evaluate.run import evaluate_detector
 
-    detector = Detector(args.weights, cfg=args.cfg, names=args.names, device=args.device, half=args.half,
-                        img_size=args.img_size, conf_threshold=args.conf, nms_threshold=args.nms,
-                        max_detections=args.max_det, backend=args.backend, tile=args.tile,
-                        rect=not args.square)
+    detector = load_detector(args.weights, cfg=args.cfg, names=args.names, device=args.device,
+                             half=args.half, img_size=args.img_size, conf_threshold=args.conf,
+                             nms_threshold=args.nms, max_detections=args.max_det, backend=args.backend,
+                             tile=args.tile, rect=not args.square)
     if list(detector.class_names) != list(VISDRONE_CLASSES):
         logging.getLogger("slimyolo.eval").warning(
             "the model's class names (%s) differ from VisDrone's (%s): classes are matched by index",

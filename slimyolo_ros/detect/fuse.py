@@ -45,6 +45,3 @@ def fuse_model(model: nn.Module) -> nn.Module:
                 module.bn = nn.Identity()
     return fused
 
-
-def count_bn(model: nn.Module) -> int:
-    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())

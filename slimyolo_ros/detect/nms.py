@@ -1,7 +1,7 @@
 """Class-aware non-maximum suppression and YOLO post-processing.
 
-On the CPU, NMS is OpenCV's ``cv2.dnn.NMSBoxesBatched`` (greedy, class-aware, C++; for the few hundred
-candidates of a busy 1080p frame about a tenth of the torch version's time below, same result; both are
+On the CPU, NMS is OpenCV's ``cv2.dnn.NMSBoxesBatched`` (greedy, class-aware, C++; much faster than
+the torch version below for the few hundred candidates of a busy 1080p frame, same result; both are
 timed side by side in docs/benchmarks.md).
 On other devices (CUDA) a hand-written torch version runs where the tensors are: torchvision's ``nms``
 operator cannot be loaded with this torch build, and the one-liners that replace it either loop in

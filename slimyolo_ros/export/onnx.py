@@ -1,4 +1,5 @@
-"""ONNX export of a Darknet model, the parity check against torch, and ONNX Runtime sessions.
+"""ONNX export of a Darknet model and its parity check against torch (running models for the
+Detector is detect/backends.py's job).
 
 Exported with torch's TorchScript-based exporter (``dynamo=False``): it writes one self-contained
 file (the dynamo exporter stores weights as external data, which OpenCV DNN cannot read) and its
@@ -202,9 +203,17 @@ def compare(
 def check_parity(path: str | os.PathLike, model: nn.Module, img_size: int, *, decoded: bool,
                  half: bool = False, batch: int = 1) -> dict[str, Any]:
     """ONNX Runtime (CPU) on ``path`` vs the torch model (fp32) on one seeded random input."""
+    import onnxruntime as ort
+
     x = _random_input(img_size, batch)
     ref = torch_reference(model, x, decoded)
-    session = ort_session(path, torch.device("cpu"))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's own exception types (InvalidGraph, NoSuchFile, ...)
+        raise ExportError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
     feed = x.astype(np.float16) if half else x
     try:
         outs = session.run(None, {session.get_inputs()[0].name: feed})
@@ -233,32 +242,6 @@ def check_opencv(
     outs = sorted(outs, key=lambda o: o.shape)
     ref_sorted = sorted(ref, key=lambda o: o.shape)
     return {"loads": True, **compare(list(outs), ref_sorted)}
-
-
-def ort_session(path: str | os.PathLike, device: torch.device | str = "cpu"):
-    """An ONNX Runtime session on CPU, or CUDA when ``device`` is a GPU (errors if ORT lacks CUDA)."""
-    import onnxruntime as ort
-
-    device = torch.device(device)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.log_severity_level = 3
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
-        # Same choice as torch's OpenMP pool: idle workers sleep instead of spinning. On a shared CPU
-        # spinning workers steal the cores: slim-95 at 416 took 320-380 ms spinning vs 80-220 ms not
-        # (2 threads, load ~7, docs/benchmarks.md).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ExportError(f"device {device}: this onnxruntime has no CUDAExecutionProvider "
-                              f"(available: {', '.join(ort.get_available_providers())}); "
-                              f"install onnxruntime-gpu or use device='cpu'")
-        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as exc:  # ORT's own exception types (InvalidGraph, NoSuchFile, ...)
-        raise ExportError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``detect_node``: camera Image in, vision_msgs/Detection2DArray out.
 
-A thin ROS shell over :class:`slimyolo_ros.detect.detector.Detector` (no ML here):
+A thin ROS shell over :func:`slimyolo_ros.detect.load_detector` (no ML here):
 
 * the image subscription has depth 1 and its callback only parks the message in a one-slot
   mailbox; a worker thread takes the newest message, converts it (ros/convert.py), calls the
@@ -25,13 +25,12 @@ error line and exit status 2, like the ``slimyolo`` CLI.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import re
 import signal
 import sys
 import threading
 import time
-import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,6 @@ PACKAGE = "slimyolo_ros"
 REPO = Path(__file__).resolve().parents[2]
 WARN_PERIOD_S = 5.0  # one warning per kind of bad frame per this many seconds
 GRAPH_POLL_S = 1.0  # how often the image topic's publishers are looked at (QoS auto, starvation)
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 class StartupError(SlimyoloError):
@@ -293,13 +291,15 @@ class DetectorNode(Node):
         self.detector = self._load_detector(p)
         self.class_names: list[str] = list(self.detector.class_names)
         try:
-            self.detector.class_filter = self._validate_classes(p["classes"]) or None
-        except ValueError as exc:
-            raise StartupError(f"parameter 'classes': {exc}") from None
+            self.detector.class_filter = _class_names(p["classes"])
+        except ValueError as exc:  # DetectorError names the unknown class
+            raise StartupError(f"parameter 'classes': {_one_line(exc)}") from None
         self.add_on_set_parameters_callback(self._validate_update)
         self.add_post_set_parameters_callback(self._apply_update)
 
-        self._draw = _load_draw()
+        from slimyolo_ros.detect.draw import draw_detections
+
+        self._draw = draw_detections
         self.stats = Stats()
         self._warned: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
@@ -344,16 +344,10 @@ class DetectorNode(Node):
 
     # ---- startup -------------------------------------------------------------------------
     def _check_static_parameters(self, p: dict[str, Any]) -> None:
-        if not _DEVICE_RE.match(p["device"]):
-            raise StartupError(f"parameter 'device': {p['device']!r} is not auto, cpu, cuda or cuda:N")
         if p["reliability"] not in RELIABILITY_CHOICES:
             raise StartupError(
                 f"parameter 'reliability': {p['reliability']!r} is not {', '.join(RELIABILITY_CHOICES)}"
             )
-        if p["backend"] not in ("torch", "onnxruntime"):
-            raise StartupError(f"parameter 'backend': {p['backend']!r} is not torch or onnxruntime")
-        if p["img_size"] and p["img_size"] % 32:
-            raise StartupError(f"parameter 'img_size': {p['img_size']} is not a multiple of 32")
 
     def _load_detector(self, p: dict[str, Any]) -> Any:
         weights = resolve_path(p["weights"])
@@ -369,32 +363,30 @@ class DetectorNode(Node):
         tile = None
         if p["tile"]:
             tile = {"size": int(p["tile_size"]), "overlap": float(p["tile_overlap"])}
-        # torch is imported here, after the cheap checks, so a typo fails fast.
-        from slimyolo_ros.detect.detector import Detector
+        # torch is imported here, after the file checks, so a typo fails fast.
+        from slimyolo_ros.detect import load_detector
 
         t0 = time.monotonic()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                # The Detector resolves the device: auto -> CUDA or CPU (+ a warning), cuda without
-                # a GPU -> DetectorError naming the device; fp16 and the CUDA warm-up are its job too.
-                det = Detector(
-                    str(weights), cfg=str(cfg) if cfg else None, names=str(names) if names else None,
-                    device=p["device"], half=bool(p["half"]), img_size=int(p["img_size"]) or None,
-                    conf_threshold=float(p["conf_threshold"]), nms_threshold=float(p["nms_threshold"]),
-                    max_detections=int(p["max_detections"]), backend=p["backend"], tile=tile,
-                    rect=bool(p["rect"]),
-                )
-            except SlimyoloError as exc:  # its messages name the file or the device
-                raise StartupError(_one_line(exc)) from None
-            except Exception as exc:  # torch/pickle/OpenCV errors on a corrupt file
-                raise StartupError(
-                    f"cannot load model {weights}: {type(exc).__name__}: {_one_line(exc)}"
-                ) from None
-        for w in caught:
-            # `half` means "fp16 when on CUDA" here, so its being ignored on a CPU is no news.
-            if "half=True ignored" not in str(w.message):
-                self.get_logger().warning(_one_line(w.message))
+        # load_detector checks every option and names the bad one; what it logs (device auto
+        # without a GPU) goes to this node's log.
+        library_log, to_ros = logging.getLogger("slimyolo_ros"), _RosLogHandler(self.get_logger())
+        library_log.addHandler(to_ros)
+        try:
+            det = load_detector(
+                str(weights), cfg=str(cfg) if cfg else None, names=str(names) if names else None,
+                device=p["device"], half=bool(p["half"]), img_size=int(p["img_size"]) or None,
+                conf_threshold=float(p["conf_threshold"]), nms_threshold=float(p["nms_threshold"]),
+                max_detections=int(p["max_detections"]), backend=p["backend"], tile=tile,
+                rect=bool(p["rect"]),
+            )
+        except SlimyoloError as exc:  # its messages name the file, the option or the device
+            raise StartupError(_one_line(exc)) from None
+        except Exception as exc:  # torch/pickle/OpenCV errors on a corrupt file
+            raise StartupError(
+                f"cannot load model {weights}: {type(exc).__name__}: {_one_line(exc)}"
+            ) from None
+        finally:
+            library_log.removeHandler(to_ros)
         load_ms = (time.monotonic() - t0) * 1e3
         # First forward pays for allocations; the Detector already warmed up CUDA itself.
         t0 = time.monotonic()
@@ -407,21 +399,6 @@ class DetectorNode(Node):
                             f"loaded in {load_ms:.0f} ms, warm-up {warm_ms:.0f} ms)")
         return det
 
-    def _validate_classes(self, value: Any) -> list[str]:
-        """Class-filter value -> list of names; raises ValueError naming unknown names."""
-        if value is None:
-            return []
-        if isinstance(value, (bytes, bytearray)) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"classes must be a list of class names, got {list(value)!r}")
-        names = [v for v in value if v]
-        unknown = [n for n in names if n not in self.class_names]
-        if unknown:
-            known = ", ".join(self.class_names[:20])
-            if len(self.class_names) > 20:
-                known += f", ... ({len(self.class_names)} in all)"
-            raise ValueError(f"unknown class name(s) {unknown} (model classes: {known})")
-        return names
-
     # ---- runtime parameters --------------------------------------------------------------
     def _validate_update(self, params: list[Parameter]) -> SetParametersResult:
         for param in params:
@@ -430,13 +407,17 @@ class DetectorNode(Node):
                     string_like = (Parameter.Type.STRING_ARRAY, Parameter.Type.NOT_SET)
                     if param.type_ not in string_like and param.value:
                         raise ValueError(f"classes must be a string array, got {param.type_.name}")
-                    self._validate_classes(param.value)
+                    self.detector.check_classes(_class_names(param.value))
                 except ValueError as exc:
-                    return SetParametersResult(successful=False, reason=str(exc))
+                    return SetParametersResult(successful=False, reason=_one_line(exc))
             elif param.name in ("conf_threshold", "nms_threshold"):
-                # The descriptor's range already rejects these; kept for NaN, which passes ranges.
-                if not (0.0 <= float(param.value) <= 1.0):
-                    return SetParametersResult(successful=False, reason=f"{param.name} must be in [0, 1]")
+                # The descriptor's range rejects most bad values, but not NaN: the Detector's check.
+                from slimyolo_ros.detect.detector import unit_interval
+
+                try:
+                    unit_interval(param.name, param.value)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=_one_line(exc))
         return SetParametersResult(successful=True)
 
     def _apply_update(self, params: list[Parameter]) -> None:
@@ -447,7 +428,7 @@ class DetectorNode(Node):
             elif param.name == "nms_threshold":
                 self.detector.nms_threshold = float(param.value)
             elif param.name == "classes":
-                self.detector.class_filter = self._validate_classes(param.value) or None
+                self.detector.class_filter = _class_names(param.value)
             else:
                 continue
             self.get_logger().info(f"parameter {param.name} = {param.value}")
@@ -589,6 +570,27 @@ def _looked_in(value: str) -> str:
     return "; looked in " + ", ".join(str(d) for d in [Path.cwd(), *search_dirs()])
 
 
+def _class_names(value: Any) -> list[str]:
+    """The ``classes`` parameter as a list of names (the Detector checks them; empty: all classes)."""
+    if value is None:
+        return []
+    if isinstance(value, (bytes, bytearray)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"classes must be a list of class names, got {list(value)!r}")
+    return list(value)
+
+
+class _RosLogHandler(logging.Handler):
+    """Python log records of the library, as lines of the node's ROS log."""
+
+    def __init__(self, ros_logger: Any) -> None:
+        super().__init__()
+        self._ros = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split())
+        (self._ros.warning if record.levelno >= logging.WARNING else self._ros.info)(text)
+
+
 def _ros_header(header: Any) -> Header:
     """A std_msgs/Header for ``header`` (a parsed CdrHeader of a raw frame, or already a message)."""
     if not isinstance(header, CdrHeader):
@@ -596,27 +598,6 @@ def _ros_header(header: Any) -> Header:
     out = Header(frame_id=header.frame_id)
     out.stamp.sec, out.stamp.nanosec = header.stamp.sec, header.stamp.nanosec
     return out
-
-
-def _load_draw() -> Any:
-    """detect/draw.py's annotator when present, else plain OpenCV boxes."""
-    try:
-        from slimyolo_ros.detect.draw import draw_detections
-
-        return draw_detections
-    except ImportError:
-        import cv2
-
-        def draw(img: np.ndarray, dets: np.ndarray, names: list[str]) -> np.ndarray:
-            out = np.ascontiguousarray(img).copy()
-            for x1, y1, x2, y2, score, cls in np.asarray(dets).tolist():
-                label = f"{names[int(cls)] if 0 <= int(cls) < len(names) else int(cls)} {score:.2f}"
-                cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
-                cv2.putText(out, label, (int(x1), max(int(y1) - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.5, (0, 255, 0), 1, cv2.LINE_AA)
-            return out
-
-        return draw
 
 
 def main(argv: list[str] | None = None) -> int:

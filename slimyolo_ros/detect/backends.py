@@ -1,0 +1,173 @@
+"""Where the network runs: torch (CPU or CUDA) or ONNX Runtime, behind one call.
+
+A backend takes a uint8 N×H×W×3 BGR batch (letterboxed) and returns the decoded predictions
+B×N×(5+C) as a float32 torch tensor, which the Detector post-processes the same way for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimyolo_ros.detect.errors import DetectorError
+
+BACKENDS = ("torch", "onnxruntime")
+log = logging.getLogger(__name__)
+_logged_cpu_fallback = False
+
+
+class Backend(Protocol):
+    device: torch.device
+    half: bool
+    model: nn.Module | None
+    onnx_path: Path | None
+
+    def __call__(self, batch: np.ndarray) -> torch.Tensor: ...
+
+    def sync(self) -> None: ...
+
+    def postprocess_threads(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise DetectorError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` → first GPU if torch sees one, else CPU (logged once per process as a warning);
+    ``cpu``, ``cuda``, ``cuda:N`` are checked against what torch can actually use."""
+    global _logged_cpu_fallback
+    if isinstance(device, torch.device):
+        device = str(device)
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda:0")
+        if not _logged_cpu_fallback:
+            _logged_cpu_fallback = True
+            log.warning("device 'auto': no CUDA GPU visible to torch, the Detector runs on the CPU")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise DetectorError(
+                f"device {device!r}: torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() "
+                f"is False; a CPU-only torch build or no driver); use device='cpu' or 'auto' "
+                f"(docs/deploy.md explains installing a CUDA build of torch)")
+        index = 0
+        if ":" in name:
+            try:
+                index = int(name.split(":", 1)[1])
+            except ValueError:
+                raise DetectorError(f"device {device!r}: expected cuda:N with an integer N") from None
+        if not 0 <= index < torch.cuda.device_count():
+            raise DetectorError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible "
+                                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+        return torch.device(f"cuda:{index}")
+    raise DetectorError(f"device {device!r}: expected one of auto, cpu, cuda, cuda:N")
+
+
+class TorchBackend:
+    """The torch model; fp16 only on CUDA (``half`` is then False on the CPU)."""
+
+    onnx_path = None
+
+    def __init__(self, model: nn.Module, device: torch.device, half: bool, channels_last: bool):
+        self.device, self.half, self.channels_last = device, half and device.type == "cuda", channels_last
+        self.model = model.to(device).eval()
+        if self.half:
+            self.model.half()
+        if channels_last:
+            # oneDNN (CPU) and cuDNN (tensor cores) run NHWC convolutions faster (docs/benchmarks.md).
+            self.model.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> torch.Tensor:
+        # uint8 crosses to the device (4x less than float), the channel flip and scaling run there.
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).flip(1).to(torch.float16 if self.half else torch.float32).mul_(1 / 255)
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        pred, _ = self.model(x)
+        return pred.float()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def postprocess_threads(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class OnnxRuntimeBackend:
+    """A decoded ONNX graph (``slimyolo export --decoded``) in ONNX Runtime; always fp32."""
+
+    half = False
+
+    def __init__(self, path: Path, device: torch.device, model: nn.Module | None = None):
+        self.session = ort_session(path, device)
+        self.input_name = self.session.get_inputs()[0].name
+        self.onnx_path, self.device, self.model = path, device, model
+
+    def __call__(self, batch: np.ndarray) -> torch.Tensor:
+        x = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+        x *= np.float32(1 / 255)
+        (pred,) = self.session.run(None, {self.input_name: x})
+        return torch.from_numpy(pred)
+
+    def sync(self) -> None:
+        pass
+
+    def postprocess_threads(self) -> contextlib.AbstractContextManager[None]:
+        """torch on one intra-op thread for the post-processing next to a CPU forward.
+
+        torch only post-processes a few hundred candidates here; its OpenMP workers have slept
+        through the ORT forward (OMP_WAIT_POLICY=PASSIVE) and waking them for each small op costs
+        more than the op (docs/benchmarks.md). Switching the thread count costs well under a microsecond.
+        """
+        return _one_torch_thread() if self.device.type == "cpu" else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def ort_session(path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
+    """An ONNX Runtime session on CPU, or CUDA when ``device`` is a GPU (errors if ORT lacks CUDA)."""
+    import onnxruntime as ort
+
+    device = torch.device(device)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.log_severity_level = 3
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        # Same choice as torch's OpenMP pool: idle workers sleep instead of spinning, which on a
+        # shared CPU steals the cores from everything else (docs/benchmarks.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise DetectorError(f"device {device}: this onnxruntime has no CUDAExecutionProvider "
+                                f"(available: {', '.join(ort.get_available_providers())}); "
+                                f"install onnxruntime-gpu or use device='cpu'")
+        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # ORT's own exception types (InvalidGraph, NoSuchFile, ...)
+        raise DetectorError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
