@@ -11,9 +11,10 @@ from torch import nn
 
 from slimyolo_ros import cli
 from slimyolo_ros.darknet.cfg import load_cfg, parse_cfg, write_cfg
+from slimyolo_ros.darknet.channel_graph import INPUT, channel_graph
 from slimyolo_ros.darknet.complexity import count_gflops, count_params, layer_table
 from slimyolo_ros.darknet.model import Darknet, MaxPool, Route, Shortcut, YOLOLayer
-from slimyolo_ros.errors import CfgError
+from slimyolo_ros.errors import CfgError, PruneError
 
 # A small network using every section type: residual block, stride-2 and stride-1 (asymmetric) pools,
 # an SPP-style stride-1 pool, upsample, routes with negative and absolute indices, two heads.
@@ -223,6 +224,23 @@ def test_small_network_forward_and_layout():
     assert torch.allclose(row[2:4], torch.exp(raw[2:4]) * torch.tensor([30.0, 28.0]))
     assert torch.allclose(row[4:], torch.sigmoid(raw[4:]))
     assert isinstance(model.module_list[8], YOLOLayer) and model.module_list[8].stride == 4
+
+
+def test_channel_graph_ties_shortcuts_follows_routes_and_fixes_heads():
+    g = channel_graph(build(SMALL_CFG))
+    assert [grp.nodes for grp in g.groups] == [(INPUT,), (0,), (1, 3), (2,), (7,), (13,)]
+    assert g.group_of[1] is g.group_of[3] and g.group_of[1].channels == 16
+    assert g.heads == {7, 13} and g.prunable == (0, 1, 2, 3)
+    assert [grp.fixed for grp in g.groups] == [True, False, False, False, True, True]
+    # the shortcut (4) passes layer 3's channels on; route 12 = upsample(11) of route 9 (= layer 4), then 0
+    assert g.layouts[4] == g.layouts[9] == g.layouts[11] == ((3, 16),)
+    assert g.layouts[12] == ((3, 16), (0, 8))
+    assert g.input_layout(0) == ((INPUT, 3),) and g.input_layout(13) == g.layouts[12]
+    # a shortcut adding a concatenation to a single conv cannot be tied channel by channel
+    text = ("[net]\nwidth=32\nheight=32\n\n" + "[convolutional]\nfilters=4\nsize=1\n\n" * 2
+            + "[route]\nlayers=-1,-2\n\n[convolutional]\nfilters=8\nsize=1\n\n[shortcut]\nfrom=-2\n")
+    with pytest.raises(PruneError, match=r"layer 4 \[shortcut\] \(cfg line 20\)"):
+        channel_graph(build(text))
 
 
 def test_darknet_maxpool_padding_never_wins():

@@ -128,7 +128,7 @@ def _encoded() -> list[torch.Tensor]:
 
 
 def test_loss_near_zero_for_encoded_targets_and_large_for_random():
-    loss_fn = YoloLoss(_model(), SIZE)
+    loss_fn = YoloLoss(_model())
     loss, items = loss_fn(_encoded(), _targets(), (SIZE, SIZE))
     box, obj, cls, total = items.tolist()
     assert box < 1e-4 and obj < 1e-4 and cls < 1e-4, items
@@ -142,7 +142,7 @@ def test_loss_near_zero_for_encoded_targets_and_large_for_random():
 
 def test_misplaced_prediction_is_penalised():
     # the same perfect output but the 8x8 box predicted one cell to the right: box and obj losses grow
-    loss_fn = YoloLoss(_model(), SIZE)
+    loss_fn = YoloLoss(_model())
     outs = _empty_outputs()
     _encode(outs, 0, 1, 0.30 + 1 / 8, 0.40, 0)
     _encode(outs, 0, 2, 0.55, 0.55, 1)
@@ -166,14 +166,14 @@ def test_ignore_thresh_from_cfg_spares_overlapping_predictions():
         return outs
 
     targets = torch.tensor([[0, 0, (2 + 0.95) / 8, 0.5 + 0.5 / 8, 8 / SIZE, 8 / SIZE]])
-    _, spared = YoloLoss(_model(0.7), SIZE)(with_duplicate(), targets, (SIZE, SIZE))
-    _, punished = YoloLoss(_model(1.0), SIZE)(with_duplicate(), targets, (SIZE, SIZE))
+    _, spared = YoloLoss(_model(0.7))(with_duplicate(), targets, (SIZE, SIZE))
+    _, punished = YoloLoss(_model(1.0))(with_duplicate(), targets, (SIZE, SIZE))
     assert spared[1] < 1e-6
     assert punished[1] > 1e-2
 
 
 def test_ignore_regions_mask_background_objectness():
-    loss_fn = YoloLoss(_model(), SIZE)
+    loss_fn = YoloLoss(_model())
     torch.manual_seed(1)
     outs = [torch.randn(2, 1, n, n, 8) for n in (8, 4)]
     no_targets = torch.zeros((0, 6))
@@ -194,7 +194,7 @@ def test_ignore_regions_mask_background_objectness():
 def test_gradients_finite_on_extreme_outputs():
     model = _model()
     model.train()
-    loss_fn = YoloLoss(model, SIZE)
+    loss_fn = YoloLoss(model)
     torch.manual_seed(2)
     x = torch.rand(2, 3, SIZE, SIZE)
     outs = model(x)
@@ -207,7 +207,7 @@ def test_gradients_finite_on_extreme_outputs():
 
 
 def test_distillation_gradient_vanishes_at_the_teacher_and_pulls_towards_it():
-    loss_fn = YoloLoss(_model(), SIZE)
+    loss_fn = YoloLoss(_model())
     g = torch.Generator().manual_seed(0)
     teacher = [torch.randn(2, 1, n, n, 8, generator=g) * 2 for n in (8, 4)]
     # At the teacher's own outputs every term is at its minimum: no gradient.

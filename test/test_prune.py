@@ -15,20 +15,26 @@ import torch
 from conftest import MODELS
 
 from slimyolo_ros.darknet.cfg import load_cfg
+from slimyolo_ros.darknet.channel_graph import channel_graph
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.errors import PruneError
-from slimyolo_ros.prune.graph import head_convs, propagate, prunable_convs
+from slimyolo_ros.prune.plan import ChannelPlan, propagate
 from slimyolo_ros.prune.slimming import plan_pruning, prune
-from slimyolo_ros.prune.surgery import apply_plan, masked_copy
+from slimyolo_ros.prune.surgery import apply_plan
 from slimyolo_ros.prune.thresholds import NotSparseWarning, keep_masks
 
 IMG = 64
 
 
+def cfg_head_convs(sections) -> set[int]:
+    """Layer indices of the convs right before a [yolo] section, read from the cfg text."""
+    return {i - 1 for i, s in enumerate(sections[1:]) if s.type == "yolo"}
+
+
 def narrow_spp3(width_div: int = 16, img: int = IMG):
     """models/yolov3-spp3.cfg with every non-head conv narrowed; the layer graph is unchanged."""
     sections = load_cfg(MODELS / "yolov3-spp3.cfg")
-    heads = head_convs(sections[1:])
+    heads = cfg_head_convs(sections)
     sections[0].options["width"] = sections[0].options["height"] = str(img)
     for i, s in enumerate(sections[1:]):
         if s.type == "convolutional" and i not in heads:
@@ -53,6 +59,22 @@ def randomised(sections, seed: int = 0, sparse_share: float = 0.6) -> Darknet:
             m.bn.running_var.copy_(torch.rand(n) * 0.5 + 0.5)
             m.conv.weight.mul_(2.0)
     return model.eval()
+
+
+@torch.no_grad()
+def masked_copy(model: Darknet, plan: ChannelPlan, zero_beta: bool = False) -> Darknet:
+    """The unpruned model with gamma (and optionally beta) of every removed channel set to 0: what
+    pruning approximates (exactly, when beta is zeroed too)."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for i, m in enumerate(out.module_list):
+        if hasattr(m, "bn"):
+            removed = torch.as_tensor(np.flatnonzero(~plan.out_masks[i]), dtype=torch.long)
+            m.bn.weight[removed] = 0
+            if zero_beta:
+                m.bn.bias[removed] = 0
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +133,7 @@ def test_beta_folding_brings_pruned_model_closer_to_masked_model():
 def test_graph_rules_shortcuts_heads_floor_and_multiple(base_sections):
     model = randomised(base_sections, seed=2)
     defs = model.module_defs
+    graph = channel_graph(model)
     plan, info = plan_pruning(model, 0.8, 0.25)
     # Every shortcut's two inputs carry identical masks, and shortcut-joined convs do shrink.
     shrunk_in_group = False
@@ -124,9 +147,10 @@ def test_graph_rules_shortcuts_heads_floor_and_multiple(base_sections):
     big_groups = [g for g in plan.groups if len(g) > 1]
     assert len(big_groups) == 5  # darknet-53 stages: 1, 2, 8, 8, 4 residual blocks
     # The heads keep all outputs; every prunable layer keeps at least ceil(K * C).
-    for i in head_convs(defs):
+    assert graph.heads == cfg_head_convs(base_sections)
+    for i in graph.heads:
         assert plan.out_masks[i].all()
-    for i in prunable_convs(defs):
+    for i in graph.prunable:
         c = int(defs[i].options["filters"])
         assert plan.kept(i) >= math.ceil(0.25 * c)
     # The pruned network agrees with the plan, layer by layer.
@@ -137,7 +161,7 @@ def test_graph_rules_shortcuts_heads_floor_and_multiple(base_sections):
             assert pruned.module_list[i].conv.in_channels == int(plan.in_masks[i].sum())
 
     plan8, _ = plan_pruning(model, 0.8, 0.25, channel_multiple=4)
-    for i in prunable_convs(defs):
+    for i in graph.prunable:
         c = int(defs[i].options["filters"])
         k = plan8.kept(i)
         assert k % 4 == 0 or k == c, (i, k, c)
@@ -172,11 +196,12 @@ def test_bad_ratios_raise_prune_error(base_sections):
 
 
 def test_empty_layer_is_refused(base_sections):
-    defs = Darknet(base_sections).module_defs
-    masks = {i: np.ones(int(defs[i].options["filters"]), bool) for i in prunable_convs(defs)}
+    model = Darknet(base_sections)
+    defs, graph = model.module_defs, channel_graph(model)
+    masks = {i: np.ones(int(defs[i].options["filters"]), bool) for i in graph.prunable}
     masks[0][:] = False  # layer 0 is joined by no shortcut, so nothing can bring it back
     with pytest.raises(PruneError, match=r"layer\(s\) \[0\]"):
-        propagate(defs, masks)
+        propagate(graph, masks)
 
 
 def test_not_sparse_weights_warn():
@@ -221,7 +246,7 @@ def _opencv_heads(cfg, weights, x: np.ndarray) -> list[np.ndarray]:
 
 def test_pruned_files_load_in_opencv_and_match(base_sections, tmp_path):
     from slimyolo_ros.darknet.checkpoint import load_model
-    from slimyolo_ros.prune.files import prune_to_dir
+    from slimyolo_ros.slim import prune_to_dir
 
     model = randomised(base_sections, seed=4)
     names = [f"c{i}" for i in range(model.num_classes)]
@@ -297,7 +322,7 @@ def test_authors_pruned_cfgs_complexity(shared_reference):
         m = Darknet.from_file(cfg_dir / name)
         # same layer graph, fewer filters: our mask propagation accepts it unchanged
         assert [s.type for s in m.module_defs] == [s.type for s in full.module_defs]
-        propagate(m.module_defs, {})
+        propagate(channel_graph(m), {})
         cut[name] = (g_full / count_gflops(m, 416), p_full / count_params(m))
     g95, p95 = cut["1iter-pruned__prune_0.95.cfg"]
     assert 8 < g95 < 14, g95  # the paper's ~90% FLOPs cut for SlimYOLOv3-SPP3-95
@@ -319,7 +344,7 @@ def test_layer_pruning_drops_silent_residual_blocks_exactly(base_sections):
     from slimyolo_ros.prune.layers import prune_layers, residual_blocks
 
     model = randomised(base_sections, seed=6)
-    blocks = residual_blocks(model.module_defs)
+    blocks = residual_blocks(model)
     assert len(blocks) == 23  # darknet-53: 1 + 2 + 8 + 8 + 4
     silent = [blocks[0], blocks[5], blocks[-1]]  # first block, mid-stage, last block of the backbone
     with torch.no_grad():

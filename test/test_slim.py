@@ -11,11 +11,11 @@ import json
 
 import pytest
 from conftest import MODELS
+from test_prune import cfg_head_convs, masked_copy
 
 from slimyolo_ros.darknet.cfg import load_cfg, write_cfg
 from slimyolo_ros.darknet.checkpoint import load_checkpoint
 from slimyolo_ros.errors import PruneError
-from slimyolo_ros.prune.graph import head_convs
 
 IMG = 64
 
@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("slim")
     sections = load_cfg(MODELS / "yolov3-spp3.cfg")
-    heads = head_convs(sections[1:])
+    heads = cfg_head_convs(sections)
     sections[0].options["width"] = sections[0].options["height"] = str(IMG)
     for i, s in enumerate(sections[1:]):
         if s.type == "convolutional" and i not in heads:
@@ -82,7 +82,7 @@ def test_slim_pipeline_runs_every_stage(tiny, capsys):
 
 def test_slim_bad_arguments(tiny, tmp_path, capsys):
     from slimyolo_ros.cli import main
-    from slimyolo_ros.prune.pipeline import slim
+    from slimyolo_ros.slim import slim
 
     cfg, train, val, _ = tiny
     with pytest.raises(PruneError, match="P=1.5"):
@@ -103,7 +103,6 @@ def test_prune_eval_reports_map_before_finetuning(tiny, tmp_path, capsys):
     from slimyolo_ros.darknet.checkpoint import save_checkpoint
     from slimyolo_ros.darknet.model import Darknet
     from slimyolo_ros.prune.slimming import plan_pruning
-    from slimyolo_ros.prune.surgery import masked_copy
 
     cfg, _, val, _ = tiny
     torch.manual_seed(0)
@@ -129,7 +128,7 @@ def test_prune_eval_reports_map_before_finetuning(tiny, tmp_path, capsys):
 
 @pytest.mark.filterwarnings("ignore:the weights do not look sparsity-trained")
 def test_slim_independent_sweep_from_given_weights(tiny, tmp_path):
-    from slimyolo_ros.prune.pipeline import slim
+    from slimyolo_ros.slim import slim
 
     cfg, train, val, root = tiny
     # a trained baseline to start from: the previous test's, or one epoch of our own

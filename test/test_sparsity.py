@@ -8,13 +8,15 @@ import torch
 from conftest import MODELS
 
 from slimyolo_ros.darknet.cfg import load_cfg
+from slimyolo_ros.darknet.channel_graph import channel_graph
 from slimyolo_ros.darknet.complexity import count_gflops
 from slimyolo_ros.darknet.model import Darknet
-from slimyolo_ros.prune.graph import propagate, prunable_convs
+from slimyolo_ros.prune.plan import propagate
 from slimyolo_ros.prune.surgery import pruned_sections
 from slimyolo_ros.train import sparsity as sp
 from slimyolo_ros.train.loss import YoloLoss
-from slimyolo_ros.train.trainer import TrainOptions, _build_optimizer, optimizer_step
+from slimyolo_ros.train.options import TrainOptions
+from slimyolo_ros.train.trainer import _build_optimizer, optimizer_step
 
 CFG = """
 [net]
@@ -87,7 +89,7 @@ def test_prunable_bn_lists_every_bn_conv():
 
 def _train(alpha: float, steps: int = 6) -> np.ndarray:
     model = _model()
-    loss_fn = YoloLoss(model, SIZE)
+    loss_fn = YoloLoss(model)
     opt = _build_optimizer(model, TrainOptions("", "", "", 1, SIZE, 4, "", lr=0.01, momentum=0.9))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     idx = sp.prunable_bn(model)
@@ -113,7 +115,7 @@ def test_accumulation_and_amp_semantics_match_explicit_l1_loss():
     alpha, k = 0.3, 3
     ref = _model()
     idx = sp.prunable_bn(ref)
-    loss_fn = YoloLoss(ref, SIZE)
+    loss_fn = YoloLoss(ref)
     for s in range(k):
         x, t = _batch(s)
         loss, _ = loss_fn(ref(x), t, (SIZE, SIZE))
@@ -147,7 +149,7 @@ def test_amp_step_applies_penalty_to_unscaled_gradients():
         opt = _build_optimizer(model, TrainOptions("", "", "", 1, SIZE, 4, "", lr=0.05, momentum=0.0))
         scaler = torch.amp.GradScaler("cpu", init_scale=scale or 1.0, enabled=scale is not None)
         x, t = _batch(0)
-        loss, _ = YoloLoss(model, SIZE)(model(x), t, (SIZE, SIZE))
+        loss, _ = YoloLoss(model)(model(x), t, (SIZE, SIZE))
         scaler.scale(loss).backward()
         optimizer_step(model, opt, scaler, 2.0, sp.prunable_bn(model), max_norm=1e9)
         results.append(sp.gamma_abs(model, sp.prunable_bn(model)))
@@ -156,7 +158,7 @@ def test_amp_step_applies_penalty_to_unscaled_gradients():
     model = _model()
     opt = _build_optimizer(model, TrainOptions("", "", "", 1, SIZE, 4, "", lr=0.05, momentum=0.0))
     x, t = _batch(0)
-    loss, _ = YoloLoss(model, SIZE)(model(x), t, (SIZE, SIZE))
+    loss, _ = YoloLoss(model)(model(x), t, (SIZE, SIZE))
     loss.backward()
     optimizer_step(model, opt, torch.amp.GradScaler("cpu", enabled=False), 0.0, [], max_norm=1e9)
     assert np.abs(sp.gamma_abs(model, sp.prunable_bn(model)) - results[0]).max() > 0.05
@@ -196,15 +198,16 @@ def test_removal_cost_equals_the_flops_a_real_prune_of_one_channel_saves():
     size = 256
     saved = sp.channel_removal_gflops(m, size)
     base = count_gflops(m, size)
-    convs = prunable_convs(m.module_defs)
+    graph = channel_graph(m)
+    convs = graph.prunable
     full = {i: np.ones(m.module_list[i].bn.weight.numel(), bool) for i in convs}
-    groups = [g for g in propagate(m.module_defs, full).groups if set(g) <= set(convs)]
+    groups = [g for g in propagate(graph, full).groups if set(g) <= set(convs)]
     assert len(groups) > 40 and any(len(g) == 9 for g in groups)  # SPP3: trunks, bottlenecks, SPP, FPN
     for group in groups:
         masks = {i: mask.copy() for i, mask in full.items()}
         for i in group:
             masks[i][0] = False
-        pruned = Darknet(pruned_sections(m, propagate(m.module_defs, masks)))
+        pruned = Darknet(pruned_sections(m, propagate(graph, masks)))
         for i in group:
             assert saved[i] == pytest.approx(base - count_gflops(pruned, size), rel=1e-9), group
 
@@ -234,7 +237,7 @@ def test_weighted_subgradient_equals_the_weighted_l1_term():
     for explicit in (False, True):
         m = _model()
         imgs, targets = _batch(1)
-        loss, _ = YoloLoss(m, SIZE)(m(imgs), targets, (SIZE, SIZE))
+        loss, _ = YoloLoss(m)(m(imgs), targets, (SIZE, SIZE))
         if explicit:
             loss = loss + alpha * sum(w * g.abs().sum() for w, g in zip(weights, sp.bn_gammas(m, idx),
                                                                           strict=True))

@@ -4,11 +4,14 @@ NaN stop with the last checkpoint intact, DDP on 2 CPU processes, sparsity, data
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import os
 import signal
 import socket
 import subprocess
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,8 @@ from slimyolo_ros.data.synth import generate
 from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_visdrone
 from slimyolo_ros.errors import TrainingError
 from slimyolo_ros.train import sparsity as sp
-from slimyolo_ros.train.trainer import train
+from slimyolo_ros.train import trainer
+from slimyolo_ros.train.trainer import TrainCallback, train
 
 CFG = MODELS / "yolov3-spp3-tiny-width.cfg"
 
@@ -151,13 +155,25 @@ def test_sigkill_mid_epoch_then_resume_reproduces_straight_run(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- NaN stop
-def test_nan_loss_stops_with_training_error_and_keeps_last_checkpoint(tiny, tmp_path, capsys):
+class NanInputAt(TrainCallback):
+    """Fault injection: the images of one global step become NaN."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_batch(self, step: int, images: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(images, float("nan")) if step == self.step else images
+
+
+def test_nan_loss_stops_with_training_error_and_keeps_last_checkpoint(tiny, tmp_path, capsys, monkeypatch):
     data, val = tiny
     out = tmp_path / "nan"
+    # through the CLI: `slimyolo train` calls the trainer module's train(), here with the fault injected
+    monkeypatch.setattr(trainer, "train", functools.partial(train, callbacks=[NanInputAt(7)]))
     # 24 images / batch 4 = 6 steps per epoch: global step 7 is epoch 1, step 1
     code = cli.main(["train", "--cfg", str(CFG), "--data", str(data), "--val", str(val), "--epochs", "3",
                      "--img-size", "64", "--batch", "4", "--out", str(out), "--device", "cpu",
-                     "--eval-every", "10", "--no-progress", "--debug-nan-step", "7"])
+                     "--eval-every", "10", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
     assert "non-finite loss" in err and "epoch 1, step 1" in err and str(out / "last.pt") in err
@@ -168,7 +184,7 @@ def test_nan_loss_stops_with_training_error_and_keeps_last_checkpoint(tiny, tmp_
 
     with pytest.raises(TrainingError, match="epoch 0, step 2"):
         train(CFG, data, val, epochs=1, img_size=64, batch=4, out=tmp_path / "nan2", device="cpu",
-              progress=False, debug_nan_step=2)
+              progress=False, callbacks=[NanInputAt(2)])
 
 
 # ------------------------------------------------------------------------------------------------ DDP
@@ -178,15 +194,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# `slimyolo train` under torchrun, with a callback through which every rank saves its final weights
+DDP_TRAIN = """
+import functools, sys
+from pathlib import Path
+import torch
+from slimyolo_ros import cli
+from slimyolo_ros.train import trainer
+
+class SaveRankState(trainer.TrainCallback):
+    def on_train_end(self, model, info):
+        torch.save({"rank": info["rank"], "steps": info["steps"],
+                    "params": {k: v.detach().cpu() for k, v in model.named_parameters()}},
+                   Path(info["last"]).parent / f"rank{info['rank']}_state.pt")
+
+trainer.train = functools.partial(trainer.train, callbacks=[SaveRankState()])
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_ddp_two_cpu_processes_hold_identical_weights(tiny, tmp_path):
     data, val = tiny
     out = tmp_path / "ddp"
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_TRAIN)
     env = _env()
     env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo stays on loopback
     cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(VENV_BIN / "slimyolo"), "train", "--cfg", str(CFG),
+           "--master_port", str(_free_port()), str(script), "train", "--cfg", str(CFG),
            "--data", str(data), "--val", str(val), "--epochs", "1", "--img-size", "64", "--batch", "8",
-           "--out", str(out), "--device", "cpu", "--no-progress", "--debug-dump-state"]
+           "--out", str(out), "--device", "cpu", "--no-progress"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "world 2" in done.stderr
@@ -255,6 +292,50 @@ def test_distillation_moves_the_student_towards_the_teacher(tiny, tmp_path, caps
                      "--teacher-weights", str(tmp_path / "other.pt")])
     err = capsys.readouterr().err
     assert code == 2 and str(tmp_path / "other.pt") in err and "differ from those of" in err, err
+
+
+# ------------------------------------------------------------------------------------------- options
+def test_every_option_type_parses_from_text_and_from_the_cli():
+    """TrainOptions declares each option once; --train-opt text and `slimyolo train` flags follow the
+    field's annotation (not its default: teacher_weights defaults to None but is a path)."""
+    from dataclasses import fields
+
+    from slimyolo_ros.commands import slim as slim_cmd
+    from slimyolo_ros.train.options import TrainOptions, parse_option
+
+    assert parse_option("teacher_weights", "runs/x/best.pt") == "runs/x/best.pt"  # optional path
+    assert parse_option("teacher_weights", "none") is None
+    assert parse_option("cutoff", "75") == 75 and parse_option("cutoff", "None") is None  # optional int
+    assert parse_option("epochs", "3") == 3  # int
+    assert parse_option("lr", "2e-3") == 0.002  # float
+    assert parse_option("multi_scale", "yes") is True and parse_option("ema", "false") is False  # bool
+    assert parse_option("optimizer", "adam") == "adam"  # str with choices
+    assert parse_option("device", "cuda:1") == "cuda:1"  # str
+    for name, text, kind in (("eval_every", "often", "int"), ("lr", "fast", "float"),
+                             ("ema", "maybe", "bool"), ("cutoff", "x", "int")):
+        with pytest.raises(ValueError, match=f"'{text}' is not a valid {kind}"):
+            parse_option(name, text)
+    with pytest.raises(ValueError, match="not one of sgd, adam"):
+        parse_option("optimizer", "rmsprop")
+    # every field has a text form
+    kinds = {bool: "true", int: "1", float: "0.5", str: "abc"}
+    for name, hint in typing.get_type_hints(TrainOptions).items():
+        kind = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        choices = dict(next(f for f in fields(TrainOptions) if f.name == name).metadata).get("choices")
+        value = parse_option(name, choices[-1] if choices else kinds[kind])
+        assert isinstance(value, kind), name
+    opts = slim_cmd._train_opts(["teacher_weights=runs/x/best.pt", "mosaic=0.5", "skip-bad=1"])
+    assert opts == {"teacher_weights": "runs/x/best.pt", "mosaic": 0.5, "skip_bad": True}
+
+    # the `slimyolo train` parser: one argument per field, defaults from the dataclass
+    args = cli.build_parser(["train"]).parse_args(["train", "--out", "o", "--no-ema", "--multi-scale",
+                                                   "--teacher-weights", "t.pt", "--cutoff", "75"])
+    given = ("cutoff", "teacher_weights", "ema", "multi_scale", "out")
+    defaults = {f.name: f.default for f in fields(TrainOptions) if f.name not in given}
+    got = {f.name: getattr(args, f.name) for f in fields(TrainOptions)}
+    assert got["ema"] is False and got["multi_scale"] is True and got["cutoff"] == 75
+    assert got["teacher_weights"] == "t.pt" and got["out"] == "o" and got["cfg"] is None
+    assert all(got[k] == v for k, v in defaults.items() if v is not dataclasses.MISSING), got
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from slimyolo_ros.darknet.checkpoint import load_model
-    from slimyolo_ros.prune.files import prune_to_dir
     from slimyolo_ros.prune.report import to_markdown
+    from slimyolo_ros.slim import prune_to_dir
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     # a user-facing warning (e.g. weights not sparsity-trained) as one plain line on stderr

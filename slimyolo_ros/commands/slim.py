@@ -24,39 +24,29 @@ def _ratios(text: str) -> list[float]:
             from None
 
 
+# Set by slim's own flags or per stage by the pipeline; --train-opt cannot override them.
+RESERVED = ("cfg", "data", "val", "epochs", "img_size", "batch", "out", "weights", "sparsity",
+            "sparsity_schedule", "sparsity_weighting", "device")
+
+
 def _train_opts(items: list[str]) -> dict:
-    """``KEY=VALUE`` strings -> trainer options, typed by the trainer's own option defaults."""
+    """``KEY=VALUE`` strings -> trainer options, typed by the TrainOptions field they name."""
     from dataclasses import fields
 
-    from slimyolo_ros.train.trainer import TrainOptions
+    from slimyolo_ros.train.options import TrainOptions, parse_option
 
-    known = {f.name: f for f in fields(TrainOptions)}
-    reserved = {"cfg", "data", "val", "epochs", "img_size", "batch", "out", "weights", "sparsity",
-                "sparsity_schedule", "sparsity_weighting", "device"}
+    allowed = sorted({f.name for f in fields(TrainOptions)} - set(RESERVED))
     out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in known or key in reserved:
-            options = ", ".join(sorted(set(known) - reserved))
-            raise PruneError(f"--train-opt {item!r}: expected KEY=VALUE with KEY one of: {options}")
-        default = known[key].default
+        if not sep or key not in allowed:
+            raise PruneError(f"--train-opt {item!r}: expected KEY=VALUE with KEY one of: "
+                             f"{', '.join(allowed)}")
         try:
-            if isinstance(default, bool):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(value)
-                out[key] = value.lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                out[key] = int(value)
-            elif isinstance(default, float):
-                out[key] = float(value)
-            elif default is None:  # the optional integers (cutoff, ...)
-                out[key] = None if value.lower() == "none" else int(value)
-            else:
-                out[key] = value
-        except ValueError:
-            kind = "integer" if default is None else type(default).__name__
-            raise PruneError(f"--train-opt {item!r}: {value!r} is not a valid {kind}") from None
+            out[key] = parse_option(key, value)
+        except ValueError as exc:
+            raise PruneError(f"--train-opt {item!r}: {exc}") from None
     return out
 
 
@@ -101,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimyolo_ros.prune.pipeline import slim, to_markdown
+    from slimyolo_ros.slim import slim, to_markdown
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     # a user-facing warning (e.g. weights not sparsity-trained) as one plain line on stderr

@@ -123,10 +123,10 @@ class MaxPool(nn.Module):
 
 def _max_filter(x: torch.Tensor, size: int, lo: int, hi: int) -> torch.Tensor:
     """Stride-1 max pool as two separable running maxima over shifted views: exactly
-    ``max_pool2d``'s result, but 2(k-1) vectorised ops instead of a k*k scan per output. torch's
-    CPU max_pool2d takes ~30 ms for one SPP 13x13 pool on 64x52x52 (this: ~1 ms), which made the
-    SPP blocks a third of a pruned SPP3's forward time (docs/benchmarks.md). Inference on CPU only
-    (MaxPool.forward): training keeps max_pool2d's gradient, exports keep the MaxPool op."""
+    ``max_pool2d``'s result, but 2(k-1) vectorised ops instead of torch's k*k scan per output on the
+    CPU, which made the SPP blocks a large share of a pruned SPP3's forward time (measurements in
+    docs/benchmarks.md). Inference on CPU only (MaxPool.forward): training keeps max_pool2d's
+    gradient, exports keep the MaxPool op."""
     x = F.pad(x, (lo, hi, lo, hi), value=float("-inf"))
     h, w = x.shape[-2] - size + 1, x.shape[-1] - size + 1
     rows = x[..., :, :w]

@@ -1,4 +1,5 @@
-"""Run a Detector over samples and score it: COCO mAP, P/R/F1 and per-image latency."""
+"""Run a Detector over samples and score it: COCO mAP, P/R/F1 and per-image latency; score a model in
+memory the one way training, pruning and the slim pipeline share (:func:`evaluate_model`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from slimyolo_ros.data.visdrone import Sample, read_image
 from slimyolo_ros.evaluate.coco import evaluate
@@ -35,3 +38,27 @@ def evaluate_detector(detector: Any, samples: Sequence[Sample], progress: bool =
     result["latency_stages_ms"] = {k: float(statistics.median(v)) for k, v in stages.items()}
     result["n_images"] = len(samples)
     return result
+
+
+# Scoring thresholds for mAP: a low confidence threshold so the precision-recall curve is complete
+# (COCO practice; P/R/F1 are read at the best-F1 point), and the NMS IoU of the YOLOv3 ports' test.py.
+EVAL_CONF_THRESHOLD = 0.001
+EVAL_NMS_THRESHOLD = 0.6
+METRICS = ("precision", "recall", "f1", "map50", "map")
+
+
+def evaluate_model(model: nn.Module, class_names: Sequence[str], img_size: int, samples: Sequence[Sample],
+                   device: str | torch.device | None = None, conf_threshold: float = EVAL_CONF_THRESHOLD,
+                   nms_threshold: float = EVAL_NMS_THRESHOLD, progress: bool = False) -> dict[str, float]:
+    """P, R, F1, mAP@0.5 and mAP@0.5:0.95 of a model in memory on ``samples``, through the Detector.
+
+    The one way training, pruning and the slim pipeline score a model, so their numbers compare. The
+    model is left untouched (the Detector works on a BN-folded copy); ``device`` defaults to the
+    model's own."""
+    from slimyolo_ros.detect.detector import Detector
+
+    kw = {} if device is None else {"device": str(device)}
+    detector = Detector.from_model(model, list(class_names), img_size, conf_threshold=conf_threshold,
+                                   nms_threshold=nms_threshold, **kw)
+    result = evaluate_detector(detector, samples, progress=progress)
+    return {k: float(result[k]) for k in METRICS}

@@ -1,4 +1,4 @@
-"""SlimYOLOv3 channel pruning: thresholds -> graph (shortcut/route rules) -> surgery (+ beta folding)."""
+"""SlimYOLOv3 channel pruning: thresholds -> plan over the channel graph -> surgery (+ beta folding)."""
 
 from slimyolo_ros.prune.slimming import plan_pruning, prune
 

@@ -12,34 +12,42 @@ import numpy as np
 import torch
 
 from slimyolo_ros.darknet.cfg import parse_cfg
-from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.darknet.channel_graph import has_bn
+from slimyolo_ros.darknet.model import Darknet, Route, Shortcut
 from slimyolo_ros.errors import PruneError
-from slimyolo_ros.prune.graph import route_sources, shortcut_source
 
 
-def residual_blocks(defs) -> list[int]:
+def _read_by_reference(model: Darknet) -> set[int]:
+    """Layers whose output a route or shortcut reads (resolved, absolute indices)."""
+    read: set[int] = set()
+    for m in model.module_list:
+        if isinstance(m, Route):
+            read.update(m.layers)
+        elif isinstance(m, Shortcut):
+            read.add(m.source)
+    return read
+
+
+def residual_blocks(model: Darknet) -> list[int]:
     """Indices of the [shortcut] layers that close a ``conv, conv, shortcut from=-3`` block."""
     # A conv read by anything other than its own block cannot go with the block.
-    read = set()
-    for i, s in enumerate(defs):
-        if s.type == "route":
-            read.update(route_sources(defs, i))
-        elif s.type == "shortcut":
-            read.add(shortcut_source(defs, i))
-    out = []
-    for i, s in enumerate(defs):
-        if s.type == "shortcut" and i >= 3 and shortcut_source(defs, i) == i - 3 and \
-                defs[i - 1].type == defs[i - 2].type == "convolutional" and \
-                all(int(defs[j].options.get("batch_normalize", "0")) for j in (i - 2, i - 1)) and \
-                not read & {i - 2, i - 1}:
-            out.append(i)
-    return out
+    read = _read_by_reference(model)
+    modules = model.module_list
+    return [i for i, m in enumerate(modules)
+            if isinstance(m, Shortcut) and i >= 3 and m.source == i - 3
+            and has_bn(modules[i - 2]) and has_bn(modules[i - 1]) and not read & {i - 2, i - 1}]
+
+
+def _relative(option: str) -> list[bool]:
+    """Per reference in a route's ``layers`` / a shortcut's ``from``: written relative (negative)?
+    Only the notation is read here, so the rewritten cfg keeps the author's style."""
+    return [v.strip().startswith("-") for v in option.split(",") if v.strip()]
 
 
 def block_scores(model: Darknet) -> dict[int, float]:
     """Mean |gamma| over both convs of each residual block, keyed by its shortcut index."""
     scores = {}
-    for s in residual_blocks(model.module_defs):
+    for s in residual_blocks(model):
         g = torch.cat([model.module_list[j].bn.weight.detach().abs().flatten().float().cpu()
                        for j in (s - 2, s - 1)])
         scores[s] = float(g.mean())
@@ -55,15 +63,14 @@ def choose_blocks(scores: dict[int, float], n: int) -> list[int]:
 @torch.no_grad()
 def drop_blocks(model: Darknet, shortcuts: list[int]) -> Darknet:
     """A new Darknet without the residual blocks closed by ``shortcuts`` (model is left untouched)."""
-    defs = model.module_defs
-    blocks = set(residual_blocks(defs))
+    blocks = set(residual_blocks(model))
     bad = [s for s in shortcuts if s not in blocks]
     if bad:
         raise PruneError(f"layers {bad} do not close a 'conv, conv, shortcut from=-3' residual block")
     removed = {j for s in shortcuts for j in (s - 2, s - 1, s)}
     new_index: dict[int, int] = {}
     n = 0
-    for i in range(len(defs)):
+    for i in range(len(model.module_list)):
         if i in removed:
             if i in shortcuts:  # y = x: the block's output is its input
                 new_index[i] = new_index[i - 3]
@@ -78,13 +85,13 @@ def drop_blocks(model: Darknet, shortcuts: list[int]) -> Darknet:
             continue
         s = s.copy()
         ni = new_index[i]
-        if s.type == "route":
-            raw = [int(v) for v in s.options["layers"].split(",") if v.strip()]
-            refs = [new_index[j] for j in route_sources(defs, i)]
-            pairs = zip(raw, refs, strict=True)
-            s.options["layers"] = ", ".join(str(r - ni if v < 0 else r) for v, r in pairs)
-        elif s.type == "shortcut":
-            s.options["from"] = str(new_index[shortcut_source(defs, i)] - ni)
+        module = model.module_list[i]
+        if isinstance(module, Route):
+            refs = [new_index[j] for j in module.layers]
+            pairs = zip(_relative(s.options["layers"]), refs, strict=True)
+            s.options["layers"] = ", ".join(str(r - ni if rel else r) for rel, r in pairs)
+        elif isinstance(module, Shortcut):
+            s.options["from"] = str(new_index[module.source] - ni)
         kept.append((i, s))
     new = Darknet([sections[0]] + [s for _, s in kept], source="<layer-pruned>")
     for ni, (i, _) in enumerate(kept):

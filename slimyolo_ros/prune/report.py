@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slimyolo_ros.darknet.complexity import count_gflops, count_params
 from slimyolo_ros.darknet.model import Darknet
-from slimyolo_ros.prune.graph import ChannelPlan
+from slimyolo_ros.prune.plan import ChannelPlan
 
 
 def _pct(before: float, after: float) -> float:

@@ -1,21 +1,23 @@
 """``prune(model, P, K)``: SlimYOLOv3 channel pruning of a Darknet model in memory.
 
-thresholds (which channels) -> graph (what the dependencies force) -> surgery (the new network).
+thresholds (which channels) -> plan over the channel graph (what the dependencies force) -> surgery
+(the new network).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from slimyolo_ros.darknet.channel_graph import channel_graph
 from slimyolo_ros.darknet.model import Darknet
-from slimyolo_ros.prune.graph import ChannelPlan, propagate, prunable_convs
+from slimyolo_ros.prune.plan import ChannelPlan, propagate
 from slimyolo_ros.prune.surgery import apply_plan
 from slimyolo_ros.prune.thresholds import check_ratios, keep_masks
 
 
 def bn_gammas(model: Darknet, layers: list[int] | None = None) -> dict[int, np.ndarray]:
     """|gamma| of the prunable BN convs (all of them when ``layers`` is None)."""
-    layers = prunable_convs(model.module_defs) if layers is None else layers
+    layers = list(channel_graph(model).prunable) if layers is None else layers
     return {i: model.module_list[i].bn.weight.detach().float().abs().cpu().numpy() for i in layers}
 
 
@@ -25,8 +27,7 @@ def plan_pruning(model: Darknet, global_percent: float, layer_keep: float,
     check_ratios(global_percent, layer_keep)
     gammas = bn_gammas(model)
     masks, info = keep_masks(gammas, global_percent, layer_keep)
-    plan = propagate(model.module_defs, masks, scores=gammas, channel_multiple=channel_multiple,
-                     in_channels=model.in_channels)
+    plan = propagate(channel_graph(model), masks, scores=gammas, channel_multiple=channel_multiple)
     info["channel_multiple"] = channel_multiple
     info["prunable_layers"] = sorted(gammas)
     info["removed_by_threshold"] = int(sum((~m).sum() for m in masks.values()))

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from slimyolo_ros.darknet.cfg import parse_cfg
-from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.darknet.model import Darknet, Route, Shortcut
 from slimyolo_ros.errors import PruneError
-from slimyolo_ros.prune.graph import ChannelPlan, route_sources, shortcut_source
+from slimyolo_ros.prune.plan import ChannelPlan
 
 
 def pruned_sections(model: Darknet, plan: ChannelPlan):
@@ -49,10 +49,10 @@ def removed_constants(model: Darknet, plan: ChannelPlan) -> list[torch.Tensor]:
                 beta = module.bn.bias.detach().float().cpu()
                 c[removed] = module.act(beta[removed])
             consts.append(c)
-        elif section.type == "shortcut":
-            consts.append(prev + consts[shortcut_source(model.module_defs, i)])
-        elif section.type == "route":
-            consts.append(torch.cat([consts[j] for j in route_sources(model.module_defs, i)]))
+        elif isinstance(module, Shortcut):
+            consts.append(prev + consts[module.source])
+        elif isinstance(module, Route):
+            consts.append(torch.cat([consts[j] for j in module.layers]))
         else:  # maxpool, upsample: a constant map stays the same constant; yolo: nothing reads it
             consts.append(prev)
     return consts
@@ -97,21 +97,3 @@ def _copy_bn(old: nn.BatchNorm2d, new: nn.BatchNorm2d, idx: torch.Tensor) -> Non
         getattr(new, name).copy_(getattr(old, name).detach().float().cpu()[idx])
     new.num_batches_tracked.copy_(old.num_batches_tracked)
     new.eps, new.momentum = old.eps, old.momentum
-
-
-@torch.no_grad()
-def masked_copy(model: Darknet, plan: ChannelPlan, zero_beta: bool = False) -> Darknet:
-    """The unpruned model with gamma (and optionally beta) of every removed channel set to 0.
-
-    What pruning approximates; used by tests and to measure how much folding recovers.
-    """
-    import copy
-
-    out = copy.deepcopy(model)
-    for i, section in enumerate(out.module_defs):
-        if section.type == "convolutional" and hasattr(out.module_list[i], "bn"):
-            removed = _idx(~plan.out_masks[i], out.module_list[i].bn.weight.device)
-            out.module_list[i].bn.weight[removed] = 0
-            if zero_beta:
-                out.module_list[i].bn.bias[removed] = 0
-    return out

@@ -3,7 +3,7 @@
 A channel of a prunable conv is removed iff ``|gamma| < gamma_hat`` (the global threshold, the
 P-quantile of every prunable |gamma|) **and** it is not among its layer's top ``ceil(K * C)``
 channels by |gamma| (the per-layer safety threshold: at least a share K of each layer survives).
-Nothing here knows about models or graphs; :mod:`slimyolo_ros.prune.graph` merges these masks
+Nothing here knows about models or graphs; :mod:`slimyolo_ros.prune.plan` merges these masks
 across shortcuts and routes.
 """
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimyolo_ros.darknet.channel_graph import Group, channel_graph
 from slimyolo_ros.io_utils import atomic_write
 
 # log10 |gamma| histogram bins: 1e-6 .. 1e1 in 0.1-decade steps; values below 1e-6 go into the first bin
@@ -51,14 +52,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def prunable_bn(model: nn.Module) -> list[int]:
-    """Indices (into ``module_list``) of every [convolutional] with batch norm.
-
-    All of them are prunable in this project's method: layers joined by a [shortcut] are pruned with one
-    merged mask by the pruning step instead of being skipped, and the convs feeding a [yolo] layer have
-    no BN (they keep all outputs)."""
-    model = _unwrap(model)
-    return [i for i, m in enumerate(model.module_list)
-            if isinstance(m, nn.Sequential) and hasattr(m, "bn") and isinstance(m.bn, nn.BatchNorm2d)]
+    """Indices (into ``module_list``) of the convs whose BN gammas are penalised: the channel graph's
+    prunable convs (layers joined by a [shortcut] are pruned with one merged mask, so they are prunable
+    too; the convs feeding a [yolo] layer keep all outputs)."""
+    return list(channel_graph(_unwrap(model)).prunable)
 
 
 def bn_gammas(model: nn.Module, indices: list[int]) -> list[torch.Tensor]:
@@ -67,6 +64,7 @@ def bn_gammas(model: nn.Module, indices: list[int]) -> list[torch.Tensor]:
 
 
 WEIGHTINGS = ("uniform", "flops")
+SCHEDULES = ("constant", "decay")
 
 
 def channel_removal_gflops(model: nn.Module, img_size: int = 416) -> dict[int, float]:
@@ -75,24 +73,20 @@ def channel_removal_gflops(model: nn.Module, img_size: int = 416) -> dict[int, f
     (through routes, upsample, maxpool and shortcuts; a conv reading the channel twice, as SPP's route
     does, saves it twice). Arithmetic over the cfg graph, no forward pass."""
     from slimyolo_ros.darknet.complexity import layer_table
-    from slimyolo_ros.prune.graph import INPUT, layouts
 
     model = _unwrap(model)
-    rows = layer_table(model, img_size)
-    lays, groups = layouts(model.module_defs, model.in_channels)
-    saved: dict[int, float] = {}
+    rows = [r for r in layer_table(model, img_size) if r["type"] == "convolutional"]
+    graph = channel_graph(model)
+    saved: dict[Group, float] = {}
     for row in rows:
-        if row["type"] != "convolutional":
-            continue
         i = row["index"]
-        root = groups.find(i)
-        saved[root] = saved.get(root, 0.0) + row["gflops"] / max(row["filters"], 1)
-        readers = lays[i - 1] if i else [(INPUT, model.in_channels)]
+        own = graph.group_of[i]
+        saved[own] = saved.get(own, 0.0) + row["gflops"] / max(row["filters"], 1)
         per_input = row["gflops"] / max(row["input"][0], 1)
-        for node, _ in readers:
-            key = groups.find(node)
-            saved[key] = saved.get(key, 0.0) + per_input
-    return {row["index"]: saved[groups.find(row["index"])] for row in rows if row["type"] == "convolutional"}
+        for node, _ in graph.input_layout(i):
+            group = graph.group_of[node]
+            saved[group] = saved.get(group, 0.0) + per_input
+    return {row["index"]: saved[graph.group_of[row["index"]]] for row in rows}
 
 
 def channel_cost_weights(model: nn.Module, indices: list[int], weighting: str = "uniform",
@@ -136,8 +130,8 @@ def alpha_at(epoch: int, epochs: int, alpha: float, schedule: str = "constant") 
     """The sparsity coefficient for ``epoch`` (0-based) of ``epochs``."""
     if schedule == "constant" or alpha == 0:
         return alpha
-    if schedule != "decay":
-        raise ValueError(f"unknown sparsity schedule {schedule!r} (constant, decay)")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown sparsity schedule {schedule!r} ({', '.join(SCHEDULES)})")
     start = 0.7 * epochs
     if epoch < start or epochs <= 1:
         return alpha

@@ -17,16 +17,15 @@ RNG states are restored, so 2 epochs straight equal 1 epoch + resume 1 epoch, bi
 from __future__ import annotations
 
 import copy
-import csv
-import io
-import json
 import logging
 import math
 import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,96 +37,34 @@ from torch import nn
 from slimyolo_ros.darknet.checkpoint import load_checkpoint, save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.errors import DatasetError, TrainingError, WeightsError
-from slimyolo_ros.io_utils import atomic_torch_save, atomic_write, atomic_write_text
+from slimyolo_ros.evaluate.run import METRICS, evaluate_model
 from slimyolo_ros.train import sparsity as sp
 from slimyolo_ros.train.loss import YoloLoss
+from slimyolo_ros.train.options import TrainOptions, check_options
+from slimyolo_ros.train.results import plot_results, read_csv, write_csv
+from slimyolo_ros.train.runtime import (
+    init_distributed,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    worker_init,
+)
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ["epoch", "lr", "box", "obj", "cls", "loss", "distill", "alpha", "gamma_small_share",
-              "precision", "recall", "f1", "map50", "map", "epoch_time_s"]
 
 
-@dataclass
-class TrainOptions:
-    """Everything that defines a run (stored in last.pt, reused by --resume)."""
+class TrainCallback:
+    """Hooks into a run from outside the training loop, called on every rank; subclass and override
+    what you need (tests inject faults and read each rank's weights through them)."""
 
-    cfg: str
-    data: str
-    val: str
-    epochs: int
-    img_size: int
-    batch: int
-    out: str
-    weights: str | None = None
-    cutoff: int | None = None
-    device: str = "auto"
-    accumulate: int = 1
-    multi_scale: bool = False
-    optimizer: str = "sgd"  # sgd (nesterov) or adam
-    lr: float = 0.01
-    lr_final: float = 0.01  # final LR = lr * lr_final
-    lr_schedule: str = "cosine"
-    momentum: float = 0.937
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    ema: bool = True
-    workers: int = 0
-    augment: bool = True
-    mosaic: float = 0.0  # probability of a 4-image mosaic
-    flip_ud: float = 0.0  # up-down flips: for top-down (synthetic) scenes, not VisDrone's oblique views
-    sparsity: float = 0.0
-    sparsity_schedule: str = "constant"
-    sparsity_weighting: str = "uniform"  # uniform (the paper) | flops (alpha ~ FLOPs a removal saves)
-    teacher_weights: str | None = None  # knowledge distillation from this model (e.g. the unpruned one)
-    teacher_cfg: str | None = None  # its cfg when teacher_weights is Darknet .weights
-    distill: float = 1.0  # weight of the distillation loss next to the ground-truth loss
-    eval_every: int = 1
-    seed: int = 0
-    sync_bn: bool = False
-    conf_threshold: float = 0.001  # eval detections: low, so the PR curve is complete (COCO practice)
-    nms_threshold: float = 0.6
-    skip_bad: bool = False
-    progress: bool = True
-    # fault injection / checks (hidden in the CLI)
-    debug_nan_step: int | None = None  # make the input of this global step NaN
-    debug_dump_state: bool = False  # each DDP rank writes its final weights to out/rank<r>_state.pt
+    def on_batch(self, step: int, images: torch.Tensor) -> torch.Tensor:
+        """The images global step ``step`` trains on: ``images``, or a replacement."""
+        return images
 
-
-# ------------------------------------------------------------------------------------ distributed
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_arg: str) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    d = _Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    cuda = torch.cuda.is_available() and device_arg in ("auto", "cuda") or device_arg.startswith("cuda:")
-    if device_arg == "cpu":
-        cuda = False
-    if device_arg.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"--device {device_arg}: CUDA is not available on this machine")
-    if cuda:
-        index = d.local_rank if d.enabled or ":" not in device_arg else int(device_arg.split(":")[1])
-        torch.cuda.set_device(index)
-        device = torch.device("cuda", index)
-    else:
-        device = torch.device("cpu")
-    if d.enabled and not dist.is_initialized():
-        # env:// rendezvous from torchrun (MASTER_ADDR/MASTER_PORT); nccl for GPUs, gloo for CPUs
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return d, device
+    def on_train_end(self, model: nn.Module, info: dict) -> None:
+        """After the last epoch: this rank's trained model (unwrapped from DDP) and ``info`` with
+        ``rank``, ``world`` and ``steps`` (optimizer steps this process took) besides the result."""
 
 
 # ------------------------------------------------------------------------------------ EMA
@@ -186,11 +123,11 @@ def recalibrate_bn(model: nn.Module, batches, device: torch.device) -> None:
     """Recompute every BN's running mean/var as the exact average over ``batches`` (precise BN).
 
     The running statistics follow the weights with momentum 0.03; in short runs they still hold a large
-    share of their initial values (var = 1) when the model is evaluated and saved. Measured here: after 50
-    steps the first layer's running var was 27x its true batch variance, so in eval mode the activations
-    shrank layer after layer and the 126-layer network's output no longer depended on the image at all.
-    Recalibrating the saved model on a few un-augmented training batches fixes its eval mode and costs a
-    forward pass over at most 64 images per evaluated epoch; the training dynamics are untouched."""
+    share of their initial values (var = 1) when the model is evaluated and saved, several times the true
+    batch variance, so in eval mode the activations shrink layer after layer until a deep network's output
+    no longer depends on the image. Recalibrating the saved model on a few un-augmented training batches
+    fixes its eval mode and costs a forward pass over at most 64 images per evaluated epoch; the training
+    dynamics are untouched."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
@@ -205,45 +142,6 @@ def recalibrate_bn(model: nn.Module, batches, device: torch.device) -> None:
     for m, momentum in zip(bns, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
-
-
-# ------------------------------------------------------------------------------------ RNG
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    """RNG states as weights_only-safe types (tensors, ints, tuples, strings)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _worker_init(worker_id: int) -> None:
-    # each DataLoader worker gets its seed from the loader's (per-epoch seeded) generator
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -278,8 +176,8 @@ def _build_optimizer(model: nn.Module, opt: TrainOptions) -> torch.optim.Optimiz
             if module.bias is not None:
                 biases.append(module.bias)
     if opt.optimizer == "adam":
-        # ultralytics' --adam: beta1 = momentum. Converges ~2x faster in the short CPU runs here; SGD stays
-        # the default (the SlimYOLOv3 recipe; the L1 subgradient's step is alpha*lr only under SGD)
+        # ultralytics' --adam: beta1 = momentum. It converges faster in short CPU runs; SGD stays the
+        # default (the SlimYOLOv3 recipe; the L1 subgradient's step is alpha*lr only under SGD)
         optimizer: torch.optim.Optimizer = torch.optim.Adam(bn_w, lr=opt.lr, betas=(opt.momentum, 0.999))
     else:
         optimizer = torch.optim.SGD(bn_w, lr=opt.lr, momentum=opt.momentum, nesterov=opt.momentum > 0)
@@ -295,56 +193,6 @@ def _lr_lambda(opt: TrainOptions):
     if opt.lr_schedule == "step":  # Darknet-style: x0.1 at 80% and again at 90% of the epochs
         return lambda e: 0.1 ** ((e >= 0.8 * epochs) + (e >= 0.9 * epochs))
     raise TrainingError(f"--lr-schedule {opt.lr_schedule!r}: expected cosine or step")
-
-
-# ------------------------------------------------------------------------------------ results
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
-    atomic_write_text(path, buf.getvalue())
-
-
-def _read_csv(path: Path, before_epoch: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = [dict(r) for r in csv.DictReader(f)]
-    return [r for r in rows if r.get("epoch", "") != "" and int(r["epoch"]) < before_epoch]
-
-
-def _plot_results(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def col(name):
-        return [float(r[name]) if r.get(name) not in ("", None) else float("nan") for r in rows]
-
-    ep = [int(r["epoch"]) for r in rows]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    for ax, name in zip(axes[0], ("box", "obj", "cls"), strict=True):
-        ax.plot(ep, col(name), marker=".")
-        ax.set_title(f"{name} loss")
-        ax.set_xlabel("epoch")
-    axes[1, 0].plot(ep, col("loss"), marker=".")
-    axes[1, 0].set_title("total loss (per image)")
-    for name in ("map50", "map"):
-        axes[1, 1].plot(ep, col(name), marker="o", label=name)
-    axes[1, 1].set_title("val mAP")
-    axes[1, 1].legend()
-    for name in ("precision", "recall", "f1"):
-        axes[1, 2].plot(ep, col(name), marker=".", label=name)
-    axes[1, 2].set_title("val P / R / F1 (best-F1 threshold)")
-    axes[1, 2].legend()
-    for ax in axes[1]:
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------ the trainer
@@ -367,38 +215,30 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
+# Options a resumed run may take from the new invocation; everything else comes from last.pt.
+RESUME_OVERRIDES = ("workers", "progress")
+
+
 def train(cfg: str | os.PathLike | None, data: str | os.PathLike | None, val: str | os.PathLike | None,
           epochs: int | None, img_size: int | None, batch: int | None, out: str | os.PathLike,
           weights: str | os.PathLike | None = None, resume: bool = False, device: str = "auto",
-          sparsity: float = 0.0, sparsity_schedule: str = "constant", **kwargs: Any) -> dict:
+          sparsity: float = 0.0, sparsity_schedule: str = "constant",
+          callbacks: Sequence[TrainCallback] = (), **kwargs: Any) -> dict:
     """Train a Darknet cfg on a VisDrone-format dataset; see the module docstring for the outputs.
 
-    With ``resume=True`` the options stored in ``out/last.pt`` are used (``epochs`` may be raised to
-    train longer; ``device``, ``workers`` and ``progress`` may differ) and training continues after the
-    last finished epoch. Returns ``{"best", "last", "epochs_done", "metrics", "best_fitness", ...}``.
+    ``kwargs`` are the other :class:`TrainOptions` fields. With ``resume=True`` the options stored in
+    ``out/last.pt`` are used (``epochs`` may be raised to train longer; ``device``, ``workers`` and
+    ``progress`` may differ) and training continues after the last finished epoch. Returns ``{"best",
+    "last", "epochs_done", "metrics", "best_fitness", ...}``.
     """
     out = Path(out)
-    extra_keys = {f for f in TrainOptions.__dataclass_fields__}
-    unknown = set(kwargs) - extra_keys
+    known = {f.name for f in fields(TrainOptions)}
+    unknown = set(kwargs) - known
     if unknown:
         raise TypeError(f"unknown training options: {', '.join(sorted(unknown))}")
     ckpt = None
     if resume:
-        last = out / "last.pt"
-        if not last.is_file():
-            raise TrainingError(f"{last}: nothing to resume (no last.pt in the run directory)")
-        ckpt = load_checkpoint(last)
-        if "train_options" not in ckpt or "optimizer" not in ckpt:
-            raise TrainingError(f"{last}: not a resumable training checkpoint (no optimizer/options)")
-        stored = dict(ckpt["train_options"])
-        stored.update(debug_nan_step=None, debug_dump_state=False)  # fault injection is per invocation
-        stored.update({k: v for k, v in kwargs.items() if k in ("workers", "progress", "debug_nan_step",
-                                                                 "debug_dump_state")})
-        stored["device"] = device
-        stored["out"] = str(out)
-        if epochs is not None:
-            stored["epochs"] = int(epochs)
-        opt = TrainOptions(**stored)
+        ckpt, opt = _resume_options(out, epochs, device, kwargs)
     else:
         missing = [n for n, v in (("cfg", cfg), ("data", data), ("val", val), ("epochs", epochs),
                                   ("img_size", img_size), ("batch", batch)) if v is None]
@@ -408,41 +248,32 @@ def train(cfg: str | os.PathLike | None, data: str | os.PathLike | None, val: st
                            img_size=int(img_size), batch=int(batch), out=str(out),
                            weights=None if weights is None else str(weights), device=device,
                            sparsity=float(sparsity), sparsity_schedule=sparsity_schedule, **kwargs)
-    _check_options(opt)
-    return _Trainer(opt, ckpt).run()
+    check_options(opt)
+    return _Trainer(opt, ckpt, callbacks).run()
 
 
-def _check_options(o: TrainOptions) -> None:
-    checks = [
-        (o.epochs >= 1, f"--epochs must be >= 1, found {o.epochs}"),
-        (o.img_size >= 32 and o.img_size % 32 == 0,
-         f"--img-size must be a multiple of 32, found {o.img_size}"),
-        (o.batch >= 1, f"--batch must be >= 1, found {o.batch}"),
-        (o.accumulate >= 1, f"--accumulate must be >= 1, found {o.accumulate}"),
-        (o.lr > 0, f"--lr must be > 0, found {o.lr}"),
-        (o.optimizer in ("sgd", "adam"), f"--optimizer must be sgd or adam, found {o.optimizer!r}"),
-        (o.sparsity >= 0, f"--sparsity must be >= 0, found {o.sparsity}"),
-        (o.sparsity_schedule in ("constant", "decay"),
-         f"--sparsity-schedule must be constant or decay, found {o.sparsity_schedule!r}"),
-        (o.sparsity_weighting in sp.WEIGHTINGS,
-         f"--sparsity-weighting must be {' or '.join(sp.WEIGHTINGS)}, found {o.sparsity_weighting!r}"),
-        (o.lr_schedule in ("cosine", "step"),
-         f"--lr-schedule must be cosine or step, found {o.lr_schedule!r}"),
-        (o.eval_every >= 1, f"--eval-every must be >= 1, found {o.eval_every}"),
-        (o.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, found {o.warmup_epochs}"),
-        (o.distill >= 0, f"--distill must be >= 0, found {o.distill}"),
-        (o.teacher_cfg is None or o.teacher_weights is not None, "--teacher-cfg needs --teacher-weights"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise TrainingError(message)
-    if not Path(o.cfg).is_file():
-        raise TrainingError(f"--cfg {o.cfg}: file not found")
+def _resume_options(out: Path, epochs: int | None, device: str, kwargs: dict) -> tuple[dict, TrainOptions]:
+    last = out / "last.pt"
+    if not last.is_file():
+        raise TrainingError(f"{last}: nothing to resume (no last.pt in the run directory)")
+    ckpt = load_checkpoint(last)
+    if "train_options" not in ckpt or "optimizer" not in ckpt:
+        raise TrainingError(f"{last}: not a resumable training checkpoint (no optimizer/options)")
+    known = {f.name for f in fields(TrainOptions)}
+    # keys of options that no longer exist (older runs) are dropped
+    stored = {k: v for k, v in ckpt["train_options"].items() if k in known}
+    stored.update({k: v for k, v in kwargs.items() if k in RESUME_OVERRIDES})
+    stored["device"] = device
+    stored["out"] = str(out)
+    if epochs is not None:
+        stored["epochs"] = int(epochs)
+    return ckpt, TrainOptions(**stored)
 
 
 class _Trainer:
-    def __init__(self, opt: TrainOptions, ckpt: dict | None):
+    def __init__(self, opt: TrainOptions, ckpt: dict | None, callbacks: Sequence[TrainCallback] = ()):
         self.opt = opt
+        self.callbacks = list(callbacks)
         self.resume_ckpt = ckpt
         self.out = Path(opt.out)
 
@@ -452,9 +283,9 @@ class _Trainer:
         from slimyolo_ros.data.visdrone import VISDRONE_CLASSES
 
         o = self.opt
-        self.dist, self.device = _init_distributed(o.device)
+        self.dist, self.device = init_distributed(o.device)
         self.cuda = self.device.type == "cuda"
-        _seed_everything(o.seed + self.dist.rank)
+        seed_everything(o.seed + self.dist.rank)
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # fixed-size batches: let cuDNN pick the fastest kernels
         self.model = Darknet.from_file(o.cfg)
@@ -482,12 +313,12 @@ class _Trainer:
             self.sampler = torch.utils.data.RandomSampler(self.dataset, generator=self.generator)
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=per_rank, sampler=self.sampler, num_workers=o.workers,
-            collate_fn=collate, pin_memory=self.cuda, worker_init_fn=_worker_init, generator=self.generator,
+            collate_fn=collate, pin_memory=self.cuda, worker_init_fn=worker_init, generator=self.generator,
             drop_last=False)
         self.nb = len(self.loader)
 
         self.gs = 32  # multi-scale sizes stay multiples of the largest stride
-        self.loss_fn = YoloLoss(self.model, o.img_size)
+        self.loss_fn = YoloLoss(self.model)
         self.optimizer = _build_optimizer(self.model, o)
         self.lf = _lr_lambda(o)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
@@ -558,10 +389,10 @@ class _Trainer:
         self.start_epoch = int(ck["epoch"]) + 1
         self.best_fitness = float(ck.get("best_fitness", -1.0))
         if self.dist.main and "rng" in ck:
-            _set_rng_state(ck["rng"])
+            set_rng_state(ck["rng"])
         else:  # other ranks: a fresh stream that still depends only on (seed, rank, epoch)
-            _seed_everything(self.opt.seed + self.dist.rank + 1000 * self.start_epoch)
-        self.rows = _read_csv(self.out / "results.csv", self.start_epoch)
+            seed_everything(self.opt.seed + self.dist.rank + 1000 * self.start_epoch)
+        self.rows = read_csv(self.out / "results.csv", self.start_epoch)
         self.gamma_log.load(self.start_epoch)
         # move optimizer state to the device
         for state in self.optimizer.state.values():
@@ -584,12 +415,9 @@ class _Trainer:
             result = {"best": str(self.out / "best.pt"), "last": str(self.out / "last.pt"),
                       "results_csv": str(self.out / "results.csv"), "epochs_done": self.opt.epochs,
                       "best_fitness": self.best_fitness, "metrics": metrics or self._last_metrics()}
-            if self.opt.debug_dump_state:
-                raw = _unwrap(self.model)
-                atomic_torch_save({"rank": self.dist.rank, "steps": self.steps,
-                                   "params": {k: v.detach().cpu() for k, v in raw.named_parameters()},
-                                   "buffers": {k: v.detach().cpu() for k, v in raw.named_buffers()}},
-                                  self.out / f"rank{self.dist.rank}_state.pt")
+            for cb in self.callbacks:
+                cb.on_train_end(_unwrap(self.model), {**result, "rank": self.dist.rank,
+                                                      "world": self.dist.world, "steps": self.steps})
             return result
         finally:
             if self.dist.enabled and dist.is_initialized():
@@ -598,7 +426,7 @@ class _Trainer:
     def _last_metrics(self) -> dict:
         for r in reversed(self.rows):
             if r.get("map50") not in ("", None):
-                return {k: float(r[k]) for k in ("precision", "recall", "f1", "map50", "map")}
+                return {k: float(r[k]) for k in METRICS}
         return {}
 
     def _say(self, msg: str) -> None:
@@ -626,11 +454,11 @@ class _Trainer:
             ni = i + self.nb * epoch  # global step
             imgs, targets, ignore = _unpack_batch(batch)
             imgs = imgs.to(self.device, non_blocking=True).float()
-            if o.debug_nan_step is not None and ni == o.debug_nan_step:
-                imgs = torch.full_like(imgs, float("nan"))
+            for cb in self.callbacks:
+                imgs = cb.on_batch(ni, imgs)
             if ni < nw:  # warmup: LR 0 -> scheduled value, momentum 0.8 -> momentum
                 # (no yolov5-style high bias LR at the start: over a warmup of a few steps, as in short
-                # CPU runs, it wrecks the head's bias init and cost ~2x more steps to learn boxes)
+                # CPU runs, it wrecks the head's bias init and slows learning the boxes)
                 for g in self.optimizer.param_groups:  # ni + 1: the first step already moves the weights
                     g["lr"] = float(np.interp(ni + 1, [0, nw], [0.0, g["initial_lr"] * self.lf(epoch)]))
                     m = float(np.interp(ni + 1, [0, nw], [0.8, o.momentum]))
@@ -647,7 +475,7 @@ class _Trainer:
 
             step_now = (i + 1) % o.accumulate == 0 or i == self.nb - 1
             sync = self.dist.enabled and not step_now
-            ctx = model.no_sync() if sync else _null()
+            ctx = model.no_sync() if sync else nullcontext()
             with ctx:
                 with torch.autocast(device_type="cuda", enabled=self.cuda):
                     outputs = model(imgs)
@@ -722,7 +550,7 @@ class _Trainer:
             row["gamma_small_share"] = _fmt(share)
             if do_eval:
                 metrics = self._evaluate(saved)
-                row.update({k: _fmt(metrics[k]) for k in ("precision", "recall", "f1", "map50", "map")})
+                row.update({k: _fmt(metrics[k]) for k in METRICS})
             row["epoch_time_s"] = f"{seconds:.1f}"
             self.rows.append(row)
             fitness = metrics.get("map50", -1.0) if do_eval else -1.0
@@ -734,10 +562,10 @@ class _Trainer:
             if improved or not (self.out / "best.pt").is_file():
                 save_checkpoint(self.out / "best.pt", saved, self.class_names, o.img_size, epoch=epoch,
                                 metrics=metrics, train_options=asdict(o))
-            _write_csv(self.out / "results.csv", self.rows)
+            write_csv(self.out / "results.csv", self.rows)
             if do_eval or final:  # plots only when there is a new metric point (they cost ~1 s each)
                 try:
-                    _plot_results(self.out / "results.png", self.rows)
+                    plot_results(self.out / "results.png", self.rows)
                     self.gamma_log.plot(f"{Path(o.cfg).name}, sparsity alpha={o.sparsity:g} "
                                         f"({o.sparsity_schedule})")
                 except Exception as exc:  # a plot must never stop training
@@ -753,15 +581,10 @@ class _Trainer:
         return metrics
 
     def _evaluate(self, model: nn.Module) -> dict:
-        from slimyolo_ros.detect.detector import Detector
-        from slimyolo_ros.evaluate.run import evaluate_detector
-
-        # from_model folds BN into a copy (fuse=True), so the EMA / training weights are left untouched
-        det = Detector.from_model(model, self.class_names, self.opt.img_size, device=str(self.device),
-                                  conf_threshold=self.opt.conf_threshold,
-                                  nms_threshold=self.opt.nms_threshold)
-        result = evaluate_detector(det, self.val_samples, progress=self.opt.progress)
-        return {k: float(result[k]) for k in ("precision", "recall", "f1", "map50", "map")}
+        o = self.opt
+        return evaluate_model(model, self.class_names, o.img_size, self.val_samples, device=self.device,
+                              conf_threshold=o.conf_threshold, nms_threshold=o.nms_threshold,
+                              progress=o.progress)
 
     def _save_last(self, epoch: int, saved: nn.Module, metrics: dict) -> None:
         o = self.opt
@@ -775,18 +598,6 @@ class _Trainer:
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
-            rng=_rng_state(),
+            rng=rng_state(),
             train_options=asdict(o),
         )
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def result_json(result: dict) -> str:
-    return json.dumps(result, sort_keys=False)

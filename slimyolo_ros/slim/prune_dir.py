@@ -12,6 +12,7 @@ from pathlib import Path
 from slimyolo_ros.darknet.checkpoint import save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.darknet.weights import save_darknet_weights
+from slimyolo_ros.evaluate.run import evaluate_model
 from slimyolo_ros.io_utils import atomic_write_json, atomic_write_text
 from slimyolo_ros.prune.layers import prune_layers as drop_residual_blocks
 from slimyolo_ros.prune.report import build_report, complexity_rows, to_markdown
@@ -19,22 +20,6 @@ from slimyolo_ros.prune.slimming import plan_pruning
 from slimyolo_ros.prune.surgery import apply_plan
 
 log = logging.getLogger(__name__)
-
-
-def evaluate_map(model: Darknet, class_names: list[str], img_size: int, samples: list) -> dict:
-    """P, R, F1, mAP@0.5, mAP of ``model`` on ``samples`` through the project's Detector and evaluator."""
-    import copy
-
-    from slimyolo_ros.detect.detector import Detector
-    from slimyolo_ros.evaluate.run import evaluate_detector
-
-    # The trainer's evaluation settings, so numbers here and in results.csv compare: a low threshold
-    # so the AP curve is complete (P/R/F1 come from the best-F1 point). A copy: the Detector may
-    # move, fuse or half() the module it is given.
-    m = copy.deepcopy(model).float().eval()
-    detector = Detector.from_model(m, class_names, img_size, device="cpu", conf_threshold=0.001,
-                                   nms_threshold=0.6)
-    return evaluate_detector(detector, samples)
 
 
 def prune_to_dir(model: Darknet, class_names: list[str], img_size: int, out: str | os.PathLike,
@@ -65,11 +50,10 @@ def prune_to_dir(model: Darknet, class_names: list[str], img_size: int, out: str
         other = apply_plan(model, plan, fold=not fold)
         folded, unfolded = (pruned, other) if fold else (other, pruned)
         report["map"] = {}
-        keys = ("map50", "map", "precision", "recall", "f1")
         for name, m in (("unpruned", original), ("pruned, beta folded", folded),
                         ("pruned, beta dropped", unfolded)):
-            metrics = evaluate_map(m, class_names, img_size, eval_samples)
-            report["map"][name] = {k: float(metrics[k]) for k in keys}
+            metrics = evaluate_model(m, class_names, img_size, eval_samples, device="cpu", progress=True)
+            report["map"][name] = {k: metrics[k] for k in ("map50", "map", "precision", "recall", "f1")}
             log.info("%s: mAP@0.5 %.4f", name, metrics["map50"])
     out.mkdir(parents=True, exist_ok=True)
     pruned.save_cfg(out / "pruned.cfg")

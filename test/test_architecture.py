@@ -1,0 +1,130 @@
+"""The package's structure rules, read from the source with ``ast`` (docs/architecture.md):
+
+- no import cycle between the subpackages of slimyolo_ros (imports inside functions count too: a lazy
+  import is still a dependency);
+- ROS is imported only by the ROS adapters (``ros/``, ``bag/``); the command-line layer may import it
+  lazily, inside a function, so the core stays usable without ROS;
+- no function is longer than 100 lines.
+"""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "slimyolo_ros"
+ROS_MODULES = {"rclpy", "sensor_msgs", "vision_msgs", "std_msgs", "launch", "rcl_interfaces"}
+ROS_ADAPTERS = {"ros", "bag"}
+LAZY_ROS_ALLOWED = {"commands", "cli", "demo"}
+MAX_FUNCTION_LINES = 100
+
+
+def _sources() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _unit(path: Path) -> str:
+    """The subpackage a file belongs to (a top-level module is its own unit)."""
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> Iterator[tuple[str, bool, int]]:
+    """(absolute module name, imported inside a function?, line) for every import in ``path``."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+
+    def visit(node: ast.AST, in_function: bool) -> Iterator[tuple[str, bool, int]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import):
+                for alias in child.names:
+                    yield alias.name, in_function, child.lineno
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")
+                    base = base[:len(base) - child.level + 1]
+                    module = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    module = child.module or ""
+                yield module, in_function, child.lineno
+                for alias in child.names:  # `from slimyolo_ros import train` names a subpackage
+                    yield f"{module}.{alias.name}", in_function, child.lineno
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            yield from visit(child, inner)
+
+    yield from visit(tree, False)
+
+
+def _subpackage_graph() -> dict[str, set[str]]:
+    known = {_unit(p) for p in _sources()}
+    graph: dict[str, set[str]] = {u: set() for u in known}
+    for path in _sources():
+        unit = _unit(path)
+        for module, _, _ in _imports(path):
+            parts = module.split(".")
+            if parts[0] == "slimyolo_ros" and len(parts) > 1 and parts[1] in known and parts[1] != unit:
+                graph[unit].add(parts[1])
+    return graph
+
+
+def test_no_import_cycle_between_subpackages():
+    graph = _subpackage_graph()
+    assert {"darknet", "prune", "train", "slim"} <= set(graph)
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        raise AssertionError(f"import cycle between subpackages: {' -> '.join(exc.args[1])}") from None
+    # orchestration sits above what it orchestrates
+    assert order.index("prune") < order.index("slim") and order.index("train") < order.index("slim")
+    assert order.index("darknet") < order.index("prune") and order.index("darknet") < order.index("train")
+
+
+def test_ros_is_imported_only_by_the_ros_adapters():
+    bad = []
+    for path in _sources():
+        unit = _unit(path)
+        if unit in ROS_ADAPTERS:
+            continue
+        for module, lazy, line in _imports(path):
+            if module.split(".")[0] in ROS_MODULES and not (lazy and unit in LAZY_ROS_ALLOWED):
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module}"
+                           + (" (inside a function)" if lazy else ""))
+    assert not bad, "ROS imported outside ros/ and bag/:\n" + "\n".join(bad)
+
+
+def test_no_function_is_longer_than_100_lines():
+    long = []
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.name} ({n} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
+
+
+def test_the_checks_see_a_cycle_and_a_ros_import(tmp_path, monkeypatch):
+    """The checks can fail: a fake package with both faults is caught."""
+    fake = tmp_path / "slimyolo_ros"
+    for sub, text in (("darknet", "from slimyolo_ros.train import x\n"),
+                      ("train", "import slimyolo_ros.darknet.model\nimport rclpy\n"),
+                      ("prune", ""), ("slim", "")):
+        (fake / sub).mkdir(parents=True)
+        (fake / sub / "__init__.py").write_text(text)
+    monkeypatch.setattr(f"{__name__}.PACKAGE", fake)
+    for check, message in ((test_no_import_cycle_between_subpackages, "import cycle"),
+                           (test_ros_is_imported_only_by_the_ros_adapters, "rclpy")):
+        try:
+            check()
+        except AssertionError as exc:
+            assert message in str(exc)
+        else:
+            raise AssertionError(f"{check.__name__} passed on a faulty package")
