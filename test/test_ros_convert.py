@@ -23,13 +23,24 @@ from slimyolo_ros.ros.convert import (
     image_to_bgr,
 )
 from slimyolo_ros.ros.messages import (
-    detection2d_array_to_numpy,
     serialize_detection2d_array,
     to_detection2d_array,
     to_label_info,
 )
 
 H, W = 7, 5
+
+
+def detection2d_array_to_numpy(msg, class_names) -> np.ndarray:
+    """Detection2DArray -> N×6 float32 ``x1, y1, x2, y2, score, class_index`` (unknown names: -1)."""
+    index = {n: i for i, n in enumerate(class_names)}
+    rows = []
+    for d in msg.detections:
+        cx, cy, w, h = d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x, d.bbox.size_y
+        hyp = d.results[0].hypothesis if d.results else None
+        rows.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2,
+                     hyp.score if hyp else 0.0, index.get(hyp.class_id, -1) if hyp else -1])
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 6)
 
 
 @pytest.fixture(scope="module")

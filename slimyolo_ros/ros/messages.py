@@ -151,21 +151,6 @@ def serialize_detection2d_array(dets: np.ndarray, header: Any, class_names: Sequ
     return bytes(buf)
 
 
-def detection2d_array_to_numpy(msg: Detection2DArray, class_names: Sequence[str]) -> np.ndarray:
-    """The inverse (for tests and bag scoring): Detection2DArray -> N×6 float32, unknown names -> -1."""
-    index = {n: i for i, n in enumerate(class_names)}
-    rows = []
-    for d in msg.detections:
-        cx, cy = d.bbox.center.position.x, d.bbox.center.position.y
-        w, h = d.bbox.size_x, d.bbox.size_y
-        hyp = d.results[0].hypothesis if d.results else None
-        rows.append([
-            cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2,
-            hyp.score if hyp else 0.0, index.get(hyp.class_id, -1) if hyp else -1,
-        ])
-    return np.asarray(rows, dtype=np.float32).reshape(-1, 6)
-
-
 def to_label_info(class_names: Sequence[str], threshold: float, header: Any = None) -> LabelInfo:
     """LabelInfo: class index -> name (the ids used by the model), and the score threshold."""
     msg = LabelInfo()
