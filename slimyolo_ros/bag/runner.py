@@ -246,7 +246,7 @@ class Client:
 
         self._rclpy = rclpy
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        rclpy.init(args=[], context=self.context)  # not sys.argv: a "k:=v" there is no remap of ours
         self.node = rclpy.create_node(name, context=self.context)
         self.lock = threading.Condition()
         self.replies_on: dict[str, dict[int, tuple[float, bytes]]] = {}
