@@ -76,6 +76,7 @@ class Bench:
         self.models: dict[str, object] = {}
         self.rows: list[dict] = []
         self.notes: list[str] = []
+        self._detectors: dict[tuple, object] = {}
 
     def prepare(self) -> None:
         from bench.prepare import make_base, make_pruned
@@ -95,8 +96,11 @@ class Bench:
 
         if backend == "opencv":
             return opencv_forward(mf.cfg, mf.weights, blob, device, half)
-        cache = self.work / "cache" / "onnx"
-        det = detector(mf.pt, backend, size, device, half and backend == "torch", cache)
+        key = (mf.name, backend, size, device, half)
+        if key not in self._detectors:  # one Detector (one ONNX export) for both input shapes
+            self._detectors = {key: detector(mf.pt, backend, size, device, half and backend == "torch",
+                                             self.work / "cache" / "onnx")}
+        det = self._detectors[key]
         if backend == "torch":
             return torch_forward(det, blob)
         return onnxruntime_forward(det.onnx_path, blob, device, half)
@@ -117,7 +121,7 @@ class Bench:
                 for precision in precisions:
                     half = precision == "fp16"
                     fns = {}
-                    for (shape, blob), backend in ((b, be) for b in blobs.items() for be in BACKENDS):
+                    for backend, (shape, blob) in ((be, b) for be in BACKENDS for b in blobs.items()):
                         if half and backend == "onnxruntime":
                             continue  # the Detector runs ONNX Runtime in fp32 only
                         try:
