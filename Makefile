@@ -19,7 +19,7 @@ lint: setup
 	$(VENV)/bin/ruff check slimyolo_ros test bench launch scripts
 
 bench: setup
-	$(PY) bench/run.py --json docs/benchmarks.json
+	$(PY) bench/run.py --json docs/benchmarks.json --node-variant "rect:=false"
 
 clean:
 	rm -rf build demo_out .pytest_cache

@@ -1,13 +1,14 @@
 """Bare forward passes of one network in three runtimes, on the same input blob.
 
 Each ``*_forward`` returns a zero-argument callable that runs the network once on a fixed
-1×3×S×S float32 RGB blob and returns when the outputs are computed (so the timer sees the whole
-forward, including the YOLO decode that each runtime does in its graph). Pre- and post-processing
-are timed separately by the node split (bench/node_split.py).
+1×3×H×W float32 RGB blob and returns when the outputs are computed (so the timer sees the whole
+forward, including the YOLO decode each runtime does in its graph). Pre- and post-processing are in
+the node's own stage timings (~/stats), measured end to end by bench/node_e2e.py.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,33 +17,18 @@ import numpy as np
 Forward = Callable[[], object]
 
 
-def detector(
-    pt: Path,
-    backend: str,
-    img_size: int,
-    device: str = "cpu",
-    half: bool = False,
-    fuse: bool = True,
-    onnx_cache: Path | None = None,
-    **kw,
-):
-    """The project's Detector for ``pt``, configured as the node would run it (``kw``: more options)."""
-    from slimyolo_ros.detect.detector import Detector
+def detector(pt: Path, backend: str, img_size: int, device: str = "cpu", half: bool = False,
+             onnx_cache: Path | None = None, **options: object):
+    """The project's Detector for ``pt`` as the node would build it (``options``: more of
+    ``load_detector``'s keywords)."""
+    from slimyolo_ros.detect import load_detector
 
-    return Detector(
-        str(pt),
-        backend=backend,
-        img_size=img_size,
-        device=device,
-        half=half,
-        fuse=fuse,
-        onnx_cache=onnx_cache,
-        **kw,
-    )
+    return load_detector(str(pt), backend=backend, img_size=img_size, device=device, half=half,
+                         onnx_cache=onnx_cache, **options)
 
 
 def torch_forward(det, blob: np.ndarray) -> Forward:
-    """The Detector's torch network (fused or not, fp16 if the Detector is) on the float blob."""
+    """The Detector's torch network (fp16 if the Detector is) on the float blob."""
     import torch
 
     model = det.model
@@ -50,7 +36,7 @@ def torch_forward(det, blob: np.ndarray) -> Forward:
     if det.half:
         x = x.half()
     # The Detector may keep the model in NHWC (channels_last); feed the layout it runs on.
-    w = model.module_list[0].conv.weight
+    w = next(model.parameters())
     if w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     sync = (lambda: torch.cuda.synchronize(det.device)) if det.device.type == "cuda" else (lambda: None)
@@ -64,16 +50,16 @@ def torch_forward(det, blob: np.ndarray) -> Forward:
     return run
 
 
-def onnxruntime_forward(
-    onnx_path: Path, blob: np.ndarray, device: str = "cpu", half: bool = False
-) -> Forward:
-    """ONNX Runtime on the graph the Detector exported, in a session made by the project's
-    ``ort_session`` (intra-op threads = torch's thread count, i.e. the fixed count)."""
+def onnxruntime_forward(onnx_path: Path, blob: np.ndarray, device: str = "cpu",
+                        half: bool = False) -> Forward:
+    """ONNX Runtime on the graph the Detector exported, with the harness's fixed thread count."""
     import onnxruntime as ort
 
-    from slimyolo_ros.export.onnx import ort_session
+    from bench.common import ort_session_options
 
-    sess = ort_session(onnx_path, device)
+    providers = ["CUDAExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    sess = ort.InferenceSession(str(onnx_path), ort_session_options(threads), providers=providers)
     inp = sess.get_inputs()[0]
     x = blob.astype(np.float16 if half else np.float32)
     if device.startswith("cuda"):
@@ -82,23 +68,13 @@ def onnxruntime_forward(
         io.bind_ortvalue_input(inp.name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
         for o in sess.get_outputs():
             io.bind_output(o.name, "cuda")
-
-        def run_bound() -> object:
-            sess.run_with_iobinding(io)
-            return None
-
-        return run_bound
+        return lambda: sess.run_with_iobinding(io)
     feed = {inp.name: x}
-
-    def run() -> object:
-        return sess.run(None, feed)
-
-    return run
+    return lambda: sess.run(None, feed)
 
 
-def opencv_forward(
-    cfg: Path, weights: Path, blob: np.ndarray, device: str = "cpu", half: bool = False
-) -> Forward:
+def opencv_forward(cfg: Path, weights: Path, blob: np.ndarray, device: str = "cpu",
+                   half: bool = False) -> Forward:
     import cv2
 
     net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
@@ -110,11 +86,7 @@ def opencv_forward(
         net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     names = net.getUnconnectedOutLayersNames()
     net.setInput(blob)
-
-    def run() -> object:
-        return net.forward(names)
-
-    return run
+    return lambda: net.forward(names)
 
 
 def input_blob(img_bgr: np.ndarray, size: int, rect: bool = False) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Preparation is not timed. Each pruned model is produced by the project's own CLI (a subprocess
 running ``slimyolo prune``), exactly as a user would, so the benchmark measures the networks the
-pruner really emits (shortcut unions, per-layer keep floor, ``--channel-multiple`` rounding).
+pruner really emits (shortcut unions, per-layer keep floor).
 """
 
 from __future__ import annotations
@@ -28,14 +28,8 @@ class ModelFiles:
     cfg: Path
     weights: Path
     pt: Path
-    channel_multiple: int = 1
     gflops: dict[int, float] = field(default_factory=dict)
     params: int = 0
-    onnx: dict[int, Path] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return self.name if self.channel_multiple == 1 else f"{self.name}/cm{self.channel_multiple}"
 
 
 def _complexity(mf: ModelFiles, sizes: tuple[int, ...]) -> None:
@@ -83,43 +77,26 @@ def make_base(
     return mf
 
 
-def prune_command(base: ModelFiles, percent: float, channel_multiple: int, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "slimyolo_ros.cli",
-        "prune",
-        "--weights",
-        str(base.pt),
-        "--global-percent",
-        str(percent),
-        "--layer-keep",
-        str(LAYER_KEEP),
-        "--channel-multiple",
-        str(channel_multiple),
-        "--out",
-        str(out),
-        "--json",
-    ]
+def prune_command(base: ModelFiles, percent: float, out: Path) -> list[str]:
+    return [sys.executable, "-m", "slimyolo_ros.cli", "prune", "--weights", str(base.pt), "--global-percent",
+            str(percent), "--layer-keep", str(LAYER_KEEP), "--out", str(out), "--json"]
 
 
-def _run_prune(base: ModelFiles, name: str, cm: int, work: Path, sizes: tuple[int, ...]) -> ModelFiles:
-    out = work / (name if cm == 1 else f"{name}-cm{cm}")
-    cmd = prune_command(base, PERCENTS[name], cm, out)
+def _run_prune(base: ModelFiles, name: str, work: Path, sizes: tuple[int, ...]) -> ModelFiles:
+    out = work / name
+    cmd = prune_command(base, PERCENTS[name], out)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[2:])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     json.loads(proc.stdout)  # exactly one JSON object: the CLI contract
-    mf = ModelFiles(name, out / "pruned.cfg", out / "pruned.weights", out / "pruned.pt", channel_multiple=cm)
+    mf = ModelFiles(name, out / "pruned.cfg", out / "pruned.weights", out / "pruned.pt")
     _recalibrate(mf)
     _complexity(mf, sizes)
     return mf
 
 
-def make_pruned(
-    base: ModelFiles, work: Path, multiples: dict[str, tuple[int, ...]], sizes: tuple[int, ...], jobs: int = 2
-) -> list[ModelFiles]:
-    """Run ``slimyolo prune`` for every (model, channel multiple); ``jobs`` CLI processes at a time."""
-    todo = [(name, cm) for name, cms in multiples.items() for cm in cms]
+def make_pruned(base: ModelFiles, work: Path, names: list[str], sizes: tuple[int, ...],
+                jobs: int = 2) -> list[ModelFiles]:
+    """Run ``slimyolo prune`` for every pruned model; ``jobs`` CLI processes at a time."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda t: _run_prune(base, t[0], t[1], work, sizes), todo))
+        return list(pool.map(lambda n: _run_prune(base, n, work, sizes), names))

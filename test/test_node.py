@@ -355,23 +355,16 @@ def test_bad_frames_are_skipped_with_a_warning_and_the_next_frame_works(rig):
     m = bgr_to_image(canvas[:8, :8])
     m.width = 0
     cases.append((m, "empty image: width=0"))
-    # bytes that are no Image at all (the node takes Images raw): named and dropped like the rest
-    from rclpy.serialization import serialize_message
-
-    wire = serialize_message(good)
-    cases.append((wire[:len(wire) // 2], "serialised Image truncated: field 'data' needs"))
     for bad_msg, needle in cases:
         stamp = next(_stamps)
-        if not isinstance(bad_msg, bytes):
-            bad_msg.header = header(stamp)
+        bad_msg.header = header(stamp)
         deadline = time.monotonic() + REPLY_TIMEOUT
         while needle not in rig.raw.text():
             assert time.monotonic() < deadline, f"no warning {needle!r}:\n{rig.raw.text()[-2000:]}"
             rig.image_pub.publish(bad_msg)
             time.sleep(0.3)
         line = next(ln for ln in rig.raw.text().splitlines() if needle in ln)
-        where = "unreadable message" if isinstance(bad_msg, bytes) else f"stamp {stamp}."
-        assert "WARN" in line and where in line, line
+        assert "WARN" in line and f"stamp {stamp}." in line, line
         good_stamp = next(_stamps)
         good.header = header(good_stamp)
         assert_person_inside(rig.detect(good), region, good_stamp)

@@ -21,13 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +39,22 @@ from slimyolo_ros.bag.make import (
     IGNORE_TOPIC,
     IMAGE_TOPIC,
 )
+from slimyolo_ros.bag.runner import (  # noqa: F401 - default_params, use_large_frames_profile: public here too
+    Client,
+    NodeDiedError,
+    NodeUnderTest,
+    default_params,
+    drain,
+    executable,
+    lockstep,
+    node_command,
+    paced,
+    qos,
+    ready,
+    restamp,
+    ros_environment,
+    use_large_frames_profile,
+)
 from slimyolo_ros.bag.types import COMPRESSED_IMAGE, DETECTION2D_ARRAY, BagError, typestore
 from slimyolo_ros.io_utils import atomic_write_json
 
@@ -53,10 +64,6 @@ DETECTIONS_TOPIC = "/detections"  # where the node's output is remapped during a
 LABEL_INFO_TOPIC = "/label_info"
 _WARMUP_OFFSET_NS = 1_000_000_000  # the warm-up frame's stamp lies 1 s before the first frame
 _LOCKSTEP_MAX_MISSES = 3  # consecutive unanswered frames before lockstep gives up on the node
-
-
-class NodeDiedError(BagError):
-    """The detector node exited (or stopped answering) before the replay finished."""
 
 
 @dataclass
@@ -174,211 +181,164 @@ def _check_image(m, typename: str) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------ node process
-def _config_file(name: str) -> tuple[Path, Path]:
-    """config/<name> of a checkout and of the installed package share folder (either may not exist)."""
-    return (Path(__file__).resolve().parents[2] / "config" / name,
-            Path(sys.prefix) / "share" / "slimyolo_ros" / "config" / name)
+# ------------------------------------------------------------------------------------------ the run
+@dataclass
+class _Source:
+    """What the replay needs from the bag besides its frames."""
+
+    bag: Path
+    image_topic: str
+    image_type: str
+    frames_in_bag: int
+    gt: dict[int, tuple]
+    ignore: dict[int, np.ndarray]
+    has_gt: bool
+    class_names: list[str] | None
 
 
-def default_params() -> Path:
-    """config/detect.yaml of a checkout, else of the installed package share folder."""
-    here, share = _config_file("detect.yaml")
-    if here.is_file():
-        return here
-    if share.is_file():
-        return share
-    raise BagError(f"no node parameters file: neither {here} nor {share} exists (pass --params)")
+@dataclass
+class _Run:
+    """What happened while the node ran: the frames sent, its answers by stamp, what went wrong."""
+
+    command: list[str]
+    log: Path | None
+    frames: list[_Frame] = field(default_factory=list)
+    published: dict[int, float] = field(default_factory=dict)  # stamp -> perf_counter at first publish
+    answers: dict[int, tuple[float, bytes]] = field(default_factory=dict)
+    keep: dict[int, tuple[bytes, str]] = field(default_factory=dict)  # frames kept for the PNGs
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    label_names: list[str] | None = None
+    duplicates: int = 0
+    resent: int = 0
+    error: str | None = None
+    node_rc: int | None = None
+    wall_s: float = 0.0
 
 
-PROFILE_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
-SHM_FREE_NEEDED = 1 << 30  # each participant maps a 64 MiB segment; Docker's default /dev/shm is 64 MiB
+def _open_source(cfg: ReplayConfig, bag: Path, reader) -> _Source:
+    image_topic, image_type = _pick_image_topic(reader, bag, cfg.image_topic)
+    n_in_bag = sum(c.msgcount for c in reader.connections if c.topic == image_topic)
+    if n_in_bag == 0:
+        raise BagError(f"{bag}: image topic {image_topic} has no messages")
+    gt, ignore, has_gt = _read_ground_truth(reader)
+    return _Source(bag, image_topic, image_type, n_in_bag, gt, ignore, has_gt, _custom_class_names(reader))
 
 
-def _shm_free_bytes() -> int:
-    try:
-        st = os.statvfs("/dev/shm")
-    except OSError:
-        return 0
-    return st.f_bavail * st.f_frsize
-
-
-def use_large_frames_profile() -> Path | None:
-    """Export ``FASTDDS_DEFAULT_PROFILES_FILE`` = config/fastdds_large_frames.xml for this process and
-    its children, so camera-sized frames between processes on this host go through Fast DDS shared
-    memory instead of fragmented UDP (docs/node.md: a reliable fragmented stream lagged by more than a
-    second on a loaded CPU). Nothing changes when the user set a profile, the file is not found, or
-    /dev/shm has too little room. Returns the profile now in force from here, if any."""
-    if any(k in os.environ for k in PROFILE_ENV):
-        return None
-    profile = next((p for p in _config_file("fastdds_large_frames.xml") if p.is_file()), None)
-    if profile is None or _shm_free_bytes() < SHM_FREE_NEEDED:
-        return None
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
-    return profile
-
-
-def ros_environment() -> dict[str, str]:
-    """This process's DDS settings, made explicit so the node subprocess shares them: discovery on
-    loopback unless the user chose otherwise, a random domain when none is set (two replays on
-    one machine must not hear each other), and the large-frame shared-memory profile."""
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-    use_large_frames_profile()  # before this process's rclpy.init; the node inherits it
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _node_command(cfg: ReplayConfig, params: Path, image_topic: str, compressed: bool) -> list[str]:
-    if cfg.node_command:
-        base = list(cfg.node_command)
-    else:
-        exe = Path(sys.executable).parent / "detect_node"
-        base = [str(exe)] if exe.is_file() else ([shutil.which("detect_node")] if shutil.which("detect_node")
-                                                 else [sys.executable, "-m", "slimyolo_ros.ros.node"])
+def _node_command(cfg: ReplayConfig, params: Path, src: _Source) -> list[str]:
+    base = cfg.node_command or executable("detect_node", "slimyolo_ros.ros.node")
+    compressed = src.image_type == COMPRESSED_IMAGE
     # Topics are set through the node's own parameters, not remapping: with compressed:=true the node
     # appends /compressed to input_topic, which a remap of "image_raw" would not follow.
-    base_topic = image_topic.removesuffix("/compressed") if compressed else image_topic
-    cmd = [*base, "--ros-args", "--params-file", str(params),
-           "-p", f"input_topic:={base_topic}", "-p", f"compressed:={'true' if compressed else 'false'}",
-           "-p", f"detections_topic:={DETECTIONS_TOPIC}", "-p", f"label_info_topic:={LABEL_INFO_TOPIC}"]
-    # Reliable image transport unless the caller overrides it (--node-arg reliability:=best_effort):
+    # Reliable image transport unless the user overrides it (--node-arg reliability:=best_effort):
     # best effort over Fast DDS's default transports loses every image larger than ~0.5 MB (all
-    # fragments must arrive, none is resent; measured here: 640x480 bgr8 and up never arrive), and a
-    # replay must deliver each frame. The node still keeps only the newest frame (depth 1), so a slow
-    # node drops frames in timed mode just as on the vehicle.
-    cmd += ["-p", "reliability:=reliable"]
-    for p in cfg.node_params:
-        cmd += ["-p", p]
-    return cmd
+    # fragments must arrive, none is resent), and a replay must deliver each frame. The node still
+    # keeps only the newest frame (depth 1), so a slow node drops frames in timed mode as on the vehicle.
+    fixed = {"input_topic": src.image_topic.removesuffix("/compressed") if compressed else src.image_topic,
+             "compressed": compressed, "detections_topic": DETECTIONS_TOPIC,
+             "label_info_topic": LABEL_INFO_TOPIC, "reliability": "reliable"}
+    return node_command(base, params, fixed, cfg.node_params)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5)):
-        proc.send_signal(sig)
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
+def _sendable(reader, src: _Source, run: _Run, want_png: set[int]):
+    """Yield (frame, raw) of the frames the node can decode, each stamp once; the rest are skipped
+    with the reason."""
+    seen: set[int] = set()
+    for frame, raw, m in _image_frames(reader, src.image_topic):
+        why = _check_image(m, frame.typename)
+        if why:
+            run.skipped.append(f"frame {frame.index} (stamp {frame.stamp}): {why}")
             continue
-    proc.kill()
-    proc.wait()
+        if frame.stamp in seen:
+            run.skipped.append(f"frame {frame.index}: stamp {frame.stamp} repeats an earlier frame's; "
+                               "answers are matched by stamp, so it is not published")
+            continue
+        seen.add(frame.stamp)
+        if frame.index in want_png:
+            run.keep[frame.stamp] = (raw, frame.typename)
+        run.frames.append(frame)
+        yield frame, raw
 
 
-def _tail(path: Path, lines: int = 8) -> str:
+def _warm_frame(reader, src: _Source) -> tuple[int, bytes]:
+    """The first decodable image, re-stamped 1 s before it (so its answer is never scored)."""
+    first = next(((f, raw) for f, raw, m in _image_frames(reader, src.image_topic)
+                  if not _check_image(m, f.typename)), None)
+    if first is None:
+        _, _, m = next(_image_frames(reader, src.image_topic))
+        raise BagError(f"{src.bag}: no frame on {src.image_topic} the node can decode: "
+                       f"{_check_image(m, src.image_type)}")
+    stamp = first[0].stamp - _WARMUP_OFFSET_NS
+    return stamp, restamp(first[1], stamp)
+
+
+def _stream(cfg: ReplayConfig, reader, src: _Source, run: _Run, client: Client, node: NodeUnderTest,
+            pub) -> None:
+    """Warm up, then every frame lockstep or on the bag's schedule; NodeDiedError when the node goes."""
+    warm_stamp, warm = _warm_frame(reader, src)
+    ready(client, node, pub, DETECTIONS_TOPIC, warm, warm_stamp, cfg.timeout)
+    from tqdm import tqdm
+
+    n = src.frames_in_bag
+    want_png = set(np.linspace(0, n - 1, cfg.annotated_frames).round().astype(int).tolist()) \
+        if cfg.annotated_frames > 0 else set()
+    frames = tqdm(_sendable(reader, src, run, want_png), total=n, desc=f"bag eval {src.bag.name}",
+                  unit="frame", disable=not cfg.progress, leave=False)
+    if cfg.rate is not None:
+        paced(client, node, pub, ((f.log_ns, f.stamp, raw) for f, raw in frames), cfg.rate)
+        drain(client, node, DETECTIONS_TOPIC, cfg.timeout)
+        return
+    misses = 0
+    for frame, raw in frames:
+        if lockstep(client, node, pub, DETECTIONS_TOPIC, frame.stamp, raw, cfg.timeout):
+            misses = 0
+            continue
+        misses += 1
+        run.warnings.append(f"frame {frame.index}: no answer within {cfg.timeout:g} s")
+        if misses >= _LOCKSTEP_MAX_MISSES:
+            raise NodeDiedError(f"detect_node stopped answering: {misses} frames in a row without "
+                                f"detections within --timeout {cfg.timeout:g} s")
+
+
+def run_node(cfg: ReplayConfig, reader, src: _Source, params: Path, out: Path | None) -> _Run:
+    """Start detect_node, stream the bag's frames through it, collect its answers, stop it."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    env = ros_environment()  # before this process's rclpy starts: the node inherits the same DDS setup
+    run = _Run(command=_node_command(cfg, params, src), log=(out / "node.log") if out else None)
+    log.info("starting node: %s", " ".join(run.command))
+    t_start = time.perf_counter()
+    client = Client("slimyolo_bag_eval")
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
-
-
-# ------------------------------------------------------------------------------------------ the listener
-class _Listener:
-    """rclpy side: an image publisher and a raw Detection2DArray subscription, spun in a thread."""
-
-    def __init__(self, image_topic: str, compressed: bool) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CompressedImage, Image
-        from vision_msgs.msg import Detection2DArray, LabelInfo
-
-        self._rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("slimyolo_bag_eval", context=self.context)
-        # Reliable + keep-last: a node that is too slow loses frames in its own queue (what a real
-        # camera driver causes), never because this side dropped them.
-        reliable = ReliabilityPolicy.RELIABLE
-        pub_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=reliable)
-        self.publisher = self.node.create_publisher(CompressedImage if compressed else Image, image_topic,
-                                                    pub_qos)
-        # The node publishes detections reliable (depth 10); a deep queue here so none is lost.
-        sub_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=reliable)
-        self.answers: dict[int, tuple[float, bytes]] = {}
-        self.duplicates = 0
-        self.resent = 0
-        self.cond = threading.Condition()
-        self.class_names: list[str] | None = None
-        self._ts = typestore()
-        self.node.create_subscription(Detection2DArray, DETECTIONS_TOPIC, self._on_detections, sub_qos,
-                                      raw=True)
-        label_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliable,
-                               durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(LabelInfo, LABEL_INFO_TOPIC, self._on_label_info, label_qos)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # context shut down under us at the end: nothing left to do
-            pass
-
-    def _on_detections(self, raw: bytes) -> None:
-        t = time.perf_counter()
-        m = self._ts.deserialize_cdr(raw, DETECTION2D_ARRAY)
-        stamp = msgs.stamp_ns(m.header)
-        with self.cond:
-            if stamp in self.answers:
-                self.duplicates += 1
-            else:
-                self.answers[stamp] = (t, raw)
-            self.cond.notify_all()
-
-    def _on_label_info(self, msg) -> None:
-        self.class_names = [c.class_name for c in sorted(msg.class_map, key=lambda c: c.class_id)]
-
-    def wait_for(self, stamp: int, timeout: float, alive) -> bool:
-        end = time.perf_counter() + timeout
-        with self.cond:
-            while stamp not in self.answers:
-                left = end - time.perf_counter()
-                if left <= 0 or not alive():
-                    return stamp in self.answers
-                self.cond.wait(min(left, 0.1))
-        return True
-
-    def close(self) -> None:
-        try:
-            self.executor.shutdown(timeout_sec=1.0)
-            self.node.destroy_node()
-        finally:
-            if self.context.ok():
-                self._rclpy.shutdown(context=self.context)
-        self._thread.join(2.0)
-
-
-def _lockstep_wait(listener: _Listener, stamp: int, raw: bytes, published: dict, timeout: float,
-                   alive) -> bool:
-    """Wait for the answer to ``stamp``. The node's image subscription is best effort with depth 1,
-    so a frame can be lost in transport; it is sent again when the answer is overdue (several times
-    the usual latency). Latency still counts from the first send."""
-    with listener.cond:
-        recent = list(listener.answers.items())[-20:]
-    answered = [t - published[s] for s, (t, _) in recent if s in published]
-    resend_after = max(1.0, 5 * float(np.median(answered))) if answered else 2.0
-    end = time.perf_counter() + timeout
-    while True:
-        left = end - time.perf_counter()
-        if listener.wait_for(stamp, min(resend_after, max(left, 0.0)), alive):
-            return True
-        if left <= resend_after or not alive():
-            return False
-        listener.resent += 1
-        listener.publisher.publish(raw)
-
-
-def _restamp(m, typename: str, stamp: int) -> bytes:
-    ts = typestore()
-    m.header.stamp.sec, m.header.stamp.nanosec = stamp // 1_000_000_000, stamp % 1_000_000_000
-    return bytes(ts.serialize_cdr(m, typename))
+        # Reliable + keep-last: a node too slow loses frames in its own queue (what a real camera
+        # driver causes), never because this side dropped them.
+        pub = client.publisher(CompressedImage if src.image_type == COMPRESSED_IMAGE else Image,
+                               src.image_topic, qos(5))
+        answers = client.replies(DETECTIONS_TOPIC)
+        labels = client.label_names(LABEL_INFO_TOPIC)
+        with NodeUnderTest(run.command, env, run.log, name="detect_node") as node:
+            try:
+                _stream(cfg, reader, src, run, client, node, pub)
+            except NodeDiedError as exc:
+                run.error = str(exc)
+            run.node_rc = node.returncode
+    finally:
+        with client.lock:
+            run.answers = dict(answers)
+            run.published = dict(client.published)
+            run.duplicates, run.resent = client.duplicates, client.resent
+        run.label_names = labels[-1][1] if labels else None
+        client.close()
+    run.wall_s = time.perf_counter() - t_start
+    if run.skipped:
+        msg = f"{len(run.skipped)} frame(s) not published: " + "; ".join(run.skipped[:3]) + \
+            ("; ..." if len(run.skipped) > 3 else "")
+        run.error = run.error or msg
+        run.warnings.append(msg)
+    if run.node_rc is not None and run.error is None:
+        where = f"; its log ({run.log}):\n{node.tail()}" if run.log else ""
+        run.error = f"detect_node exited with code {run.node_rc} during the replay{where}"
+    return run
 
 
 # ------------------------------------------------------------------------------------------ the replay
@@ -392,200 +352,70 @@ def replay(cfg: ReplayConfig) -> dict:
     bag = Path(cfg.bag)
     if cfg.rate is not None and not cfg.rate > 0:
         raise BagError(f"--rate {cfg.rate}: must be > 0")
+    params = Path(cfg.params) if cfg.params else default_params()
     reader = _open_reader(bag)
     try:
-        return _replay(cfg, bag, reader)
+        src = _open_source(cfg, bag, reader)
+        if not params.is_file():
+            raise BagError(f"--params {params}: no such file")
+        out = Path(cfg.out) if cfg.out else None
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+        run = run_node(cfg, reader, src, params, out)
     finally:
         reader.close()
+    if not src.has_gt:
+        run.warnings.insert(0, f"{bag}: no {GT_TOPIC} topic: latency and throughput only, no mAP")
+    report = score(run, src)
+    report.update(_facts(cfg, src, run, params))
+    return _write(cfg, report, run, src, out)
 
 
-def _replay(cfg: ReplayConfig, bag: Path, reader) -> dict:
-    image_topic, image_type = _pick_image_topic(reader, bag, cfg.image_topic)
-    compressed = image_type == COMPRESSED_IMAGE
-    gt, ignore, has_gt = _read_ground_truth(reader)
-    bag_names = _custom_class_names(reader)
-    params = Path(cfg.params) if cfg.params else default_params()
-    if not params.is_file():
-        raise BagError(f"--params {params}: no such file")
-    n_in_bag = sum(c.msgcount for c in reader.connections if c.topic == image_topic)
-    if n_in_bag == 0:
-        raise BagError(f"{bag}: image topic {image_topic} has no messages")
-    out = Path(cfg.out) if cfg.out else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-    warnings: list[str] = []
-    if not has_gt:
-        warnings.append(f"{bag}: no {GT_TOPIC} topic: latency and throughput only, no mAP")
-
-    env = ros_environment()
-    listener = _Listener(image_topic, compressed)
-    log_path = (out / "node.log") if out else Path(os.devnull)
-    cmd = _node_command(cfg, params, image_topic, compressed)
-    log.info("starting node: %s", " ".join(cmd))
-    log_file = open(log_path, "wb")  # noqa: SIM115 (closed in the finally below)
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    alive = lambda: proc.poll() is None  # noqa: E731
-
-    frames: list[_Frame] = []
-    published: dict[int, float] = {}  # stamp -> perf_counter at publish
-    skipped: list[str] = []
-    keep: dict[int, tuple[bytes, str]] = {}  # frames kept for the annotated PNGs
-    want_png = set(np.linspace(0, n_in_bag - 1, max(cfg.annotated_frames, 0)).round().astype(int).tolist()) \
-        if cfg.annotated_frames > 0 else set()
-    error: str | None = None
-    t_start = time.perf_counter()
-    t_first_pub = t_last_pub = None
-    try:
-        # Warm-up: the first image, re-stamped 1 s earlier, until the node answers it. Proves the
-        # node is up and both directions are matched, and pays the first-inference cost off the clock.
-        first = next((f for f in _image_frames(reader, image_topic) if not _check_image(f[2], f[0].typename)),
-                     None)
-        if first is None:
-            raise BagError(f"{bag}: no frame on {image_topic} the node can decode: "
-                           f"{_check_image(next(_image_frames(reader, image_topic))[2], image_type)}")
-        warm_stamp = first[0].stamp - _WARMUP_OFFSET_NS
-        warm = _restamp(first[2], image_type, warm_stamp)
-        deadline = time.perf_counter() + cfg.timeout
-        while True:
-            if not alive():
-                raise NodeDiedError(f"detect_node exited with code {proc.returncode} before it answered "
-                                    f"a first frame; its log ({log_path}):\n{_tail(log_path)}")
-            if listener.publisher.get_subscription_count() > 0:
-                listener.publisher.publish(warm)
-                if listener.wait_for(warm_stamp, 2.0, alive):
-                    break
-            else:
-                time.sleep(0.1)
-            if time.perf_counter() > deadline:
-                raise NodeDiedError(f"detect_node did not answer within --timeout {cfg.timeout:g} s "
-                                    f"(no Detection2DArray on {DETECTIONS_TOPIC}); its log ({log_path}):\n"
-                                    f"{_tail(log_path)}")
-
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_in_bag, desc=f"bag eval {bag.name}", unit="frame", disable=not cfg.progress,
-                   leave=False)
-        t0 = None
-        log0 = None
-        misses = 0
-        for frame, raw, m in _image_frames(reader, image_topic):
-            bar.update(1)
-            why = _check_image(m, frame.typename)
-            if why:
-                skipped.append(f"frame {frame.index} (stamp {frame.stamp}): {why}")
-                continue
-            if frame.stamp in published:
-                skipped.append(f"frame {frame.index}: stamp {frame.stamp} repeats an earlier frame's; "
-                               "answers are matched by stamp, so it is not published")
-                continue
-            if frame.index in want_png:
-                keep[frame.stamp] = (raw, frame.typename)
-            if cfg.rate is not None:
-                if t0 is None:
-                    t0, log0 = time.perf_counter(), frame.log_ns
-                target = t0 + (frame.log_ns - log0) / 1e9 / cfg.rate
-                while (left := target - time.perf_counter()) > 0:
-                    time.sleep(min(left, 0.05))
-                if not alive():
-                    raise NodeDiedError(f"detect_node exited with code {proc.returncode} after "
-                                        f"{len(published)} frames")
-            published[frame.stamp] = t_last_pub = time.perf_counter()
-            t_first_pub = t_first_pub or t_last_pub
-            listener.publisher.publish(raw)
-            frames.append(frame)
-            if cfg.rate is None:
-                if _lockstep_wait(listener, frame.stamp, raw, published, cfg.timeout, alive):
-                    misses = 0
-                    continue
-                if not alive():
-                    raise NodeDiedError(f"detect_node exited with code {proc.returncode} after "
-                                        f"{len(published)} frames")
-                misses += 1
-                warnings.append(f"frame {frame.index}: no answer within {cfg.timeout:g} s")
-                if misses >= _LOCKSTEP_MAX_MISSES:
-                    raise NodeDiedError(f"detect_node stopped answering: {misses} frames in a row without "
-                                        f"detections within --timeout {cfg.timeout:g} s")
-        bar.close()
-        # Timed mode: wait for the answers still in flight (stop once nothing new came for a while).
-        if cfg.rate is not None:
-            with listener.cond:
-                lat = [t - published[s] for s, (t, _) in listener.answers.items() if s in published]
-            # Quiet for a few typical latencies (at least 2 s): the last frame may still be in inference.
-            patience = max(2.0, 3 * float(np.percentile(lat, 95)) if lat else min(cfg.timeout, 10.0))
-            last_n, quiet_since = -1, time.perf_counter()
-            while alive() and time.perf_counter() - quiet_since < patience:
-                with listener.cond:
-                    n = sum(1 for s in published if s in listener.answers)
-                if n == len(published):
-                    break
-                if n != last_n:
-                    last_n, quiet_since = n, time.perf_counter()
-                time.sleep(0.05)
-            if not alive():
-                raise NodeDiedError(f"detect_node exited with code {proc.returncode} after "
-                                    f"{len(published)} frames")
-    except NodeDiedError as exc:
-        error = str(exc)
-        if "its log" not in error:
-            error += f"; its log ({log_path}):\n{_tail(log_path)}"
-    finally:
-        node_rc = proc.poll()
-        _stop(proc)
-        log_file.close()
-        with listener.cond:
-            answers = dict(listener.answers)
-            duplicates = listener.duplicates
-            resent = listener.resent
-        label_names = listener.class_names
-        listener.close()
-    wall = time.perf_counter() - t_start
-    if skipped:
-        msg = f"{len(skipped)} frame(s) not published: " + "; ".join(skipped[:3]) + \
-            ("; ..." if len(skipped) > 3 else "")
-        error = error or msg
-        warnings.append(msg)
-    if node_rc is not None and error is None:
-        error = (f"detect_node exited with code {node_rc} during the replay; its log ({log_path}):\n"
-                 f"{_tail(log_path)}")
-
-    report = _score(frames, published, answers, gt, ignore, has_gt, bag_names, label_names, warnings)
-    answered_t = [answers[f.stamp][0] for f in frames if f.stamp in answers]
-    report.update({
-        "bag": str(bag),
-        "image_topic": image_topic,
+def _facts(cfg: ReplayConfig, src: _Source, run: _Run, params: Path) -> dict:
+    answered_t = [run.answers[f.stamp][0] for f in run.frames if f.stamp in run.answers]
+    t_first = min(run.published.values(), default=None)
+    return {
+        "bag": str(src.bag),
+        "image_topic": src.image_topic,
         "mode": "lockstep" if cfg.rate is None else "timed",
         "rate": cfg.rate,
-        "frames_in_bag": n_in_bag,
-        "skipped": len(skipped),
-        "duplicate_answers": duplicates,
-        "resent": resent,
-        "fps": (len(answered_t) / (max(answered_t) - t_first_pub)) if answered_t and t_first_pub else 0.0,
-        "wall_s": round(wall, 3),
+        "frames_in_bag": src.frames_in_bag,
+        "skipped": len(run.skipped),
+        "duplicate_answers": run.duplicates,
+        "resent": run.resent,
+        "fps": (len(answered_t) / (max(answered_t) - t_first)) if answered_t and t_first else 0.0,
+        "wall_s": round(run.wall_s, 3),
         "params": str(params),
-        "node_command": cmd,
-        "error": error,
-        "warnings": warnings,
-    })
+        "node_command": run.command,
+        "error": run.error,
+        "warnings": run.warnings,
+    }
+
+
+def _write(cfg: ReplayConfig, report: dict, run: _Run, src: _Source, out: Path | None) -> dict:
+    """Annotated frames, the recorded bag and report.json, as asked for."""
     if out:
         # Draw at the best-F1 confidence when known: a lockstep run for mAP asks the node for the
         # whole low-score tail, which would bury the picture.
-        report["annotated"] = _annotate(out, keep, answers, gt, report["class_names"],
+        report["annotated"] = _annotate(out, run.keep, run.answers, src.gt, report["class_names"],
                                         report.get("conf_threshold") or 0.0)
-        report["node_log"] = str(log_path)
+        report["node_log"] = str(run.log)
     if cfg.record:
-        report["record"] = str(_record(cfg.record, bag, frames, published, answers))
+        report["record"] = str(_record(cfg.record, src.bag, run.frames, run.published, run.answers))
     if out:
         report["report"] = str(out / "report.json")
         atomic_write_json(out / "report.json", report)
     return report
 
 
-def _score(frames, published, answers, gt, ignore, has_gt, bag_names, label_names, warnings) -> dict:
+def score(run: _Run, src: _Source) -> dict:
     """Latency, counts and (with ground truth) COCO mAP over the answered frames."""
+    frames, published, answers = run.frames, run.published, run.answers
+    gt, ignore, has_gt = src.gt, src.ignore, src.has_gt
     ts = typestore()
     # Class names: the dataset's list as stored in the bag, else the model's (LabelInfo), then any
     # name only the detections or the ground truth use, so no box is lost to an unknown name.
-    names: list[str] = list(bag_names or label_names or [])
+    names: list[str] = list(src.class_names or run.label_names or [])
     index = {n: i for i, n in enumerate(names)}
 
     def idx(n: str) -> int:
@@ -623,7 +453,7 @@ def _score(frames, published, answers, gt, ignore, has_gt, bag_names, label_name
         dets.append(np.concatenate([boxes, scores[:, None], cls[:, None]], axis=1).astype(np.float32)
                     if len(boxes) else np.zeros((0, 6), np.float32))
     if no_gt:
-        warnings.append(f"{no_gt} answered frame(s) have no {GT_TOPIC} message with their stamp: "
+        run.warnings.append(f"{no_gt} answered frame(s) have no {GT_TOPIC} message with their stamp: "
                         "left out of the mAP")
     answered = len(lat)
     report: dict = {

@@ -14,9 +14,7 @@ throttles warnings per kind) and whose message names the field and value that is
 from __future__ import annotations
 
 import array
-import struct
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -53,101 +51,6 @@ def _buffer(data: Any) -> np.ndarray:
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
     return np.frombuffer(data, dtype=np.uint8)
-
-
-@dataclass(frozen=True)
-class CdrStamp:
-    sec: int
-    nanosec: int
-
-
-@dataclass(frozen=True)
-class CdrHeader:
-    stamp: CdrStamp
-    frame_id: str
-
-
-@dataclass(frozen=True)
-class CdrImage:
-    """The fields of a sensor_msgs/Image read from its serialised bytes; ``data`` is a view into them."""
-
-    header: CdrHeader
-    height: int
-    width: int
-    encoding: str
-    is_bigendian: bool
-    step: int
-    data: np.ndarray
-
-
-class _CdrReader:
-    """Reads XCDR1 primitives with the alignment rules ROS 2's Fast CDR writes (each primitive aligned
-    to its size, counted from the end of the 4-byte encapsulation header)."""
-
-    def __init__(self, buf: memoryview) -> None:
-        if len(buf) < 4:
-            raise ImageDecodeError("cdr", f"serialised Image is {len(buf)} bytes, shorter than the "
-                                          "4-byte CDR encapsulation header")
-        kind = bytes(buf[:2])
-        if kind not in (b"\x00\x00", b"\x00\x01"):
-            raise ImageDecodeError("cdr", f"serialised Image starts with encapsulation {kind.hex()}, "
-                                          "not plain CDR (0000 big-endian or 0001 little-endian)")
-        self.order = "<" if kind == b"\x00\x01" else ">"
-        self.buf, self.pos = buf, 4
-
-    def _need(self, n: int, field: str) -> None:
-        if self.pos + n > len(self.buf):
-            raise ImageDecodeError("cdr", f"serialised Image truncated: field {field!r} needs {n} bytes at "
-                                          f"offset {self.pos}, the message has {len(self.buf)}")
-
-    def uint(self, size: int, field: str, signed: bool = False) -> int:
-        self.pos += -(self.pos - 4) % size
-        self._need(size, field)
-        code = {1: "B", 4: "I"}[size]
-        (value,) = struct.unpack_from(self.order + (code.lower() if signed else code), self.buf, self.pos)
-        self.pos += size
-        return value
-
-    def string(self, field: str) -> str:
-        n = self.uint(4, field)
-        self._need(n, field)
-        raw = bytes(self.buf[self.pos:self.pos + n])
-        self.pos += n
-        if n == 0 or raw[-1] != 0:
-            raise ImageDecodeError("cdr", f"serialised Image: string field {field!r} is not NUL-terminated")
-        try:
-            return raw[:-1].decode()
-        except UnicodeDecodeError:
-            raise ImageDecodeError("cdr", f"serialised Image: field {field!r} is not UTF-8: "
-                                          f"{raw[:40]!r}") from None
-
-    def octets(self, field: str) -> np.ndarray:
-        n = self.uint(4, field)
-        self._need(n, field)
-        out = np.frombuffer(self.buf, dtype=np.uint8, count=n, offset=self.pos)
-        self.pos += n
-        return out
-
-
-def image_from_cdr(data: bytes | bytearray | memoryview) -> CdrImage:
-    """A sensor_msgs/Image's serialised bytes (a ``raw=True`` subscription) -> its fields, ``data`` a
-    zero-copy view. Raises ImageDecodeError (kind ``cdr``) naming the field and offset of a malformed
-    message.
-
-    Hand-written because rclpy's own path deserialises into the C struct and then copies the pixels
-    into a Python ``array`` (docs/benchmarks.md, node split: "typed receive" against "receive" +
-    "convert"); the node only needs a view of the pixels and six small fields. rosbags'
-    ``deserialize_cdr`` (the bag reader's library) copies the pixels too and reports a short message by
-    offset only, not by field.
-    """
-    r = _CdrReader(memoryview(data).cast("B"))
-    stamp = CdrStamp(r.uint(4, "header.stamp.sec", signed=True), r.uint(4, "header.stamp.nanosec"))
-    header = CdrHeader(stamp, r.string("header.frame_id"))
-    height, width = r.uint(4, "height"), r.uint(4, "width")
-    encoding = r.string("encoding")
-    is_bigendian = bool(r.uint(1, "is_bigendian"))
-    step = r.uint(4, "step")
-    return CdrImage(header, height, width, encoding, is_bigendian, step, r.octets("data"))
 
 
 def image_to_bgr(msg: Any) -> np.ndarray:

@@ -49,7 +49,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header, String
+from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from slimyolo_ros.errors import SlimyoloError
@@ -58,16 +58,14 @@ from slimyolo_ros.errors import SlimyoloError
 # idle starve them and the node itself (docs/benchmarks.md: decode+NMS 200-250 ms spinning vs 22-25 ms
 # passive under load). Set before torch (imported with the Detector) initialises OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from slimyolo_ros.ros.cdr import serialize_detection2d_array
 from slimyolo_ros.ros.convert import (
-    CdrHeader,
     ImageDecodeError,
     bgr_to_image,
     compressed_to_bgr,
-    image_from_cdr,
     image_to_bgr,
 )
-from slimyolo_ros.ros.frame_memory import reuse_frame_memory
-from slimyolo_ros.ros.messages import serialize_detection2d_array, to_label_info
+from slimyolo_ros.ros.messages import to_label_info
 from slimyolo_ros.ros.qos import (
     AUTO,
     RELIABILITY_CHOICES,
@@ -169,11 +167,6 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                            integer_range=[IntegerRange(from_value=0, to_value=8192, step=1)])),
     "tile_overlap": (0.2, _desc("tile overlap fraction", floating_point_range=_range(0.0, 0.9))),
     "backend": ("torch", _desc("torch | onnxruntime")),
-    "raw_image_receive": (True, _desc("take sensor_msgs/Image as its serialised bytes and read the pixels "
-                                      "in place (ros/convert.image_from_cdr) instead of rclpy's message "
-                                      "conversion (docs/benchmarks.md: typed receive)")),
-    "reuse_frame_memory": (True, _desc("glibc: serve frame-sized buffers from the heap instead of "
-                                       "fresh mmap pages per frame (ros/frame_memory.py)")),
     "stats_period": (5.0, _desc("seconds between stats log lines and ~/stats messages; 0: off",
                                 floating_point_range=_range(0.0, 3600.0))),
 }
@@ -305,10 +298,6 @@ class DetectorNode(Node):
         self._suppressed: dict[str, int] = {}
         self._slot = FrameSlot()
         self._compressed = bool(p["compressed"])
-        # Raw: the executor thread only stores the bytes; the worker parses the frames it processes.
-        self._raw = bool(p["raw_image_receive"]) and not self._compressed
-        # Before the subscription exists, so the first frame already lands in reusable memory.
-        self._frame_memory = bool(p["reuse_frame_memory"]) and reuse_frame_memory()
 
         self._image_topic = self.resolve_topic_name(p["input_topic"] + ("/compressed" if self._compressed
                                                                           else ""))
@@ -339,7 +328,6 @@ class DetectorNode(Node):
         self.get_logger().info(
             f"ready: {self._sub.topic_name} ({'CompressedImage' if self._compressed else 'Image'}, "
             f"reliability {p['reliability']}) -> {self._det_pub.topic_name}; model {self._model_desc}"
-            f"{'; frame memory reused' if self._frame_memory else ''}"
         )
 
     # ---- startup -------------------------------------------------------------------------
@@ -456,7 +444,7 @@ class DetectorNode(Node):
                          reliability=ReliabilityPolicy.RELIABLE if want == RELIABLE
                          else ReliabilityPolicy.BEST_EFFORT)
         self._sub = self.create_subscription(CompressedImage if self._compressed else Image,
-                                             self._image_topic, self._on_image, qos, raw=self._raw)
+                                             self._image_topic, self._on_image, qos)
         if self._p["reliability"] == AUTO:
             self.get_logger().info(describe_change(self._image_topic, self._reliability, want, self._offered))
         self._reliability = want
@@ -495,19 +483,16 @@ class DetectorNode(Node):
     def _process(self, msg: Any, t_recv: float) -> None:
         t_take = time.monotonic()
         try:
-            if self._raw:
-                msg = image_from_cdr(msg)
             img = compressed_to_bgr(msg) if self._compressed else image_to_bgr(msg)
         except ImageDecodeError as exc:
-            where = ("unreadable message" if isinstance(msg, bytes) else
-                     f"stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}, "
+            where = (f"stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}, "
                      f"frame_id {msg.header.frame_id!r}")
             self._bad_frame(exc.kind, f"dropped frame ({where}): {exc}")
             return
         t0 = time.monotonic()
         dets = self.detector(img)
         t1 = time.monotonic()
-        # CDR bytes, not a message object: 0.4 vs 2.6 ms for 150 boxes (ros/messages.py)
+        # CDR bytes, not a message object: the generic conversion is on the critical path (ros/cdr.py)
         out = serialize_detection2d_array(dets, msg.header, self.class_names)
         t2 = time.monotonic()
         self._det_pub.publish(out)
@@ -527,7 +512,7 @@ class DetectorNode(Node):
                 self.stats.stage_ms[k].append(v)
         if self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0:
             self._debug_pub.publish(bgr_to_image(self._draw(img, dets, self.class_names),
-                                                 header=_ros_header(msg.header)))
+                                                 header=msg.header))
 
     def _bad_frame(self, kind: str, text: str) -> None:
         with self.stats.lock:
@@ -590,14 +575,6 @@ class _RosLogHandler(logging.Handler):
         text = " ".join(record.getMessage().split())
         (self._ros.warning if record.levelno >= logging.WARNING else self._ros.info)(text)
 
-
-def _ros_header(header: Any) -> Header:
-    """A std_msgs/Header for ``header`` (a parsed CdrHeader of a raw frame, or already a message)."""
-    if not isinstance(header, CdrHeader):
-        return header
-    out = Header(frame_id=header.frame_id)
-    out.stamp.sec, out.stamp.nanosec = header.stamp.sec, header.stamp.nanosec
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
