@@ -107,7 +107,7 @@ class MultiObjectTracker:
         if not np.isfinite(dets).all():
             raise ValueError("detections contain NaN or infinite values")
         if self._last_stamp is not None and stamp_s < self._last_stamp:
-            log.warning("stamp went backwards (%.3f s -> %.3f s): tracker reset, new ids from here",
+            log.info("stamp went backwards (%.3f s -> %.3f s): tracker reset, new ids from here",
                         self._last_stamp, stamp_s)
             self.reset()
             self.resets += 1
