@@ -205,7 +205,7 @@ class Flight:
         lo, hi = half_view + 8, cfg.world - half_view - 8
         roads = self.scene.roads
         crossing = np.array([roads[1]["lanes"][0], roads[0]["lanes"][0]])  # vertical road x, horizontal y
-        c0 = np.clip(crossing, lo, hi)
+        c0 = np.clip(crossing, lo + 0.25 * (hi - lo), hi - 0.25 * (hi - lo))  # room to pan around it
         room = np.minimum(c0 - lo, hi - c0)
         self.camera = _Camera(
             centre0=c0, amp=rng.uniform(0.6, 1.0, 2) * room,
