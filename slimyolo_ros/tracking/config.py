@@ -24,8 +24,8 @@ class TrackConfigError(SlimyoloError):
 @dataclass(frozen=True)
 class TrackerConfig:
     algorithm: str = "bytetrack"
-    track_activation_threshold: float = 0.5  # a detection needs this score to start a track
-    high_conf_det_threshold: float = 0.5  # bytetrack/ocsort/botsort: first-stage (confident) detections
+    track_activation_threshold: float = 0.25  # a detection needs this score to start a track
+    high_conf_det_threshold: float = 0.25  # bytetrack/ocsort/botsort: first-stage (confident) detections
     minimum_iou_threshold: float = 0.2  # association gate
     minimum_consecutive_frames: int = 2  # matched frames before a track gets an id
     track_buffer_s: float = 1.0  # how long a lost track may be re-found, in seconds of stamp time
