@@ -82,10 +82,10 @@ class TrackerRig:
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
-        wait_for(lambda: "tracking with" in self.text() or self.proc.poll() is not None, 60, "node start")
+        wait_for(lambda: "tracking with" in self.text() or self.proc.poll() is not None, 120, "node start")
         assert self.proc.poll() is None, self.text()
         wait_for(lambda: self.pub.get_subscription_count() > 0 and
-                 self.node.count_publishers("/tracks") > 0, 30, "discovery")
+                 self.node.count_publishers("/tracks") > 0, 60, "discovery")
         self.stamp = 0.0
 
     def _spin(self) -> None:
