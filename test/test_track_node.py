@@ -153,7 +153,9 @@ class TrackerRig:
 def rig(ros_env, tmp_path_factory):
     env = dict(ros_env)
     env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
-    r = TrackerRig(env, tmp_path_factory.mktemp("track") / "node.log")
+    # track_buffer_s as an integer (as a YAML file may write it): means 1.0 s, not a type error
+    r = TrackerRig(env, tmp_path_factory.mktemp("track") / "node.log", "track_buffer_s:=1")
+    assert "buffer 1 s" in r.text()
     yield r
     code = r.close()
     assert code == 0, f"track_node exit code {code}:\n{r.text()[-2000:]}"
@@ -186,7 +188,7 @@ def test_one_output_per_input_with_the_header_even_when_empty(rig):
 def test_missing_object_keeps_its_id(rig):
     rig.next_test()
     ids = []
-    for k in range(20):
+    for k in range(20):  # (the node was started with the shipped config/track.yaml)
         dets = [detection(400, 300, name="bus")]
         if not 8 <= k < 12:
             dets.append(detection(50 + 6 * k, 100, name="pedestrian"))
@@ -244,14 +246,19 @@ def test_a_bad_message_is_survived(rig):
     assert len(out.detections) == 1
 
 
-def test_bad_parameter_is_one_clear_startup_error(ros_env, tmp_path):
-    cmd = [str(NODE), "--ros-args", "--params-file", str(REPO / "config" / "track.yaml"),
-           "-p", "track_activation_threshold:=1.7"]
+@pytest.mark.parametrize("param,needle", [
+    ("track_activation_threshold:=1.7", "track_activation_threshold 1.7"),
+    ("track_buffer_s:=abc", "track_buffer_s 'abc'"),
+    ("algorithm:=kalman", "'kalman'"),
+    ("reliability:=sometimes", "reliability 'sometimes'"),
+])
+def test_bad_parameter_is_one_clear_startup_error(ros_env, param, needle):
+    cmd = [str(NODE), "--ros-args", "--params-file", str(REPO / "config" / "track.yaml"), "-p", param]
     proc = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 2, text
     errors = [ln for ln in text.splitlines() if "ERROR" in ln]
-    assert len(errors) == 1 and "track_activation_threshold 1.7" in errors[0], text
+    assert len(errors) == 1 and needle in errors[0], text
     assert "Traceback" not in text
 
 

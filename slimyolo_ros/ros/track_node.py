@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -50,11 +51,12 @@ def _stamp_s(header: Any) -> float:
 class TrackerNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        defaults = TrackerConfig().to_dict()
-        for f in fields(TrackerConfig):
-            self.declare_parameter(f.name, defaults[f.name])
-        for name, default in _TOPIC_PARAMS.items():
-            self.declare_parameter(name, default)
+        defaults = {**TrackerConfig().to_dict(), **_TOPIC_PARAMS}
+        # Dynamic typing: `track_buffer_s: 2` (an integer) must mean 2.0 s, and a wrong type must reach
+        # TrackerConfig's validation (one line naming it), not rclpy's type-check traceback.
+        any_type = ParameterDescriptor(dynamic_typing=True)
+        for name, default in defaults.items():
+            self.declare_parameter(name, default, any_type)
         values = {f.name: self.get_parameter(f.name).value for f in fields(TrackerConfig)}
         # A YAML float written as an integer (track_buffer_s: 2) arrives as int: same meaning.
         for f in fields(TrackerConfig):
@@ -65,6 +67,10 @@ class TrackerNode(Node):
         except TrackConfigError as exc:
             raise SlimyoloError(str(exc)) from None
         reliability = self.get_parameter("reliability").value
+        for name in ("detections_topic", "tracks_topic"):
+            topic = self.get_parameter(name).value
+            if not isinstance(topic, str) or not topic:
+                raise SlimyoloError(f"parameters: {name} {topic!r} is not a topic name")
         if reliability not in ("reliable", "best_effort"):
             raise SlimyoloError(f"parameters: reliability {reliability!r} is not reliable or best_effort")
         qos_in = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
