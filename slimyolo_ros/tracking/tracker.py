@@ -6,7 +6,8 @@ BoT-SORT); this module only adds what a ROS pipeline needs around them:
   prediction step and ages lost tracks by seconds, not by calls;
 - a stamp going backwards (a bag looping) resets every track, with one log line;
 - per-class matching (one library tracker per class) or class-agnostic matching;
-- string track ids that stay stable for a track's life and are never reused, across resets too.
+- string track ids that stay stable for a track's life and are never reused, across resets too;
+- the published box is the track's filtered (Kalman) box, not the raw detection.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class MultiObjectTracker:
                 continue
             keep = np.asarray(r.tracker_id) >= 0
             if keep.any():
-                parts.append((key, r[keep]))
+                parts.append((key, _filtered_boxes(self._tracker_for(key), r[keep])))
         if not parts:
             return out
         out.boxes = np.concatenate([np.asarray(r.xyxy, np.float32) for _, r in parts]).reshape(-1, 4)
@@ -136,6 +137,16 @@ class MultiObjectTracker:
         out.classes = np.concatenate([np.asarray(r.class_id, np.int64) for _, r in parts])
         out.ids = [self._id(key, tid) for key, r in parts for tid in np.asarray(r.tracker_id).tolist()]
         return out
+
+
+def _filtered_boxes(library_tracker, r):
+    """``r`` with each box replaced by its track's Kalman state after this frame's update: the tracker's
+    box, smoother than the raw detection (+1.4 HOTA, +1.0 IDF1 on the synthetic flights, docs/results.md)."""
+    state = library_tracker.tracked_objects
+    by_id = dict(zip(np.asarray(state.tracker_id).tolist(), np.asarray(state.xyxy, np.float32), strict=True))
+    ids = np.asarray(r.tracker_id).tolist()
+    r.xyxy = np.array([by_id.get(t, b) for t, b in zip(ids, r.xyxy, strict=True)], np.float32).reshape(-1, 4)
+    return r
 
 
 def _conf(r) -> np.ndarray:
