@@ -50,12 +50,18 @@ class FlightConfig:
     frames: int = 100  # frames per sequence
     fps: float = 10.0
     car_length: float = 26.0  # px at the nominal altitude (zoom 1)
-    world: int = 1600  # the square world's side in px at zoom 1
-    vehicles_per_lane: float = 6.0  # on the road at the start, per lane over the world's length
-    parked: int = 40  # parked vehicles and standing people over the whole world
+    world: int | None = None  # the square world's side in px at zoom 1; None: max(1600, 2 x view diagonal)
+    # Densities, given for a 1600 px world and scaled with its length (traffic) or area (the rest):
+    vehicles_per_lane: float = 6.0  # on each lane at any time
+    parked: int = 40  # parked vehicles and standing people
     walkers: int = 90  # pedestrians on sidewalks and crossing roads
     trees: int = 60
     jpeg_quality: int = 92
+
+    def world_size(self) -> int:
+        if self.world is not None:
+            return int(self.world)
+        return max(1600, math.ceil(2.0 * math.hypot(*self.size)))
 
     def check(self) -> None:
         w, h = self.size
@@ -68,8 +74,8 @@ class FlightConfig:
         if not 6 <= self.car_length <= 0.25 * min(w, h):
             raise DatasetError(f"synth --video: car length {self.car_length:g} px is not in "
                                f"6..{0.25 * min(w, h):g}")
-        if self.world < 1.6 * math.hypot(w, h):
-            raise DatasetError(f"synth --video: world {self.world} px is too small for a {w}x{h} view "
+        if self.world_size() < 1.6 * math.hypot(w, h):
+            raise DatasetError(f"synth --video: world {self.world_size()} px is too small for a {w}x{h} view "
                                f"(at least {math.ceil(1.6 * math.hypot(w, h))})")
 
 
@@ -117,6 +123,8 @@ class Flight:
         self.dt = 1.0 / cfg.fps
         self.t = 0.0
         self.next_id = 1
+        self.length_scale = cfg.world_size() / 1600.0
+        self.area_scale = self.length_scale**2
         self._world(world_rng)
         self._camera(cam_rng)
         self.objects: list[_Object] = []
@@ -124,7 +132,7 @@ class Flight:
 
     # world --------------------------------------------------------------------------------------
     def _world(self, rng: np.random.Generator) -> None:
-        cfg, n = self.cfg, self.cfg.world
+        cfg, n = self.cfg, self.cfg.world_size()
         u = cfg.car_length
         scene = _Scene(SynthConfig(size=(n, n), min_size=u, max_size=u), rng)
         scene.unit = u
@@ -151,7 +159,7 @@ class Flight:
         lane_w, walk = 0.85 * u, 0.45 * u
         lo, hi = c - lanes * lane_w / 2, c + lanes * lane_w / 2
         grey = float(s.rng.uniform(70, 110))
-        n = self.cfg.world
+        n = self.cfg.world_size()
         if horizontal:
             s._fill_rect(0, lo - walk, n, hi + walk, (175, 175, 170))
             s._fill_rect(0, lo, n, hi, (grey, grey, grey + 3))
@@ -164,9 +172,9 @@ class Flight:
 
     def _trees(self, rng: np.random.Generator) -> None:
         """Crowns in a BGRA uint8 layer over the world (a third over a road); their shadows on the ground."""
-        n, u = self.cfg.world, self.unit
+        n, u = self.cfg.world_size(), self.unit
         self.tree_layer = np.zeros((n, n, 4), np.uint8)
-        for _ in range(self.cfg.trees):
+        for _ in range(round(self.cfg.trees * self.area_scale)):
             r = rng.uniform(0.5, 1.4) * u
             if rng.random() < 0.35:
                 road = self.scene.roads[rng.integers(len(self.scene.roads))]
@@ -202,7 +210,7 @@ class Flight:
         """A smooth loop around the first road crossing; the widest view (zoom 0.8) stays in the world."""
         cfg = self.cfg
         half_view = 0.5 * math.hypot(*cfg.size) / 0.8
-        lo, hi = half_view + 8, cfg.world - half_view - 8
+        lo, hi = half_view + 8, cfg.world_size() - half_view - 8
         roads = self.scene.roads
         crossing = np.array([roads[1]["lanes"][0], roads[0]["lanes"][0]])  # vertical road x, horizontal y
         c0 = np.clip(crossing, lo + 0.25 * (hi - lo), hi - 0.25 * (hi - lo))  # room to pan around it
@@ -238,19 +246,19 @@ class Flight:
         self._spawn(cls, pos, vel, heading)
 
     def _populate(self) -> None:
-        rng, u, n = self.obj_rng, self.unit, self.cfg.world
+        rng, u, n = self.obj_rng, self.unit, self.cfg.world_size()
         self.lane_speed = []
         for road, lane, sign in self._lanes():
             speed = rng.uniform(1.2, 2.5) * u  # one speed per lane: no overtaking inside a lane
             self.lane_speed.append(speed)
-            count = rng.poisson(self.cfg.vehicles_per_lane)
+            count = rng.poisson(self.cfg.vehicles_per_lane * self.length_scale)
             n_slots = int(n / (2.5 * u))
             slots = np.sort(rng.choice(n_slots, size=min(count, n_slots), replace=False))
             for s in slots:
                 self._vehicle(road, lane, sign, (s + 0.5) * 2.5 * u, speed)
-        for _ in range(self.cfg.walkers):
+        for _ in range(round(self.cfg.walkers * self.area_scale)):
             self._walker(rng.uniform(0, n))
-        for _ in range(self.cfg.parked):
+        for _ in range(round(self.cfg.parked * self.area_scale)):
             for _try in range(10):
                 p = rng.uniform(0.05 * n, 0.95 * n, 2)
                 box = np.concatenate([p - u, p + u])
@@ -278,15 +286,15 @@ class Flight:
 
     def _move(self) -> None:
         """Advance every object one frame; retire those that left the world; traffic enters at the edges."""
-        rng, u, n = self.obj_rng, self.unit, self.cfg.world
+        rng, u, n = self.obj_rng, self.unit, self.cfg.world_size()
         for o in self.objects:
             o.pos += o.vel * self.dt
         self.objects = [o for o in self.objects if (-2 * u < o.pos).all() and (o.pos < n + 2 * u).all()]
         for (road, lane, sign), speed in zip(self._lanes(), self.lane_speed, strict=True):
-            rate = self.cfg.vehicles_per_lane * speed / n  # keeps the lane's density steady
+            rate = self.cfg.vehicles_per_lane * self.length_scale * speed / n  # keeps the lane's density
             if rng.random() < rate * self.dt:
                 self._vehicle(road, lane, sign, -1.5 * u if sign > 0 else n + 1.5 * u, speed)
-        if rng.random() < 0.05 * self.cfg.walkers * self.dt / 10:
+        if rng.random() < 0.05 * self.cfg.walkers * self.area_scale * self.dt / 10:
             self._walker(float(rng.choice([0.0, float(n)])))
 
     # rendering -----------------------------------------------------------------------------------
