@@ -109,7 +109,7 @@ class MultiObjectTracker:
             raise ValueError("detections contain NaN or infinite values")
         if self._last_stamp is not None and stamp_s < self._last_stamp:
             log.info("stamp went backwards (%.3f s -> %.3f s): tracker reset, new ids from here",
-                        self._last_stamp, stamp_s)
+                     self._last_stamp, stamp_s)
             self.reset()
             self.resets += 1
         self._last_stamp = stamp_s
@@ -141,7 +141,7 @@ class MultiObjectTracker:
 
 def _filtered_boxes(library_tracker, r):
     """``r`` with each box replaced by its track's Kalman state after this frame's update: the tracker's
-    box, smoother than the raw detection (+1.4 HOTA, +1.0 IDF1 on the synthetic flights, docs/results.md)."""
+    box, which scores better than the raw detection's (docs/results.md, tracking section)."""
     state = library_tracker.tracked_objects
     by_id = dict(zip(np.asarray(state.tracker_id).tolist(), np.asarray(state.xyxy, np.float32), strict=True))
     ids = np.asarray(r.tracker_id).tolist()
