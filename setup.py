@@ -33,6 +33,7 @@ setup(
         "console_scripts": [
             "detect_node = slimyolo_ros.ros.node:main",
             "slimyolo = slimyolo_ros.cli:main",
+            "track_node = slimyolo_ros.ros.track_node:main",
         ],
     },
 )

@@ -68,6 +68,17 @@ if ! stamp_ok vision_msgs "$vm_hash" || ! "$VENV/bin/python" -c 'from vision_msg
   stamp_set vision_msgs "$vm_hash"
 fi
 
+# 4b. multi-object tracking library (slimyolo_ros/tracking, evaluate/mot.py). --no-deps: trackers and
+# supervision declare the non-headless opencv-python, which would clash with opencv-python-headless;
+# the dependencies they do use are in requirements.txt.
+TRACKERS_PINS="trackers==2.6.1 supervision==0.31.2"
+if ! stamp_ok trackers "$TRACKERS_PINS" || ! "$VENV/bin/python" -c 'import trackers, supervision' 2>/dev/null; then
+  step "installing $TRACKERS_PINS (--no-deps: keeps opencv-python-headless)"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" install --no-deps $TRACKERS_PINS 2> >(grep -v "is ignored" >&2) || fail "pip install trackers"
+  stamp_set trackers "$TRACKERS_PINS"
+fi
+
 # 5. this package, editable, so .venv/bin/slimyolo and .venv/bin/detect_node exist.
 pkg_hash=$(hash_of setup.py setup.cfg)
 if ! stamp_ok package "$pkg_hash" || [ ! -x "$VENV/bin/slimyolo" ] || [ ! -x "$VENV/bin/detect_node" ]; then

@@ -1,4 +1,5 @@
-"""``slimyolo synth``: write a synthetic UAV dataset in the VisDrone-DET format."""
+"""``slimyolo synth``: write a synthetic UAV dataset in the VisDrone-DET format, or (``--video``) flights in
+the VisDrone-VID/MOT format."""
 
 from __future__ import annotations
 
@@ -28,9 +29,18 @@ def _range(text: str) -> tuple[int, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output folder (gets images/, annotations/, synth.json)")
+    p.add_argument("--out", required=True, help="output folder (gets images/, annotations/, synth.json; with "
+                   "--video sequences/, annotations/, flight.json)")
+    p.add_argument("--video", "--flight", action="store_true", help="render temporally coherent flights "
+                   "(VisDrone-VID: target ids, camera motion, occlusion) instead of unrelated images")
+    p.add_argument("--sequences", type=int, default=1, help="--video: number of flights (default 1)")
+    p.add_argument("--frames", type=int, default=100, help="--video: frames per flight (default 100)")
+    p.add_argument("--fps", type=float, default=10.0, help="--video: frame rate the motion is timed for "
+                   "(default 10)")
+    p.add_argument("--car-length", type=float, default=26.0, help="--video: car length in px at the nominal "
+                   "altitude (default 26)")
     p.add_argument("--images", type=int, default=100, help="number of images (default 100)")
-    p.add_argument("--size", type=_size, default=(640, 640), help="WIDTHxHEIGHT (default 640x640)")
+    p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default 640x640; --video 640x480)")
     p.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical files (default 0)")
     p.add_argument("--objects", type=_range, default=(15, 40), help="annotated objects per image, MIN-MAX "
                    "(default 15-40)")
@@ -42,8 +52,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
 
 
+def _run_video(args: argparse.Namespace) -> int:
+    from slimyolo_ros.data.flight import generate_flights
+
+    t0 = time.perf_counter()
+    out = generate_flights(args.out, args.sequences, seed=args.seed, size=args.size or (640, 480),
+                           frames=args.frames, fps=args.fps, car_length=args.car_length,
+                           progress=sys.stderr.isatty() or not args.json)
+    meta = json.loads((out / "flight.json").read_text())
+    meta["out"] = str(out)
+    meta["seconds"] = round(time.perf_counter() - t0, 3)
+    if args.json:
+        print(json.dumps(meta))
+        return 0
+    w, h = meta["config"]["size"]
+    print(f"wrote {len(meta['sequences'])} flight(s) x {args.frames} frames {w}x{h} (seed {args.seed}) to "
+          f"{out} in {meta['seconds']:.1f} s; {meta['target_ids']} target ids")
+    for name, n in meta["boxes_per_class"].items():
+        print(f"  {name:<16} {n:>6}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from slimyolo_ros.data.synth import generate, load_meta
+
+    if args.video:
+        return _run_video(args)
+    args.size = args.size or (640, 640)
 
     t0 = time.perf_counter()
     out = generate(args.out, args.images, size=args.size, seed=args.seed, objects=args.objects,
