@@ -526,21 +526,24 @@ def stage_latency(run: Run, allowed: float) -> dict:
     blobs = {s: input_blob(frame, s) for s in p.lat_sizes}
     rows: list[dict] = []
     errors: list[str] = []
-    for name, (weights, cfg, names) in models.items():
-        for backend, precision, sizes in (("torch", "fp32", p.lat_sizes), ("torch", "fp16", p.lat_sizes),
-                                          ("onnxruntime", "fp32", ort_sizes)):
-            try:  # one model's failure in one runtime is recorded; the others are still measured
-                rows += _latency_rows(run, name, weights, cfg, names, backend, precision, sizes, blobs)
-            except Exception as exc:
-                errors.append(f"{name} {backend} {precision}: {type(exc).__name__}: {exc}")
-                run.log("latency error: " + errors[-1])
-        run.set("latency", rows)
-        mine = [r for r in rows if r["model"] == name]
-        run.log(f"latency {name}: " + ", ".join(
-            f"{r['backend']} {r['precision']} {r['img_size']} {r['ms_median']:.2f} ms" for r in mine))
-        if time.monotonic() > stop:
-            raise StageCut("out of time after model " + name, {"rows": len(rows), "notes": notes,
-                                                                "errors": errors})
+    # torch for every model first, ONNX Runtime (an export per model and size) after: a cut keeps the former
+    passes = ([("torch", "fp32", p.lat_sizes), ("torch", "fp16", p.lat_sizes)],
+              [("onnxruntime", "fp32", ort_sizes)])
+    for runtimes in passes:
+        for name, (weights, cfg, names) in models.items():
+            if time.monotonic() > stop:
+                raise StageCut(f"out of time before {name} {runtimes[0][0]}",
+                               {"rows": len(rows), "models": list(models), "notes": notes, "errors": errors})
+            for backend, precision, sizes in runtimes:
+                try:  # one model's failure in one runtime is recorded; the others are still measured
+                    rows += _latency_rows(run, name, weights, cfg, names, backend, precision, sizes, blobs)
+                except Exception as exc:
+                    errors.append(f"{name} {backend} {precision}: {type(exc).__name__}: {exc}")
+                    run.log("latency error: " + errors[-1])
+            run.set("latency", rows)
+            mine = [r for r in rows if r["model"] == name and r["backend"] == runtimes[0][0]]
+            run.log(f"latency {name}: " + ", ".join(
+                f"{r['backend']} {r['precision']} {r['img_size']} {r['ms_median']:.2f} ms" for r in mine))
     if not rows:
         raise RuntimeError("no latency measured: " + "; ".join(errors))
     return {"rows": len(rows), "models": list(models), "notes": notes, "errors": errors,
