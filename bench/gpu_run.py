@@ -18,7 +18,8 @@ and every stage that does not need its output still runs:
   fp16_check   the Detector's fp16 detections against fp32 on a real image (COCO yolov3-tiny)
 
 Everything goes to OUT_DIR/results.json (rewritten atomically after every stage) and
-OUT_DIR/run.log (this script's log plus every subprocess's stderr). The training data and
+OUT_DIR/run.log (this script's log plus every subprocess's stderr); at the end OUT_DIR/summary.md
+(the two tables as markdown, also printed). The training data and
 checkpoints go to --work (default: a fresh folder under /tmp), not OUT_DIR, whose files the GPU
 tool returns only few of.
 
@@ -717,6 +718,33 @@ def run_all(run: Run) -> None:
     run.results["finished_utc"] = _utc()
     run.results["elapsed_s"] = round(run.elapsed(), 1)
     run.save()
+    text = summary_markdown(run.results)
+    atomic_write_text(run.out / "summary.md", text)
+    print(text, flush=True)
+
+
+def summary_markdown(res: dict) -> str:
+    """The paper's table and the latency table as markdown (OUT_DIR/summary.md, also printed)."""
+    lines = ["| model | params | GFLOPs@416 | mAP@0.5 | F1 | params cut | GFLOPs cut | mAP@0.5 vs base |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in res["table"]:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['model']} | {r.get('status')} |  |  |  |  |  |  |")
+            continue
+        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['gflops_416']:.2f} | {r['map50']:.3f} "
+                     f"| {r['f1']:.3f} | {r.get('params_cut_pct', '')}% | {r.get('gflops_cut_pct', '')}% "
+                     f"| {r.get('map50_vs_baseline_points', '')} |")
+    cols = sorted({(r["backend"], r["precision"], r["img_size"]) for r in res["latency"]})
+    if cols:
+        lines += ["", "| model | " + " | ".join(f"{b} {p} {s}" for b, p, s in cols) + " |",
+                  "|---|" + "---:|" * len(cols)]
+        for m in dict.fromkeys(r["model"] for r in res["latency"]):
+            ms = {(r["backend"], r["precision"], r["img_size"]): r["ms_median"]
+                  for r in res["latency"] if r["model"] == m}
+            lines.append(f"| {m} | " + " | ".join(f"{ms[c]:.2f}" if c in ms else "" for c in cols) + " |")
+    st = res["stages"]
+    lines += ["", "stages: " + ", ".join(f"{n} {r['status']} {r['seconds']:.0f}s" for n, r in st.items())]
+    return "\n".join(lines) + "\n"
 
 
 def prepare() -> int:

@@ -82,6 +82,8 @@ def test_dry_run_writes_every_stage_with_sane_numbers(tmp_path):
     assert fp16["fp16_active"] is False and fp16["n_fp32"] >= 1
     assert 0.0 <= _num(fp16["match_rate"]) <= 1.0
     assert "stage fp16_check: ok" in log
+    summary = (out / "summary.md").read_text()
+    assert "| slim-95 |" in summary and "torch fp16 128" in summary
 
 
 def test_a_failed_stage_is_recorded_and_independent_stages_still_run(tmp_path):
