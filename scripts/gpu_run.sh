@@ -5,7 +5,7 @@
 #   scripts/gpu_run.sh OUT_DIR [--dry-run] [--budget S] [--work DIR]
 #
 # On the GPU machine (Python 3.12, CUDA torch, no pycocotools, no ROS): prepare here first with
-# `python bench/gpu_run.py --prepare` (fills the git-ignored .gpu_carry/: the cp312 pycocotools wheel,
+# `python scripts/gpu_run.py --prepare` (fills the git-ignored .gpu_carry/: the cp312 pycocotools wheel,
 # the authors' cfgs, the COCO yolov3-tiny) and name .gpu_carry in the device tool's carry. This script
 # installs the wheel when pycocotools is missing and runs the repo from its source tree (PYTHONPATH),
 # so no install step is needed. --dry-run is the CPU rehearsal that test/test_gpu_run.py runs.
@@ -20,7 +20,7 @@ if ! "$PY" -c "import pycocotools" 2>/dev/null; then
     wheels=(.gpu_carry/wheels/pycocotools-*.whl)
     if [ ${#wheels[@]} -eq 0 ]; then
         echo "gpu_run.sh: pycocotools is missing and no wheel in .gpu_carry/wheels: run" \
-             "'python bench/gpu_run.py --prepare' on a machine with pip access and carry .gpu_carry" >&2
+             "'python scripts/gpu_run.py --prepare' on a machine with pip access and carry .gpu_carry" >&2
         exit 2
     fi
     site=${TMPDIR:-/tmp}/gpu_run_site
@@ -29,4 +29,4 @@ if ! "$PY" -c "import pycocotools" 2>/dev/null; then
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-exec "$PY" bench/gpu_run.py "$@"
+exec "$PY" scripts/gpu_run.py "$@"

