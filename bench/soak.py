@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.report import table  # noqa: E402
+from bench.table import grid  # noqa: E402
+from slimyolo_ros.bag.runner import PROFILE_ENV  # noqa: E402
 from slimyolo_ros.io_utils import atomic_write_text  # noqa: E402
 
 START, END = "<!-- bench:soak start -->", "<!-- bench:soak end -->"
@@ -50,8 +51,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def user_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")}
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV}
     env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["RCUTILS_COLORIZED_OUTPUT"] = "0"
@@ -160,7 +160,7 @@ def minute_row(cam: Camera, keys: list[int], rss_mib: float) -> dict:
 def soak(args: argparse.Namespace) -> dict:
     env = user_env()
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    for var in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+    for var in PROFILE_ENV:
         os.environ.pop(var, None)
     ws = Path(args.workspace).resolve()
     build_workspace(ws, env)
@@ -233,7 +233,7 @@ def markdown(r: dict, note: str) -> str:
            else "no Fast DDS profile")
         + "; node: `ros2 launch slimyolo_ros detect.launch.py device:=cpu` from a colcon "
         f"workspace, the shipped config and model. QoS: {'; '.join(r['qos_lines']) or '–'}.", "",
-        table(["minute", "sent", "answered", "answered %", "latency p50 ms", "latency p95 ms",
+        grid(["minute", "sent", "answered", "answered %", "latency p50 ms", "latency p95 ms",
                "node RSS MiB", "replaced in the node (cum.)", "replaced in the DDS queue (cum.)"], rows),
         "",
         f"RSS minute 1 → {len(r['minutes'])}: {first['node_rss_mib']} → {last['node_rss_mib']} MiB; "

@@ -33,10 +33,16 @@ def cell(v: object) -> str:
     return str(v)
 
 
-def table(rows: Iterable[dict], cols: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(cell(field(r, c)) for c in cols) + " |" for r in rows]
+def grid(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A markdown table of ``rows`` (sequences of values) under ``headers``."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def table(rows: Iterable[dict], cols: Sequence[str]) -> str:
+    """A markdown table of JSON rows, one column per (dotted) field name."""
+    return grid(cols, ([field(r, c) for c in cols] for r in rows))
 
 
 def select(rows: Iterable[dict], kind: str | None, where: Sequence[str]) -> list[dict]:

@@ -117,9 +117,7 @@ class TrackerNode(Node):
             if self.tracker.resets != resets:
                 self.get_logger().warning(f"stamp went backwards (to {stamp:.3f} s): tracker reset, new ids "
                                           "from here (a looping bag?)")
-            out = to_detection2d_array(tracks.as_array(), msg.header, self.class_names)
-            for det, tid in zip(out.detections, tracks.ids, strict=True):
-                det.id = tid
+            out = to_detection2d_array(tracks.as_array(), msg.header, self.class_names, ids=tracks.ids)
         except Exception as exc:  # a node never dies on a bad message: warn, publish an empty result
             self._warn(type(exc).__name__, f"input message not tracked: {' '.join(str(exc).split())}")
             out = Detection2DArray()
