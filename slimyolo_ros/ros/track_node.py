@@ -29,10 +29,9 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
 from slimyolo_ros.errors import SlimyoloError
-from slimyolo_ros.ros.messages import to_detection2d_array
 from slimyolo_ros.tracking import MultiObjectTracker, TrackConfigError, TrackerConfig
 
 NODE_NAME = "slimyolo_tracker"
@@ -42,6 +41,22 @@ _TOPIC_PARAMS = {"detections_topic": "detections", "tracks_topic": "tracks", "re
 
 class BadMessage(ValueError):
     """An input Detection2DArray the tracker cannot use (the text says which field)."""
+
+
+def _tracks_message(tracks: Any, header: Any, class_names: list[str]) -> Detection2DArray:
+    """The tracks as message objects (a handful per frame: the detector's CDR writer is not needed here)."""
+    out = Detection2DArray(header=header)
+    for (x1, y1, x2, y2, score, c), tid in zip(tracks.as_array().astype(float).tolist(), tracks.ids,
+                                               strict=True):
+        d = Detection2D(header=header, id=str(tid))
+        d.bbox.center.position.x, d.bbox.center.position.y = (x1 + x2) * 0.5, (y1 + y2) * 0.5
+        d.bbox.size_x, d.bbox.size_y = x2 - x1, y2 - y1
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = class_names[int(c)] if 0 <= int(c) < len(class_names) else str(int(c))
+        hyp.hypothesis.score = min(max(score, 0.0), 1.0)
+        d.results = [hyp]
+        out.detections.append(d)
+    return out
 
 
 def _stamp_s(header: Any) -> float:
@@ -117,9 +132,7 @@ class TrackerNode(Node):
             if self.tracker.resets != resets:
                 self.get_logger().warning(f"stamp went backwards (to {stamp:.3f} s): tracker reset, new ids "
                                           "from here (a looping bag?)")
-            out = to_detection2d_array(tracks.as_array(), msg.header, self.class_names)
-            for det, tid in zip(out.detections, tracks.ids, strict=True):
-                det.id = tid
+            out = _tracks_message(tracks, msg.header, self.class_names)
         except Exception as exc:  # a node never dies on a bad message: warn, publish an empty result
             self._warn(type(exc).__name__, f"input message not tracked: {' '.join(str(exc).split())}")
             out = Detection2DArray()
