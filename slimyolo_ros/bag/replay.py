@@ -48,7 +48,8 @@ from slimyolo_ros.bag.make import (
     IMAGE_TOPIC,
     SEQUENCES_KEY,
 )
-from slimyolo_ros.bag.runner import (  # noqa: F401 - default_params, use_large_frames_profile: public here too
+from slimyolo_ros.bag.runner import (  # noqa: F401 - PROFILE_ENV, default_params, use_large_frames_profile: public here too
+    PROFILE_ENV,
     Client,
     NodeDiedError,
     NodeUnderTest,
