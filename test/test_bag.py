@@ -118,6 +118,8 @@ def test_make_vid_sequences_and_missing_annotations(tmp_path):
     assert len(gts[0].detections) == 0 and len(gts[2].detections) == 0
     ign = [m for _, m in got["/ground_truth/ignore_regions"]]
     assert [len(m.detections) for m in ign] == [1, 0, 0]
+    with Reader(bag) as r:  # target ids restart per sequence: the bag says where each one is
+        assert json.loads(r.storage.metadata.custom["slimyolo_ros.sequences"]) == [["uav_a", 3], ["uav_b", 2]]
 
 
 def test_make_cli_errors(tiny_det, tmp_path):
