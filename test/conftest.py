@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slimyolo_ros.bag.replay import use_large_frames_profile
+from slimyolo_ros.bag.runner import use_large_frames_profile
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "slimyolov3"

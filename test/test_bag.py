@@ -118,6 +118,8 @@ def test_make_vid_sequences_and_missing_annotations(tmp_path):
     assert len(gts[0].detections) == 0 and len(gts[2].detections) == 0
     ign = [m for _, m in got["/ground_truth/ignore_regions"]]
     assert [len(m.detections) for m in ign] == [1, 0, 0]
+    with Reader(bag) as r:  # target ids restart per sequence: the bag says where each one is
+        assert json.loads(r.storage.metadata.custom["slimyolo_ros.sequences"]) == [["uav_a", 3], ["uav_b", 2]]
 
 
 def test_make_cli_errors(tiny_det, tmp_path):
@@ -331,3 +333,113 @@ def test_eval_node_dies_mid_replay(model, tmp_path, ros_env):
     assert json.loads((out / "report.json").read_text())["error"] == rep["error"]
     assert rep["frames"] < 8  # the replay stopped where the node died
     assert rep["answered"] <= rep["frames"]
+
+
+# ------------------------------------------------------------------------------------- bag eval --track
+@pytest.fixture(scope="module")
+def tiny_flight(tmp_path_factory) -> tuple[Path, Path]:
+    """Two synthetic flights (target ids restart in each) and their bag: (VID root, bag)."""
+    from slimyolo_ros.data.flight import generate_flights
+
+    root = tmp_path_factory.mktemp("flight")
+    generate_flights(root / "vid", 2, seed=4, progress=False, size=(640, 480), frames=8, car_length=60)
+    make_bag(root / "vid", root / "bag", fps=10, progress=False)
+    return root / "vid", root / "bag"
+
+
+def _rescore(vid: Path, rec: Path) -> dict:
+    """The recorded /tracks scored here against the flight's own annotation files, flight by flight."""
+    from slimyolo_ros.bag.vid import read_vid
+    from slimyolo_ros.evaluate.mot import MotFrame, evaluate_mot
+
+    tracks = {msgs.stamp_ns(m.header): m for _, m in _read(rec)["/tracks"]}
+    seqs: dict[str, list] = {}
+    for i, f in enumerate(read_vid(vid)):
+        m = tracks[DEFAULT_START_NS + i * 100_000_000]
+        boxes, names, _ = msgs.read_detections(m)
+        seqs.setdefault(f.sequence, []).append(MotFrame(
+            f.sample.boxes, f.sample.classes, f.track_ids, boxes,
+            np.asarray([VISDRONE_CLASSES.index(n) for n in names], np.int64), [d.id for d in m.detections],
+            f.sample.ignore))
+    return evaluate_mot(list(seqs.values()), VISDRONE_CLASSES)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_eval_track_flight_bag_lockstep_and_realtime(tiny_flight, model, tmp_path, ros_env):
+    vid, bag = tiny_flight
+    out, rec = tmp_path / "out", tmp_path / "rec"
+    r = _bag_eval(["--bag", str(bag), "--params", str(_params(tmp_path / "p.yaml", model)), "--track",
+                   "--record", str(rec), "--out", str(out), "--frames", "3", "--json", "--timeout", "120"],
+                  ros_env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    assert rep == json.loads((out / "report.json").read_text()) and rep["error"] is None
+    # the params file says conf_threshold 0.001; tracking mode gives the detector its own, stated
+    assert rep["detector_params_added"] == ["conf_threshold:=0.1"]
+    for mode in ("lockstep", "realtime"):
+        t = rep[mode]["tracking"]
+        assert "conf_threshold:=0.1" in rep[mode]["node_command"]
+        assert t["sequences"] == ["flight_0004_000", "flight_0004_001"]
+        assert t["answered"] + t["dropped"] == 16 and t["frames_scored"] == t["answered"] > 0
+        for m in (t["overall"], *t["per_class"].values()):
+            for k in ("HOTA", "MOTA", "IDF1", "IDSW", "Frag", "MT", "ML"):
+                assert np.isfinite(m[k]), (mode, k, m)
+        assert t["overall"]["gt_tracks"] > 0 and t["per_class"]
+    lock = rep["lockstep"]["tracking"]
+    assert lock["answered"] == 16 and lock["tracks"] > 0 and lock["overall"]["HOTA"] > 0
+    assert len(lock["annotated"]) == 3
+    assert all(cv2.imread(p).shape == (480, 640, 3) for p in lock["annotated"])
+    # the lockstep pass is recorded: every frame's tracks carry ids, the detector's boxes all score >= 0.1
+    got = _read(rec)
+    assert len(got["/tracks"]) == 16 and all(d.id for _, m in got["/tracks"] for d in m.detections)
+    assert all(s >= 0.1 - 1e-6 for _, m in got["/detections"] for s in msgs.read_detections(m)[2])
+    # and scoring them independently, flight by flight, gives the report's numbers
+    again = _rescore(vid, rec)["overall"]
+    for k in ("HOTA", "MOTA", "IDF1", "IDSW"):
+        assert again[k] == pytest.approx(lock["overall"][k], abs=1e-6), k
+
+
+def test_track_scoring_keeps_the_bags_sequences_apart():
+    """Target ids restart per flight: ground-truth id "1" in two sequences is two objects. A tracker that
+    calls them 7 and 8 made no ID switch; scored as one sequence it would have made one."""
+    from slimyolo_ros.bag.replay import _Frame, _Run, _Source, score_tracks
+
+    ts = typestore()
+    box = np.array([[10, 10, 50, 40]], np.float32)
+    frames, tracks, gt, ids = [], {}, {}, {}
+    for i, tid in enumerate(["7", "7", "8", "8"]):
+        stamp = DEFAULT_START_NS + i * 100_000_000
+        frames.append(_Frame(i, stamp, stamp, "sensor_msgs/msg/Image", 64, 48))
+        raw = ts.serialize_cdr(msgs.detection_array(stamp, "camera", box + i, ["car"], [0.9], ids=[tid]),
+                               "vision_msgs/msg/Detection2DArray")
+        tracks[stamp] = (1.0 + i, bytes(raw))
+        gt[stamp], ids[stamp] = (box + i, ["car"]), ["1"]
+    run = _Run(command=[], log=None, frames=frames, tracks=tracks,
+               published={f.stamp: 0.5 + f.index for f in frames})
+    src = _Source(Path("b"), "/camera/image_raw", "sensor_msgs/msg/Image", 4, gt, {}, True, None, ids,
+                  [("a", 2), ("b", 2)], 10.0)
+    t = score_tracks(run, src, ["car"])
+    assert t["sequences"] == ["a", "b"] and t["frames_scored"] == 4 and t["tracks"] == 2
+    assert t["overall"]["IDSW"] == 0 and t["overall"]["HOTA"] == pytest.approx(1.0)
+    assert t["latency_ms"]["p50"] == pytest.approx(500.0)
+    src.sequences = [("bag", 4)]  # the same frames as one sequence: the switch 7 -> 8 counts
+    assert score_tracks(run, src, ["car"])["overall"]["IDSW"] == 1
+
+
+def test_track_scoring_needs_target_ids():
+    """A bag made from still images has no target ids: no MOT metrics, one warning saying why."""
+    from slimyolo_ros.bag.replay import _Frame, _Run, _Source, score_tracks
+
+    ts = typestore()
+    stamp = DEFAULT_START_NS
+    raw = ts.serialize_cdr(msgs.detection_array(stamp, "camera", [[1, 1, 9, 9]], ["car"], [0.9], ids=["3"]),
+                           "vision_msgs/msg/Detection2DArray")
+    run = _Run(command=[], log=None, frames=[_Frame(0, stamp, stamp, "sensor_msgs/msg/Image", 16, 16)],
+               tracks={stamp: (1.0, bytes(raw))}, published={stamp: 0.9})
+    src = _Source(Path("still"), "/camera/image_raw", "sensor_msgs/msg/Image", 1,
+                  {stamp: (np.array([[1, 1, 9, 9]], np.float32), ["car"])}, {}, True, None, {stamp: [""]},
+                  [("bag", 1)], 10.0)
+    t = score_tracks(run, src, ["car"])
+    assert t["overall"] is None and t["answered"] == 1 and t["tracks"] == 1
+    assert any("without a target id" in w and "still" in w for w in run.warnings)

@@ -1,8 +1,9 @@
-"""`make demo` end to end at toy size: synthetic flight -> bag -> the node with the shipped model."""
+"""`make demo` end to end at toy size: synthetic flight -> bag -> detector and tracker, the shipped model."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,14 @@ def test_demo_small_flight(tmp_path, ros_env):
         assert bag.topics["/camera/image_raw"].msgcount == 3
         assert (out / "flight_bag" / "flight_bag.mcap").is_file()
     assert len(acc["annotated"]) >= 1 and cv2.imread(acc["annotated"][0]).shape == (240, 320, 3)
+    # the flight is tracked: detector + tracker, lockstep and real time, MOT metrics and frames with ids
+    assert res["detector_params_added"] == ["conf_threshold:=0.1"]
+    for rep in (res["track_lockstep"], live):
+        t = rep["tracking"]
+        assert t["sequences"] == ["flight_2026_000"] and t["frames_scored"] == t["answered"] > 0
+        for k in ("HOTA", "MOTA", "IDF1", "IDSW", "Frag", "MT", "ML"):
+            assert math.isfinite(t["overall"][k]), (k, t["overall"])
+        assert t["overall"]["gt_tracks"] > 0
+    t = res["track_lockstep"]["tracking"]
+    assert t["answered"] == 3 and len(t["annotated"]) == 3
+    assert all(cv2.imread(p).shape == (240, 320, 3) for p in t["annotated"])

@@ -312,3 +312,97 @@ def test_bag_make_writes_a_standard_rosbag2(tmp_path, storage):
         assert {"name", "type", "serialization_format", "offered_qos_profiles"} <= cols
         assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 9
         db.close()
+
+
+# ---- track:=true: detector + tracker, ids seen by a separate subscriber process -------------------
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def _track_id_runs(answers: dict[int, dict], frames: list) -> tuple[int, int, int]:
+    """Follow each ground-truth object through consecutive answered frames by its matched track (IoU >=
+    0.5): (longest run of frames with one track id, consecutive pairs matched, pairs that kept the id)."""
+    matched: list[dict[str, str]] = []  # per frame: ground-truth id -> track id
+    for i, f in enumerate(frames):
+        a = answers.get(i)
+        m: dict[str, str] = {}
+        if a is not None:
+            for gid, g in zip(f.track_ids, f.sample.boxes.tolist(), strict=True):
+                best = max(range(len(a["ids"])), key=lambda k: _iou(g, a["boxes"][k]), default=None)
+                if best is not None and _iou(g, a["boxes"][best]) >= 0.5:
+                    m[gid] = a["ids"][best]
+        matched.append(m)
+    pairs = kept = longest = 0
+    run: dict[str, int] = {}
+    for prev, cur in zip(matched, matched[1:], strict=False):
+        nxt = {}
+        for gid, tid in cur.items():
+            if gid in prev:
+                pairs += 1
+                kept += prev[gid] == tid
+            nxt[gid] = run.get(gid, 1) + 1 if prev.get(gid) == tid else 1
+            longest = max(longest, nxt[gid])
+        run = nxt
+    return longest, pairs, kept
+
+
+@pytest.mark.slow
+def test_launch_track_true_tracks_with_stable_ids(workspace, user_env, tmp_path):
+    """``track:=true`` starts both nodes wired together; a camera plays a synthetic flight and a separate
+    process subscribing to /tracks sees each object keep its track id from frame to frame."""
+    import json
+    import sys
+
+    from ros_helpers.probe import NodeProcess
+
+    from slimyolo_ros.bag.vid import read_vid
+    from slimyolo_ros.data.flight import generate_flights
+
+    generate_flights(tmp_path / "vid", 1, seed=4, progress=False, size=(640, 480), frames=20, car_length=60)
+    frames = read_vid(tmp_path / "vid")
+    # the detector at the tracking operating point (bag eval --track's): the model scores objects 0.1-0.3
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "config" / "detect.yaml").read_text().replace(
+        "conf_threshold: 0.25", "conf_threshold: 0.1"))
+    assert "conf_threshold: 0.1 " in params.read_text()
+    helper = str(REPO / "test" / "ros_helpers" / "flight.py")
+    launch = Launch(workspace, user_env, tmp_path / "launch.log",
+                    f"track:=true image_topic:=/cam/image_raw device:=cpu params_file:={params}")
+    listener = camera = None
+    try:
+        wait_for(lambda: ("ready:" in launch.text() and "tracking with" in launch.text())
+                 or launch.proc.poll() is not None, START_TIMEOUT, "both nodes' ready lines", poll=0.2)
+        assert "tracking with bytetrack" in launch.text(), launch.text()[-3000:]
+        assert "-> /tracks" in launch.text(), launch.text()[-3000:]
+        out = tmp_path / "tracks.jsonl"
+        listener = NodeProcess([sys.executable, helper, "listen", "/tracks", str(out)], user_env,
+                               tmp_path / "listener.log")
+        listener.wait_log("listening", 60)
+        seq_dir = str(frames[0].image_path.parent)
+        camera = NodeProcess([sys.executable, helper, "camera", seq_dir, "/cam/image_raw", "--rate", "4",
+                              "--fps", "10", "--stamp-base", "100"], user_env, tmp_path / "camera.log")
+        camera.wait_log("sent 20", 120)
+
+        def answers() -> dict[int, dict]:
+            lines = out.read_text().splitlines() if out.exists() else []
+            got = [json.loads(ln) for ln in lines]
+            return {round((a["stamp_ns"] - 100 * 10**9) / 1e8): a for a in got}
+
+        wait_for(lambda: len(answers()) >= 20, 30, "tracks for all 20 frames", poll=0.5)
+    finally:
+        for p in (camera, listener):
+            if p is not None:
+                p.stop()
+        launch_text = launch.text()
+        launch.kill()
+        ros2(workspace, user_env, "ros2 daemon stop")
+    got = answers()
+    assert sorted(got) == list(range(20)), sorted(got)  # one tracks message per frame, header copied
+    for a in got.values():
+        assert all(a["ids"]) and len(set(a["ids"])) == len(a["ids"]), a
+    longest, pairs, kept = _track_id_runs(got, frames)
+    assert longest >= 5, (longest, pairs, kept, launch_text[-2000:])
+    assert pairs >= 10 and kept >= 0.9 * pairs, (longest, pairs, kept)

@@ -12,7 +12,9 @@ Topics (all messages of one frame carry the same header stamp, which is also the
 A frame without ground truth (a VID sequence with no annotation file) has an image and nothing else.
 
 Stamps are ``start + i / fps`` (default start 2025-01-01T00:00:00Z) so a bag made twice is identical.
-The class list is stored in the bag's metadata ``custom_data`` (``slimyolo_ros.class_names``, JSON).
+The class list is stored in the bag's metadata ``custom_data`` (``slimyolo_ros.class_names``, JSON), and
+for a VID root the sequences in bag order (``slimyolo_ros.sequences``, JSON ``[[name, frames], ...]``):
+target ids restart in every sequence, so a tracking evaluation must score each on its own.
 """
 
 from __future__ import annotations
@@ -39,17 +41,31 @@ GT_TOPIC = "/ground_truth"
 IGNORE_TOPIC = "/ground_truth/ignore_regions"
 IGNORED_CLASS = "ignored"
 CLASS_NAMES_KEY = "slimyolo_ros.class_names"
+SEQUENCES_KEY = "slimyolo_ros.sequences"
 DEFAULT_START_NS = 1_735_689_600 * 1_000_000_000
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 
 def _frames(root: Path):
-    """(image_path, sample | None, track ids) for every frame of a DET root or a VID root."""
+    """(image_path, sample | None, track ids, sequence | None) for every frame of a DET or a VID root."""
     from slimyolo_ros.bag.vid import is_vid_root, read_vid
 
     if is_vid_root(root):
-        return [(f.image_path, f.sample, f.track_ids) for f in read_vid(root)]
-    return [(s.image_path, s, None) for s in read_visdrone(root)]
+        return [(f.image_path, f.sample, f.track_ids, f.sequence) for f in read_vid(root)]
+    return [(s.image_path, s, None, None) for s in read_visdrone(root)]
+
+
+def _sequences(frames: list) -> list[list]:
+    """[[sequence name, frame count], ...] in bag order; [] for a DET root."""
+    runs: list[list] = []
+    for *_, seq in frames:
+        if seq is None:
+            return []
+        if runs and runs[-1][0] == seq:
+            runs[-1][1] += 1
+        else:
+            runs.append([seq, 1])
+    return runs
 
 
 def make_bag(data: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0, encoding: str = "bgr8",
@@ -84,6 +100,8 @@ def make_bag(data: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0,
         writer = Writer(tmp, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
         writer.set_custom_data(CLASS_NAMES_KEY, json.dumps(list(VISDRONE_CLASSES)))
         writer.set_custom_data("slimyolo_ros.source", str(data))
+        if sequences := _sequences(frames):
+            writer.set_custom_data(SEQUENCES_KEY, json.dumps(sequences))
         with writer:
             image_type = msgs.COMPRESSED_IMAGE if encoding == "jpeg" else msgs.IMAGE
             conns = {
@@ -91,7 +109,7 @@ def make_bag(data: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0,
                 GT_TOPIC: writer.add_connection(GT_TOPIC, DETECTION2D_ARRAY, typestore=ts),
                 IGNORE_TOPIC: writer.add_connection(IGNORE_TOPIC, DETECTION2D_ARRAY, typestore=ts),
             }
-            for i, (path, sample, track_ids) in enumerate(tqdm(frames, desc=f"bag make {out.name}",
+            for i, (path, sample, track_ids, _) in enumerate(tqdm(frames, desc=f"bag make {out.name}",
                                                                unit="frame", disable=not progress)):
                 ns = start_ns + i * period_ns
                 jpeg = None

@@ -12,12 +12,20 @@ Two modes:
 - lockstep (``rate=None``): one frame, wait for its answer, next frame. Every frame is scored, so the
   mAP equals the offline ``slimyolo eval`` on the same images and model.
 
+With ``track``: ``track_node`` runs downstream of the detector (its ``detections`` in, ``tracks`` out),
+the replay waits for / collects the tracker's answers by stamp, and the tracks are scored against the
+ground truth's target ids (``slimyolo_ros.evaluate.mot``: HOTA, MOTA, IDF1, ...), each sequence of the
+bag on its own. In timed mode the frames the detector dropped are time gaps for the tracker, as on the
+vehicle; the metrics are over the answered frames. :func:`replay_track` runs both modes.
+
 Images are published as the bag's CDR bytes (``Publisher.publish(bytes)``): no conversion, and the
 time between ``publish`` and the answer is the node's latency plus transport, nothing of ours.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -38,11 +46,13 @@ from slimyolo_ros.bag.make import (
     GT_TOPIC,
     IGNORE_TOPIC,
     IMAGE_TOPIC,
+    SEQUENCES_KEY,
 )
-from slimyolo_ros.bag.runner import (  # noqa: F401 - default_params, use_large_frames_profile: public here too
+from slimyolo_ros.bag.runner import (
     Client,
     NodeDiedError,
     NodeUnderTest,
+    Pipeline,
     default_params,
     drain,
     executable,
@@ -53,15 +63,19 @@ from slimyolo_ros.bag.runner import (  # noqa: F401 - default_params, use_large_
     ready,
     restamp,
     ros_environment,
-    use_large_frames_profile,
 )
 from slimyolo_ros.bag.types import COMPRESSED_IMAGE, DETECTION2D_ARRAY, BagError, typestore
-from slimyolo_ros.io_utils import atomic_write_json
+from slimyolo_ros.io_utils import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 DETECTIONS_TOPIC = "/detections"  # where the node's output is remapped during a replay
 LABEL_INFO_TOPIC = "/label_info"
+TRACKS_TOPIC = "/tracks"  # the tracker's output during a replay with track=True
+# What the detector is told in track mode unless the user sets conf_threshold: the shipped model scores
+# true objects 0.1-0.3, and ByteTrack's second (low-score) stage only gets input below its 0.25 split when
+# the detector publishes it (docs/tracking.md: measured on the demo flight).
+TRACK_DETECTOR_PARAMS = ("conf_threshold:=0.1",)
 _WARMUP_OFFSET_NS = 1_000_000_000  # the warm-up frame's stamp lies 1 s before the first frame
 _LOCKSTEP_MAX_MISSES = 3  # consecutive unanswered frames before lockstep gives up on the node
 
@@ -79,6 +93,10 @@ class ReplayConfig:
     image_topic: str | None = None  # None: /camera/image_raw, its /compressed, or the only image topic
     node_command: list[str] | None = None  # override the node executable (tests, other nodes)
     progress: bool = True
+    track: bool = False  # also run track_node on the detections and score its tracks (MOT metrics)
+    track_params: Path | None = None  # tracker parameters file; None: the package's config/track.yaml
+    track_node_params: list[str] = field(default_factory=list)  # extra "name:=value" for track_node
+    track_node_command: list[str] | None = None  # override the tracker executable
 
 
 @dataclass
@@ -134,22 +152,35 @@ def _custom_class_names(reader) -> list[str] | None:
     return [str(n) for n in names] if isinstance(names, list) else None
 
 
-def _read_ground_truth(reader) -> tuple[dict[int, tuple], dict[int, np.ndarray], bool]:
-    """({stamp: (boxes, names)}, {stamp: ignore boxes}, bag has a ground-truth topic)."""
+def _read_ground_truth(reader) -> tuple[dict[int, tuple], dict[int, np.ndarray], bool, dict[int, list[str]]]:
+    """({stamp: (boxes, names)}, {stamp: ignore boxes}, bag has a ground-truth topic, {stamp: target ids})."""
     ts = typestore()
     gt_conns = [c for c in reader.connections if c.topic == GT_TOPIC and c.msgtype == DETECTION2D_ARRAY]
     ign_conns = [c for c in reader.connections if c.topic == IGNORE_TOPIC and c.msgtype == DETECTION2D_ARRAY]
     gt: dict[int, tuple] = {}
     ignore: dict[int, np.ndarray] = {}
+    ids: dict[int, list[str]] = {}
     if gt_conns or ign_conns:
         for conn, _, raw in reader.messages(connections=gt_conns + ign_conns):
             m = ts.deserialize_cdr(raw, conn.msgtype)
             boxes, names, _ = msgs.read_detections(m)
             if conn.topic == GT_TOPIC:
                 gt[msgs.stamp_ns(m.header)] = (boxes, names)
+                ids[msgs.stamp_ns(m.header)] = [str(d.id) for d in m.detections]
             else:
                 ignore[msgs.stamp_ns(m.header)] = boxes
-    return gt, ignore, bool(gt_conns)
+    return gt, ignore, bool(gt_conns), ids
+
+
+def _sequences(reader, n_frames: int) -> list[tuple[str, int]]:
+    """The bag's sequences as (name, frames) in bag order (``bag make`` of a VID root stores them);
+    one sequence when the bag does not say."""
+    custom = getattr(getattr(reader.storage, "metadata", None), "custom", None) or {}
+    try:
+        seqs = [(str(name), int(count)) for name, count in json.loads(custom[SEQUENCES_KEY])]
+    except (KeyError, TypeError, ValueError):
+        return [("bag", n_frames)]
+    return seqs if sum(c for _, c in seqs) == n_frames else [("bag", n_frames)]
 
 
 def _image_frames(reader, topic: str):
@@ -194,6 +225,9 @@ class _Source:
     ignore: dict[int, np.ndarray]
     has_gt: bool
     class_names: list[str] | None
+    gt_ids: dict[int, list[str]] = field(default_factory=dict)
+    sequences: list[tuple[str, int]] = field(default_factory=list)
+    fps: float = 10.0  # of the image topic's stamps
 
 
 @dataclass
@@ -206,6 +240,10 @@ class _Run:
     published: dict[int, float] = field(default_factory=dict)  # stamp -> perf_counter at first publish
     answers: dict[int, tuple[float, bytes]] = field(default_factory=dict)
     keep: dict[int, tuple[bytes, str]] = field(default_factory=dict)  # frames kept for the PNGs
+    tracks: dict[int, tuple[float, bytes]] = field(default_factory=dict)  # track_node's answers by stamp
+    track_command: list[str] | None = None
+    track_log: Path | None = None
+    track_rc: int | None = None
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     label_names: list[str] | None = None
@@ -221,8 +259,11 @@ def _open_source(cfg: ReplayConfig, bag: Path, reader) -> _Source:
     n_in_bag = sum(c.msgcount for c in reader.connections if c.topic == image_topic)
     if n_in_bag == 0:
         raise BagError(f"{bag}: image topic {image_topic} has no messages")
-    gt, ignore, has_gt = _read_ground_truth(reader)
-    return _Source(bag, image_topic, image_type, n_in_bag, gt, ignore, has_gt, _custom_class_names(reader))
+    gt, ignore, has_gt, ids = _read_ground_truth(reader)
+    span_s = (reader.end_time - reader.start_time) / 1e9
+    fps = (n_in_bag - 1) / span_s if n_in_bag > 1 and span_s > 0 else 10.0
+    return _Source(bag, image_topic, image_type, n_in_bag, gt, ignore, has_gt, _custom_class_names(reader),
+                   ids, _sequences(reader, n_in_bag), fps)
 
 
 def _node_command(cfg: ReplayConfig, params: Path, src: _Source) -> list[str]:
@@ -237,7 +278,34 @@ def _node_command(cfg: ReplayConfig, params: Path, src: _Source) -> list[str]:
     fixed = {"input_topic": src.image_topic.removesuffix("/compressed") if compressed else src.image_topic,
              "compressed": compressed, "detections_topic": DETECTIONS_TOPIC,
              "label_info_topic": LABEL_INFO_TOPIC, "reliability": "reliable"}
-    return node_command(base, params, fixed, cfg.node_params)
+    return node_command(base, params, fixed, detector_overrides(cfg))
+
+
+def detector_overrides(cfg: ReplayConfig) -> list[str]:
+    """The detector's -p overrides: in track mode TRACK_DETECTOR_PARAMS first (unless the user sets the
+    same parameter), then the user's, which win."""
+    if not cfg.track:
+        return list(cfg.node_params)
+    given = {p.split(":=", 1)[0] for p in cfg.node_params}
+    return [p for p in TRACK_DETECTOR_PARAMS if p.split(":=", 1)[0] not in given] + list(cfg.node_params)
+
+
+def _track_command(cfg: ReplayConfig, src: _Source) -> list[str]:
+    """track_node on the detector's output; its settings are validated here, before anything starts."""
+    from slimyolo_ros.tracking import TrackConfigError, load_track_config
+
+    base = cfg.track_node_command or executable("track_node", "slimyolo_ros.ros.track_node")
+    params = Path(cfg.track_params) if cfg.track_params else default_params("track.yaml")
+    if not params.is_file():
+        raise BagError(f"--track-params {params}: no such file")
+    try:
+        load_track_config(params)
+    except TrackConfigError as exc:
+        raise BagError(str(exc)) from None
+    # frame_rate only sizes the tracker's first prediction step; the bag's rate is the right nominal one.
+    fixed = {"detections_topic": DETECTIONS_TOPIC, "tracks_topic": TRACKS_TOPIC,
+             "frame_rate": round(src.fps, 3), "reliability": "reliable"}
+    return node_command(base, params, fixed, cfg.track_node_params)
 
 
 def _sendable(reader, src: _Source, run: _Run, want_png: set[int]):
@@ -260,8 +328,9 @@ def _sendable(reader, src: _Source, run: _Run, want_png: set[int]):
         yield frame, raw
 
 
-def _warm_frame(reader, src: _Source) -> tuple[int, bytes]:
-    """The first decodable image, re-stamped 1 s before it (so its answer is never scored)."""
+def _warm_frame(reader, src: _Source, blank: bool = False) -> tuple[int, bytes]:
+    """The first decodable image, re-stamped 1 s before it (so its answer is never scored); ``blank``:
+    its pixels black, so a tracker downstream starts no track from it."""
     first = next(((f, raw) for f, raw, m in _image_frames(reader, src.image_topic)
                   if not _check_image(m, f.typename)), None)
     if first is None:
@@ -269,14 +338,27 @@ def _warm_frame(reader, src: _Source) -> tuple[int, bytes]:
         raise BagError(f"{src.bag}: no frame on {src.image_topic} the node can decode: "
                        f"{_check_image(m, src.image_type)}")
     stamp = first[0].stamp - _WARMUP_OFFSET_NS
-    return stamp, restamp(first[1], stamp)
+    return stamp, restamp(_blank(first[1], src.image_type) if blank else first[1], stamp)
 
 
-def _stream(cfg: ReplayConfig, reader, src: _Source, run: _Run, client: Client, node: NodeUnderTest,
-            pub) -> None:
-    """Warm up, then every frame lockstep or on the bag's schedule; NodeDiedError when the node goes."""
-    warm_stamp, warm = _warm_frame(reader, src)
-    ready(client, node, pub, DETECTIONS_TOPIC, warm, warm_stamp, cfg.timeout)
+def _blank(raw: bytes, typename: str) -> bytes:
+    ts = typestore()
+    m = ts.deserialize_cdr(raw, typename)
+    if typename == COMPRESSED_IMAGE:
+        black = np.zeros_like(msgs.decode_image(m, typename))
+        m.data = np.frombuffer(cv2.imencode(".jpg", black)[1].tobytes(), np.uint8)
+    else:
+        m.data = np.zeros_like(m.data)
+    return bytes(ts.serialize_cdr(m, typename))
+
+
+def _stream(cfg: ReplayConfig, reader, src: _Source, run: _Run, client: Client,
+            node: NodeUnderTest | Pipeline, pub) -> None:
+    """Warm up, then every frame lockstep or on the bag's schedule; NodeDiedError when a node goes.
+    The answer awaited is the last node's: the tracker's in track mode."""
+    topic = TRACKS_TOPIC if cfg.track else DETECTIONS_TOPIC
+    warm_stamp, warm = _warm_frame(reader, src, blank=cfg.track)
+    ready(client, node, pub, topic, warm, warm_stamp, cfg.timeout)
     from tqdm import tqdm
 
     n = src.frames_in_bag
@@ -286,26 +368,30 @@ def _stream(cfg: ReplayConfig, reader, src: _Source, run: _Run, client: Client, 
                   unit="frame", disable=not cfg.progress, leave=False)
     if cfg.rate is not None:
         paced(client, node, pub, ((f.log_ns, f.stamp, raw) for f, raw in frames), cfg.rate)
-        drain(client, node, DETECTIONS_TOPIC, cfg.timeout)
+        drain(client, node, topic, cfg.timeout)
         return
     misses = 0
     for frame, raw in frames:
-        if lockstep(client, node, pub, DETECTIONS_TOPIC, frame.stamp, raw, cfg.timeout):
+        if lockstep(client, node, pub, topic, frame.stamp, raw, cfg.timeout):
             misses = 0
             continue
         misses += 1
         run.warnings.append(f"frame {frame.index}: no answer within {cfg.timeout:g} s")
         if misses >= _LOCKSTEP_MAX_MISSES:
-            raise NodeDiedError(f"detect_node stopped answering: {misses} frames in a row without "
-                                f"detections within --timeout {cfg.timeout:g} s")
+            raise NodeDiedError(f"{node.name} stopped answering: {misses} frames in a row without "
+                                f"an answer on {topic} within --timeout {cfg.timeout:g} s")
 
 
 def run_node(cfg: ReplayConfig, reader, src: _Source, params: Path, out: Path | None) -> _Run:
-    """Start detect_node, stream the bag's frames through it, collect its answers, stop it."""
+    """Start detect_node (and track_node on its output), stream the bag's frames through, collect the
+    answers, stop the nodes."""
     from sensor_msgs.msg import CompressedImage, Image
 
-    env = ros_environment()  # before this process's rclpy starts: the node inherits the same DDS setup
     run = _Run(command=_node_command(cfg, params, src), log=(out / "node.log") if out else None)
+    if cfg.track:
+        run.track_command = _track_command(cfg, src)
+        run.track_log = (out / "track_node.log") if out else None
+    env = ros_environment()  # before this process's rclpy starts: the nodes inherit the same DDS setup
     log.info("starting node: %s", " ".join(run.command))
     t_start = time.perf_counter()
     client = Client("slimyolo_bag_eval")
@@ -315,30 +401,40 @@ def run_node(cfg: ReplayConfig, reader, src: _Source, params: Path, out: Path | 
         pub = client.publisher(CompressedImage if src.image_type == COMPRESSED_IMAGE else Image,
                                src.image_topic, qos(5))
         answers = client.replies(DETECTIONS_TOPIC)
+        tracks = client.replies(TRACKS_TOPIC) if cfg.track else {}
         labels = client.label_names(LABEL_INFO_TOPIC)
-        with NodeUnderTest(run.command, env, run.log, name="detect_node") as node:
+        with contextlib.ExitStack() as stack:
+            node = stack.enter_context(NodeUnderTest(run.command, env, run.log, name="detect_node"))
+            tracker = stack.enter_context(NodeUnderTest(run.track_command, env, run.track_log,
+                                                        name="track_node")) if cfg.track else None
             try:
-                _stream(cfg, reader, src, run, client, node, pub)
+                _stream(cfg, reader, src, run, client, Pipeline(node, tracker) if tracker else node, pub)
             except NodeDiedError as exc:
                 run.error = str(exc)
             run.node_rc = node.returncode
+            run.track_rc = tracker.returncode if tracker else None
     finally:
         with client.lock:
-            run.answers = dict(answers)
+            run.answers, run.tracks = dict(answers), dict(tracks)
             run.published = dict(client.published)
             run.duplicates, run.resent = client.duplicates, client.resent
         run.label_names = labels[-1][1] if labels else None
         client.close()
     run.wall_s = time.perf_counter() - t_start
+    _run_errors(run, node, tracker)
+    return run
+
+
+def _run_errors(run: _Run, node: NodeUnderTest, tracker: NodeUnderTest | None) -> None:
     if run.skipped:
         msg = f"{len(run.skipped)} frame(s) not published: " + "; ".join(run.skipped[:3]) + \
             ("; ..." if len(run.skipped) > 3 else "")
         run.error = run.error or msg
         run.warnings.append(msg)
-    if run.node_rc is not None and run.error is None:
-        where = f"; its log ({run.log}):\n{node.tail()}" if run.log else ""
-        run.error = f"detect_node exited with code {run.node_rc} during the replay{where}"
-    return run
+    for rc, n in ((run.node_rc, node), (run.track_rc, tracker)):
+        if rc is not None and run.error is None:
+            where = f"; its log ({n.log}):\n{n.tail()}" if n.log else ""
+            run.error = f"{n.name} exited with code {rc} during the replay{where}"
 
 
 # ------------------------------------------------------------------------------------------ the replay
@@ -367,8 +463,33 @@ def replay(cfg: ReplayConfig) -> dict:
     if not src.has_gt:
         run.warnings.insert(0, f"{bag}: no {GT_TOPIC} topic: latency and throughput only, no mAP")
     report = score(run, src)
+    if cfg.track:
+        report["tracking"] = score_tracks(run, src, report["class_names"])
     report.update(_facts(cfg, src, run, params))
     return _write(cfg, report, run, src, out)
+
+
+def replay_track(cfg: ReplayConfig, modes: tuple[str, ...] = ("lockstep", "realtime")) -> dict:
+    """Detector + tracker over the bag in lockstep (every frame) and/or in real time (``cfg.rate``, the
+    detector's drops are gaps for the tracker); one report per mode under ``cfg.out/<mode>/``, and the
+    combined one in ``cfg.out/report.json``."""
+    out = Path(cfg.out) if cfg.out else None
+    combined: dict = {"bag": str(cfg.bag), "track": True, "error": None,
+                      "detector_params_added": [p for p in detector_overrides(dataclasses.replace(
+                          cfg, track=True)) if p not in cfg.node_params]}
+    for mode in ("lockstep", "realtime"):
+        if mode not in modes:
+            combined[mode] = None
+            continue
+        rate = None if mode == "lockstep" else (cfg.rate or 1.0)
+        r = replay(dataclasses.replace(cfg, track=True, rate=rate, out=(out / mode) if out else None,
+                                       record=cfg.record if mode == modes[0] else None))
+        combined[mode] = r
+        combined["error"] = combined["error"] or r.get("error")
+    if out:
+        combined["report"] = str(out / "report.json")
+        atomic_write_json(out / "report.json", combined)
+    return combined
 
 
 def _facts(cfg: ReplayConfig, src: _Source, run: _Run, params: Path) -> dict:
@@ -387,6 +508,7 @@ def _facts(cfg: ReplayConfig, src: _Source, run: _Run, params: Path) -> dict:
         "wall_s": round(run.wall_s, 3),
         "params": str(params),
         "node_command": run.command,
+        "track_node_command": run.track_command,
         "error": run.error,
         "warnings": run.warnings,
     }
@@ -400,8 +522,13 @@ def _write(cfg: ReplayConfig, report: dict, run: _Run, src: _Source, out: Path |
         report["annotated"] = _annotate(out, run.keep, run.answers, src.gt, report["class_names"],
                                         report.get("conf_threshold") or 0.0)
         report["node_log"] = str(run.log)
+        if cfg.track:
+            report["tracking"]["annotated"] = _annotate_tracks(out / "tracks", run, src,
+                                                               report["class_names"])
+            report["tracking"]["node_log"] = str(run.track_log)
     if cfg.record:
-        report["record"] = str(_record(cfg.record, src.bag, run.frames, run.published, run.answers))
+        report["record"] = str(_record(cfg.record, src.bag, run.frames, run.published, run.answers,
+                                       run.tracks))
     if out:
         report["report"] = str(out / "report.json")
         atomic_write_json(out / "report.json", report)
@@ -485,6 +612,100 @@ def score(run: _Run, src: _Source) -> dict:
     return report
 
 
+def _by_sequence(frames: list[_Frame], sequences: list[tuple[str, int]]) -> list[tuple[str, list[_Frame]]]:
+    """The replayed frames grouped by the bag's sequences (bag image index ranges), in order."""
+    bounds, start = [], 0
+    for name, count in sequences:
+        bounds.append((name, start, start + count))
+        start += count
+    return [(name, [f for f in frames if lo <= f.index < hi]) for name, lo, hi in bounds]
+
+
+def _read_tracks(raw: bytes) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
+    """(boxes, class names, scores, track ids) of one serialised Detection2DArray from track_node."""
+    m = typestore().deserialize_cdr(raw, DETECTION2D_ARRAY)
+    boxes, names, scores = msgs.read_detections(m)
+    return boxes, names, scores, [str(d.id) for d in m.detections]
+
+
+def score_tracks(run: _Run, src: _Source, names: list[str]) -> dict:
+    """MOT metrics (``evaluate_mot``: HOTA, MOTA, IDF1, ID switches, ...) of the tracker's answers against
+    the ground truth's target ids, each sequence on its own, over the frames the tracker answered."""
+    from slimyolo_ros.evaluate.mot import MotFrame, evaluate_mot
+
+    names = list(names)
+    index = {n: i for i, n in enumerate(names)}
+
+    def idx(n: str) -> int:
+        return index.setdefault(n, len(index))
+
+    seqs, lat, track_ids, warnings = [], [], set(), []
+    no_ids = False
+    for _, frames in _by_sequence(run.frames, src.sequences):
+        mot = []
+        for f in frames:
+            if f.stamp not in run.tracks:
+                continue
+            t, raw = run.tracks[f.stamp]
+            lat.append((t - run.published[f.stamp]) * 1000.0)
+            boxes, tnames, _, ids = _read_tracks(raw)
+            track_ids.update(ids)
+            if f.stamp not in src.gt:
+                continue
+            gboxes, gnames = src.gt[f.stamp]
+            gids = src.gt_ids.get(f.stamp, [])
+            no_ids = no_ids or any(not i for i in gids)
+            mot.append(MotFrame(gboxes, np.asarray([idx(n) for n in gnames], np.int64), gids, boxes,
+                                np.asarray([idx(n) for n in tnames], np.int64), ids,
+                                src.ignore.get(f.stamp, np.zeros((0, 4), np.float32))))
+        if mot:
+            seqs.append(mot)
+    names = sorted(index, key=index.get)
+    result: dict = {"overall": None, "per_class": {}}
+    if no_ids:
+        warnings.append(f"{src.bag}: {GT_TOPIC} has objects without a target id (Detection2D.id): "
+                        "no MOT metrics (make the bag from a VisDrone-VID root, e.g. slimyolo synth --video)")
+    elif seqs:
+        result = evaluate_mot(seqs, names)
+    run.warnings.extend(warnings)
+    answered = sum(1 for f in run.frames if f.stamp in run.tracks)
+    return {**result, "frames": len(run.frames), "answered": answered, "dropped": len(run.frames) - answered,
+            "frames_scored": sum(len(q) for q in seqs), "sequences": [n for n, _ in src.sequences],
+            "tracks": len(track_ids - {""}), "latency_ms": _percentiles(lat)}
+
+
+def _annotate_tracks(out: Path, run: _Run, src: _Source, names: list[str], trail: int = 15) -> list[str]:
+    """The kept frames with the tracker's boxes, ids and each track's recent path (``draw_tracks``), JPEG.
+    Trails follow every answered frame of the sequence, not only the drawn ones."""
+    from slimyolo_ros.detect.draw import TrailHistory, draw_tracks
+
+    ts = typestore()
+    paths = []
+    index = {n: i for i, n in enumerate(names)}
+    for seq, frames in _by_sequence(run.frames, src.sequences):
+        history = TrailHistory(trail)
+        for f in frames:
+            if f.stamp not in run.tracks:
+                continue
+            boxes, tnames, _, ids = _read_tracks(run.tracks[f.stamp][1])
+            trails = history.update(boxes, ids)
+            if f.stamp not in run.keep:
+                continue
+            raw, typename = run.keep[f.stamp]
+            try:
+                img = msgs.decode_image(ts.deserialize_cdr(raw, typename), typename)
+            except Exception as exc:  # a frame we cannot show must not lose the report
+                log.warning("annotated frame %d: %s", f.stamp, exc)
+                continue
+            cls = np.asarray([index.get(n, -1) for n in tnames], np.int64)
+            img = draw_tracks(img, boxes, ids, cls, names, trails)
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if ok:
+                out.mkdir(parents=True, exist_ok=True)
+                paths.append(str(atomic_write_bytes(out / f"{seq}_{f.index:06d}.jpg", buf.tobytes())))
+    return paths
+
+
 def _percentiles(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
@@ -526,9 +747,10 @@ def _annotate(out: Path, keep: dict, answers: dict, gt: dict, names: list[str],
     return paths
 
 
-def _record(dest: Path, bag: Path, frames, published, answers) -> Path:
-    """The replayed images, the ground truth and the node's answers (``/detections``, logged at the
-    image's bag time plus the measured latency) as one bag in the source bag's storage format."""
+def _record(dest: Path, bag: Path, frames, published, answers, tracks=None) -> Path:
+    """The replayed images, the ground truth and the node's answers (``/detections``, and the tracker's
+    ``/tracks`` when there are any; logged at the image's bag time plus the measured latency) as one bag
+    in the source bag's storage format."""
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
     dest = Path(dest)
@@ -549,13 +771,16 @@ def _record(dest: Path, bag: Path, frames, published, answers) -> Path:
                     if c.topic not in conns:
                         conns[c.topic] = w.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data,
                                                           rihs01=c.digest)
-                det_conn = w.add_connection(DETECTIONS_TOPIC, DETECTION2D_ARRAY, typestore=ts)
+                outputs = [(w.add_connection(DETECTIONS_TOPIC, DETECTION2D_ARRAY, typestore=ts), answers)]
+                if tracks:
+                    outputs.append((w.add_connection(TRACKS_TOPIC, DETECTION2D_ARRAY, typestore=ts), tracks))
                 for c, t, raw in src.messages():
                     w.write(conns[c.topic], t, raw)
-                for stamp, f in replayed.items():
-                    if stamp in answers:
-                        lat_ns = int((answers[stamp][0] - published[stamp]) * 1e9)
-                        w.write(det_conn, f.log_ns + max(lat_ns, 0), answers[stamp][1])
+                for out_conn, got in outputs:
+                    for stamp, f in replayed.items():
+                        if stamp in got:
+                            lat_ns = int((got[stamp][0] - published[stamp]) * 1e9)
+                            w.write(out_conn, f.log_ns + max(lat_ns, 0), got[stamp][1])
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
@@ -586,6 +811,8 @@ def format_report(r: dict) -> str:
             ap = r["per_class"].get(c, {}).get("ap50")
             lines.append(f"  {c:<16}{r['detections_per_class'].get(c, 0):>11}"
                          f"{r['ground_truth_per_class'].get(c, 0):>7}{'-' if ap is None else f'{ap:.3f}':>8}")
+    if r.get("tracking"):
+        lines.extend(_format_tracking(r["tracking"]))
     for w in r["warnings"]:
         lines.append(f"  warning: {w}")
     if r.get("annotated"):
@@ -594,4 +821,36 @@ def format_report(r: dict) -> str:
         lines.append(f"  recorded: {r['record']}")
     if r.get("report"):
         lines.append(f"  report: {r['report']}")
+    return "\n".join(lines)
+
+
+def _format_tracking(t: dict) -> list[str]:
+    from slimyolo_ros.evaluate.mot import format_mot
+
+    lat = t["latency_ms"]
+    p50 = "-" if lat["p50"] is None else f"{lat['p50']:.1f} ms"
+    lines = [f"  tracking (track_node): {t['answered']} of {t['frames']} frames answered, "
+             f"{t['tracks']} track ids; latency publish->tracks p50 {p50}"]
+    if t.get("overall"):
+        o = t["overall"]
+        lines.append(f"  HOTA {100 * o['HOTA']:.1f}   MOTA {100 * o['MOTA']:.1f}   "
+                     f"IDF1 {100 * o['IDF1']:.1f}   ID switches {o['IDSW']}   "
+                     f"({t['frames_scored']} frames scored, {len(t['sequences'])} sequence(s))")
+        lines.extend("    " + ln for ln in format_mot(t).splitlines())
+    else:
+        lines.append("  MOT metrics: n/a (no ground truth with target ids for the answered frames)")
+    if t.get("annotated"):
+        lines.append(f"  annotated tracks: {Path(t['annotated'][0]).parent}/ ({len(t['annotated'])} JPEG)")
+    return lines
+
+
+def format_track_report(r: dict) -> str:
+    """The readable summary of :func:`replay_track`: one block per mode."""
+    added = ", ".join(r["detector_params_added"]) or "none"
+    lines = [f"bag eval --track {r['bag']} (detector parameters added for tracking: {added})"]
+    for mode in ("lockstep", "realtime"):
+        if r.get(mode):
+            lines += ["", f"[{mode}]", format_report(r[mode])]
+    if r.get("report"):
+        lines += ["", f"report: {r['report']}"]
     return "\n".join(lines)

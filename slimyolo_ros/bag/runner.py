@@ -206,6 +206,32 @@ class NodeUnderTest:
         return self.proc.returncode
 
 
+class Pipeline:
+    """Nodes under test chained on topics (a detector and the tracker on its output), driven as one by
+    :func:`ready`, :func:`lockstep`, :func:`paced` and :func:`drain`: alive while every node is, and
+    ``check`` names the node that exited. ``log``/``tail`` are the last node's (the one answering)."""
+
+    def __init__(self, *nodes: NodeUnderTest) -> None:
+        if not nodes:
+            raise ValueError("Pipeline needs at least one node")
+        self.nodes = nodes
+        self.name = " -> ".join(n.name for n in nodes)
+
+    @property
+    def log(self) -> Path | None:
+        return self.nodes[-1].log
+
+    def tail(self, lines: int = 8) -> str:
+        return self.nodes[-1].tail(lines)
+
+    def alive(self) -> bool:
+        return all(n.alive() for n in self.nodes)
+
+    def check(self, when: str) -> None:
+        for n in self.nodes:
+            n.check(when)
+
+
 # ------------------------------------------------------------------------------------------ CDR stamps
 def stamp_of(raw: bytes | memoryview) -> int:
     """Header stamp (ns) of a serialised message whose first field is a std_msgs/Header: int32 sec

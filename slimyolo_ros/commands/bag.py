@@ -25,15 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mk.add_argument("--limit", type=int, default=None, help="only the first N frames")
     mk.add_argument("--json", action="store_true", help="print one JSON object (the bag summary)")
 
-    ev = sub.add_parser("eval", help="replay a bag through the detector node and score it",
+    ev = sub.add_parser("eval", help="replay a bag through the detector node (and the tracker) and score it",
                         description="start detect_node, publish the bag's images (recorded timing x "
                                     "--rate, or --lockstep), collect its detections and score them "
-                                    "against the bag's ground truth")
+                                    "against the bag's ground truth. --track: also track_node on the "
+                                    "detections, MOT metrics against the ground truth's target ids, in "
+                                    "lockstep and in real time (one of them with --lockstep / --rate)")
     ev.add_argument("--bag", required=True, type=Path, help="bag directory (or .mcap/.db3 file)")
     ev.add_argument("--params", type=Path, default=None,
                     help="node parameters file (default: config/detect.yaml of the package)")
     mode = ev.add_mutually_exclusive_group()
-    mode.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    mode.add_argument("--rate", type=float, default=None, help="playback speed factor (default 1.0)")
     mode.add_argument("--lockstep", action="store_true",
                       help="publish one frame at a time and wait for its detections (accuracy mode)")
     ev.add_argument("--record", type=Path, default=None,
@@ -47,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="extra node parameter (-p NAME:=VALUE), repeatable; e.g. conf_threshold:=0.001 "
                          "nms_threshold:=0.5 for the operating point of slimyolo eval (mAP needs the "
                          "low-score tail)")
+    ev.add_argument("--track", action="store_true",
+                    help="also run track_node on the detections and report HOTA/MOTA/IDF1/ID switches "
+                         "(the bag's /ground_truth needs target ids: bag make of a synth --video flight); "
+                         "the detector gets conf_threshold:=0.1 unless --node-arg sets it")
+    ev.add_argument("--track-params", type=Path, default=None,
+                    help="tracker parameters file (default: config/track.yaml of the package)")
+    ev.add_argument("--track-arg", action="append", default=[], metavar="NAME:=VALUE",
+                    help="extra track_node parameter, repeatable; e.g. algorithm:=sort")
     ev.add_argument("--json", action="store_true", help="print one JSON object (the report)")
 
 
@@ -65,17 +75,21 @@ def _make(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from slimyolo_ros.bag.replay import ReplayConfig, format_report, replay
+    from slimyolo_ros.bag.replay import ReplayConfig, format_report, format_track_report, replay, replay_track
 
     out = args.out or Path("runs") / "bag_eval" / args.bag.resolve().name
-    cfg = ReplayConfig(bag=args.bag, params=args.params, rate=None if args.lockstep else args.rate,
+    cfg = ReplayConfig(bag=args.bag, params=args.params, rate=None if args.lockstep else (args.rate or 1.0),
                        record=args.record, out=out, annotated_frames=args.frames, timeout=args.timeout,
-                       node_params=list(args.node_arg))
-    report = replay(cfg)
-    if args.json:
-        print(json.dumps(report))
+                       node_params=list(args.node_arg), track_params=args.track_params,
+                       track_node_params=list(args.track_arg))
+    if args.track:
+        # Both modes unless one was asked for.
+        modes = ("lockstep",) if args.lockstep else ("realtime",) if args.rate else ("lockstep", "realtime")
+        report = replay_track(cfg, modes)
+        text = format_track_report
     else:
-        print(format_report(report))
+        report, text = replay(cfg), format_report
+    print(json.dumps(report) if args.json else text(report))
     if report.get("error"):
         print(f"slimyolo bag eval: error: {report['error']}", file=sys.stderr)
         return 1
