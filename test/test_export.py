@@ -15,7 +15,7 @@ import torch
 from slimyolo_ros.darknet.checkpoint import load_model, save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.detect import DetectorError, load_detector
-from slimyolo_ros.export.onnx import export_onnx, read_metadata, torch_reference
+from slimyolo_ros.export.onnx import compare, export_onnx, read_metadata, torch_reference
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -208,3 +208,39 @@ def test_onnx_dynamic_shapes_and_fp16(model, tmp_path):
     proto = onnx.load(str(half))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # decoded in fp32
+
+
+def _decoded_rows(boxes: list[list[float]]) -> np.ndarray:
+    """A decoded output: one image, rows of x, y, w, h, objectness, two class scores."""
+    return np.array([boxes], np.float32)
+
+
+def test_parity_tolerance_scales_with_each_columns_magnitude_and_names_non_finite_values():
+    ref = _decoded_rows([[300.0, 200.0, 900.0, 700.0, 0.5, 0.2, 0.7],
+                         [10.0, 12.0, 30.0, 40.0, 0.1, 0.9, 0.1]])
+    # float32 noise in a raw w/h logit comes out of exp() scaled by the box: 0.05 px on a 900 px box
+    noisy_box = ref.copy()
+    noisy_box[0, 0, 2] += 0.05
+    assert compare([noisy_box], [ref])["ok"]
+    # the same absolute error on a score is a real disagreement, and so is a wrong class
+    noisy_score = ref.copy()
+    noisy_score[0, 1, 5] += 0.05
+    assert not compare([noisy_score], [ref])["ok"]
+    assert compare([noisy_score], [ref])["max_abs_diff"] == pytest.approx(0.05, rel=1e-3)
+    # small boxes are not excused by a big box elsewhere in the image beyond the column's own scale
+    off = ref.copy()
+    off[0, 1, 2] += 1.0
+    assert not compare([off], [ref])["ok"]
+
+    # exp overflow of an untrained model: inf on both sides agrees, and is reported
+    inf_ref = ref.copy()
+    inf_ref[0, 0, 3] = np.inf
+    same = compare([inf_ref.copy()], [inf_ref])
+    assert same["ok"] and same["max_abs_diff"] == 0.0 and same["nonfinite_reference"] == 1
+    # inf on one side only, or nan, is never "max abs diff 0"
+    one_sided = compare([ref], [inf_ref])
+    assert not one_sided["ok"] and one_sided["max_abs_diff"] == np.inf
+    nan_out = ref.copy()
+    nan_out[0, 0, 0] = np.nan
+    got = compare([nan_out], [ref])
+    assert not got["ok"] and np.isnan(got["max_abs_diff"])
