@@ -29,12 +29,13 @@ from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from ros_helpers.camera import CameraProcess, answered, default_dds_env
+from ros_helpers.images import bgr_to_compressed
 from ros_helpers.probe import LATCHED, NodeProcess, Probe, node_env, wait_for
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from slimyolo_ros.ros.convert import bgr_to_compressed, bgr_to_image
+from slimyolo_ros.ros.convert import bgr_to_image
 from slimyolo_ros.ros.node import STAGES
 from slimyolo_ros.ros.qos import choose_reliability
 from slimyolo_ros.ros.starvation import LOSSY, SILENT, StarvationWatch, starvation_message

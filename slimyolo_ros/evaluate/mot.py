@@ -129,14 +129,3 @@ def evaluate_mot(sequences: Sequence[Sequence[MotFrame]], class_names: Sequence[
         per_class[name] = _group(sequences, c)
     return {"overall": _group(sequences, None), "per_class": per_class,
             "sequences": len(sequences), "frames": int(sum(len(s) for s in sequences))}
-
-
-def format_mot(result: dict) -> str:
-    """A readable table: one row for overall, one per class."""
-    cols = ("HOTA", "MOTA", "IDF1", "IDSW", "Frag", "MT", "ML", "gt_tracks")
-    lines = [f"{'class':<16}" + "".join(f"{c:>10}" for c in cols)]
-    rows = [("overall", result["overall"]), *result["per_class"].items()]
-    for name, m in rows:
-        cells = [f"{100 * m[c]:>10.1f}" if isinstance(m[c], float) else f"{m[c]:>10d}" for c in cols]
-        lines.append(f"{name:<16}" + "".join(cells))
-    return "\n".join(lines)

@@ -55,8 +55,8 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 from slimyolo_ros.errors import SlimyoloError
 
 # The node shares the onboard CPU with camera drivers and other nodes; OpenMP workers that spin while
-# idle starve them and the node itself (docs/benchmarks.md: decode+NMS 200-250 ms spinning vs 22-25 ms
-# passive under load). Set before torch (imported with the Detector) initialises OpenMP.
+# idle starve them and the node itself (measured in docs/benchmarks.md). Set before torch (imported with
+# the Detector) initialises OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from slimyolo_ros.ros.cdr import serialize_detection2d_array
 from slimyolo_ros.ros.convert import (
