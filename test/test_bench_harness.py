@@ -13,6 +13,8 @@ import pytest
 from conftest import REPO
 from tiny_cfg import cfg, conv, head, maxpool, shortcut
 
+pytestmark = pytest.mark.slow  # prunes, exports and runs three runtimes and the node
+
 sys.path.insert(0, str(REPO))
 
 # a shortcut (prunable groups) and an SPP-like maxpool: the features slim-50 pruning meets in SPP3
