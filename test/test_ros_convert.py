@@ -22,26 +22,9 @@ from slimyolo_ros.ros.convert import (
     compressed_to_bgr,
     image_to_bgr,
 )
-from slimyolo_ros.ros.messages import to_label_info
+from slimyolo_ros.ros.messages import to_detection2d_array, to_label_info
 
 H, W = 7, 5
-
-
-def to_detection2d_array(dets: np.ndarray, header: Header, class_names: list[str]):
-    """The reference: the same detections built as rclpy message objects, field by field."""
-    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
-
-    out = Detection2DArray(header=header)
-    for x1, y1, x2, y2, score, c in np.asarray(dets, np.float64).reshape(-1, 6).tolist():
-        d = Detection2D(header=header, id="")
-        d.bbox.center.position.x, d.bbox.center.position.y = (x1 + x2) * 0.5, (y1 + y2) * 0.5
-        d.bbox.size_x, d.bbox.size_y = x2 - x1, y2 - y1
-        hyp = ObjectHypothesisWithPose()
-        hyp.hypothesis.class_id = class_names[int(c)] if 0 <= int(c) < len(class_names) else str(int(c))
-        hyp.hypothesis.score = min(max(score, 0.0), 1.0)
-        d.results = [hyp]
-        out.detections.append(d)
-    return out
 
 
 def detection2d_array_to_numpy(msg, class_names) -> np.ndarray:
