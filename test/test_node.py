@@ -521,6 +521,15 @@ def shipped_node_cmd(*extra: str) -> list[str]:
     return cmd
 
 
+def shipped_node_in(ns: str, env: dict[str, str], log: Path, *params: str):
+    """The shipped node in namespace ``ns`` and a probe collecting its detections and ~/stats."""
+    node = NodeProcess(shipped_node_cmd(*params, f"__ns:={ns}"), env, log)
+    probe = Probe(f"{ns.strip('/')}_probe")
+    dets = probe.collect(Detection2DArray, f"{ns}/detections")
+    stats = probe.collect(String, f"{ns}/slimyolo_detector/stats")
+    return node, probe, dets, stats
+
+
 def camera(rig: dict, log: str, *args: str) -> CameraProcess:
     return CameraProcess(rig["env"], "/qos/image_raw", rig["tmp"] / log, *args)
 
@@ -534,11 +543,8 @@ def auto_rig(ros_env, tmp_path_factory):
     """The shipped config (reliability auto, the shipped model) in /qos, no DDS profile."""
     tmp = tmp_path_factory.mktemp("qos")
     env = default_dds_env(node_env(ros_env))
-    cmd = shipped_node_cmd("stats_period:=1.0", "starvation_timeout:=3.0", "__ns:=/qos")
-    node = NodeProcess(cmd, env, tmp / "node.log")
-    probe = Probe("qos_probe")
-    dets = probe.collect(Detection2DArray, "/qos/detections")
-    stats = probe.collect(String, "/qos/slimyolo_detector/stats")
+    node, probe, dets, stats = shipped_node_in("/qos", env, tmp / "node.log", "stats_period:=1.0",
+                                               "starvation_timeout:=3.0")
     node.wait_log("ready:", START_TIMEOUT)
     yield {"node": node, "probe": probe, "dets": dets, "stats": stats, "env": env, "tmp": tmp}
     code = node.stop()
@@ -620,11 +626,8 @@ def test_explicit_reliable_against_a_best_effort_camera_names_the_qos_mismatch(r
 def test_use_sim_time_stamps_and_stats_follow_clock(ros_env, tmp_path):
     """As under ``ros2 bag play --clock``: /clock drives the node's clock; outputs keep frame stamps."""
     env = default_dds_env(node_env(ros_env))
-    cmd = shipped_node_cmd("use_sim_time:=true", "stats_period:=1.0", "__ns:=/sim")
-    node = NodeProcess(cmd, env, tmp_path / "node.log")
-    probe = Probe("sim_probe")
-    dets = probe.collect(Detection2DArray, "/sim/detections")
-    stats = probe.collect(String, "/sim/slimyolo_detector/stats")
+    node, probe, dets, stats = shipped_node_in("/sim", env, tmp_path / "node.log", "use_sim_time:=true",
+                                               "stats_period:=1.0")
     base = 1_700_000_000
     try:
         node.wait_log("ready:", START_TIMEOUT)
