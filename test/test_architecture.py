@@ -6,6 +6,8 @@
   import is still a dependency);
 - ROS is imported only by the ROS adapters (``ros/``, ``bag/``); the command-line layer may import it
   lazily, inside a function, so the core stays usable without ROS;
+- a Detector is built through ``load_detector`` (or ``Detector.from_model``), never its constructor,
+  outside detect/;
 - no function is longer than 100 lines.
 """
 
@@ -127,6 +129,22 @@ def test_ros_is_imported_only_by_the_ros_adapters():
     assert not bad, "ROS imported outside ros/ and bag/:\n" + "\n".join(bad)
 
 
+def test_detectors_are_built_only_through_the_factory():
+    """Outside detect/, a Detector comes from load_detector() (files) or Detector.from_model() (a model
+    in memory), never from its constructor, so options are validated in one place."""
+    direct = []
+    for path in _sources():
+        if _unit(path) == "detect":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                if name == "Detector":
+                    direct.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not direct, "Detector(...) outside detect/ (use load_detector):\n" + "\n".join(direct)
+
+
 def test_no_function_is_longer_than_100_lines():
     long = []
     for path in _sources():
@@ -141,7 +159,7 @@ def test_no_function_is_longer_than_100_lines():
 def test_the_checks_see_a_cycle_an_upward_import_and_a_ros_import(tmp_path, monkeypatch):
     """The checks can fail: a fake package with these faults is caught."""
     fake = tmp_path / "slimyolo_ros"
-    for sub, text in (("darknet", "from slimyolo_ros.train import x\n"),
+    for sub, text in (("darknet", "from slimyolo_ros.train import x\nd = Detector(w)\n"),
                       ("train", "import slimyolo_ros.darknet.model\nimport rclpy\n"),
                       ("prune", ""), ("slim", "")):
         (fake / sub).mkdir(parents=True)
@@ -152,7 +170,8 @@ def test_the_checks_see_a_cycle_an_upward_import_and_a_ros_import(tmp_path, monk
     monkeypatch.setattr(f"{__name__}.ARCHITECTURE_DOC", doc)
     for check, message in ((test_no_import_cycle_between_subpackages, "import cycle"),
                            (test_imports_point_down_the_documented_layers, "darknet (layer 1) imports train"),
-                           (test_ros_is_imported_only_by_the_ros_adapters, "rclpy")):
+                           (test_ros_is_imported_only_by_the_ros_adapters, "rclpy"),
+                           (test_detectors_are_built_only_through_the_factory, "darknet/__init__.py:2")):
         try:
             check()
         except AssertionError as exc:
