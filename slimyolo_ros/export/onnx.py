@@ -202,7 +202,8 @@ def compare(
         if a.shape != b.shape:
             return {"ok": False, "max_abs_diff": float("inf"), "error": f"shape {a.shape} != {b.shape}"}
         same = (a == b) | (np.isnan(a) & np.isnan(b))
-        diff = np.where(same, 0.0, np.abs(a - b))  # nan where exactly one side is nan
+        with np.errstate(invalid="ignore"):  # inf - inf where both are inf: masked by ``same``
+            diff = np.where(same, 0.0, np.abs(a - b))  # nan where exactly one side is nan
         finite = np.abs(np.where(np.isfinite(b), b, 0.0))
         scale = finite.reshape(-1, b.shape[-1] if b.ndim else 1).max(axis=0, initial=0.0)
         ok &= bool(np.all(diff <= tol * (1.0 + scale)))  # False for nan
