@@ -13,7 +13,7 @@ test: setup
 	$(PY) -m pytest -q test
 
 # The inner loop for contributors: everything but the tests marked slow (training, slim, demo, launch,
-# bench harness); `make test` stays the full suite CI runs.
+# bench harness, bag replay through the node); `make test` stays the full suite CI runs.
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" test
 
