@@ -534,6 +534,7 @@ def auto_rig(ros_env, tmp_path_factory):
     assert code == 0 and "Traceback" not in node.text(), node.text()[-3000:]
 
 
+@pytest.mark.slow  # shares auto_rig with the next test, which expects the switch this one causes
 def test_auto_qos_hears_a_default_camera_started_after_the_node(auto_rig):
     """rclpy's default QoS (reliable), 1280x720 bgr8 at 10 Hz, no profile: the issue's 0-of-50 case."""
     node, dets = auto_rig["node"], auto_rig["dets"]
