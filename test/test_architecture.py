@@ -1,9 +1,13 @@
 """The package's structure rules, read from the source with ``ast`` (docs/architecture.md):
 
+- every subpackage imports only the layers below it in docs/architecture.md's table, and the table
+  lists every subpackage there is (so the page cannot go stale);
 - no import cycle between the subpackages of slimyolo_ros (imports inside functions count too: a lazy
   import is still a dependency);
 - ROS is imported only by the ROS adapters (``ros/``, ``bag/``); the command-line layer may import it
   lazily, inside a function, so the core stays usable without ROS;
+- a Detector is built through ``load_detector`` (or ``Detector.from_model``), never its constructor,
+  outside detect/;
 - no function is longer than 100 lines.
 """
 
@@ -11,10 +15,12 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "slimyolo_ros"
+ARCHITECTURE_DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 ROS_MODULES = {"rclpy", "sensor_msgs", "vision_msgs", "std_msgs", "launch", "rcl_interfaces"}
 ROS_ADAPTERS = {"ros", "bag"}
 LAZY_ROS_ALLOWED = {"commands", "cli", "demo"}
@@ -87,6 +93,29 @@ def test_no_import_cycle_between_subpackages():
     assert order.index("darknet") < order.index("prune") and order.index("darknet") < order.index("train")
 
 
+def documented_layers() -> dict[str, int]:
+    """unit -> layer from the rows ``| N | `unit`, `unit` | ... |`` of the architecture page's table."""
+    layers = {}
+    for line in ARCHITECTURE_DOC.read_text().splitlines():
+        row = re.match(r"\|\s*(\d+)\s*\|([^|]*)\|", line)
+        if row:
+            for unit in re.findall(r"`([a-z_]+)`", row.group(2)):
+                layers[unit] = int(row.group(1))
+    return layers
+
+
+def test_imports_point_down_the_documented_layers():
+    graph = _subpackage_graph()
+    graph.pop("__init__", None)
+    layers = documented_layers()
+    assert set(graph) == set(layers), (f"docs/architecture.md's layer table lists {sorted(layers)}, "
+                                       f"the package has {sorted(graph)}")
+    upward = [f"{unit} (layer {layers[unit]}) imports {dep} (layer {layers[dep]})"
+              for unit, deps in sorted(graph.items()) for dep in sorted(deps)
+              if dep in layers and layers[dep] >= layers[unit]]
+    assert not upward, "imports that do not point down the layers:\n" + "\n".join(upward)
+
+
 def test_ros_is_imported_only_by_the_ros_adapters():
     bad = []
     for path in _sources():
@@ -100,6 +129,22 @@ def test_ros_is_imported_only_by_the_ros_adapters():
     assert not bad, "ROS imported outside ros/ and bag/:\n" + "\n".join(bad)
 
 
+def test_detectors_are_built_only_through_the_factory():
+    """Outside detect/, a Detector comes from load_detector() (files) or Detector.from_model() (a model
+    in memory), never from its constructor, so options are validated in one place."""
+    direct = []
+    for path in _sources():
+        if _unit(path) == "detect":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                if name == "Detector":
+                    direct.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not direct, "Detector(...) outside detect/ (use load_detector):\n" + "\n".join(direct)
+
+
 def test_no_function_is_longer_than_100_lines():
     long = []
     for path in _sources():
@@ -111,17 +156,22 @@ def test_no_function_is_longer_than_100_lines():
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
 
 
-def test_the_checks_see_a_cycle_and_a_ros_import(tmp_path, monkeypatch):
-    """The checks can fail: a fake package with both faults is caught."""
+def test_the_checks_see_a_cycle_an_upward_import_and_a_ros_import(tmp_path, monkeypatch):
+    """The checks can fail: a fake package with these faults is caught."""
     fake = tmp_path / "slimyolo_ros"
-    for sub, text in (("darknet", "from slimyolo_ros.train import x\n"),
+    for sub, text in (("darknet", "from slimyolo_ros.train import x\nd = Detector(w)\n"),
                       ("train", "import slimyolo_ros.darknet.model\nimport rclpy\n"),
                       ("prune", ""), ("slim", "")):
         (fake / sub).mkdir(parents=True)
         (fake / sub / "__init__.py").write_text(text)
     monkeypatch.setattr(f"{__name__}.PACKAGE", fake)
+    doc = tmp_path / "architecture.md"
+    doc.write_text("| 1 | `darknet` | x |\n| 6 | `train`, `prune` | x |\n| 7 | `slim` | x |\n")
+    monkeypatch.setattr(f"{__name__}.ARCHITECTURE_DOC", doc)
     for check, message in ((test_no_import_cycle_between_subpackages, "import cycle"),
-                           (test_ros_is_imported_only_by_the_ros_adapters, "rclpy")):
+                           (test_imports_point_down_the_documented_layers, "darknet (layer 1) imports train"),
+                           (test_ros_is_imported_only_by_the_ros_adapters, "rclpy"),
+                           (test_detectors_are_built_only_through_the_factory, "darknet/__init__.py:2")):
         try:
             check()
         except AssertionError as exc:

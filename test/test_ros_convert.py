@@ -11,13 +11,13 @@ import array
 import cv2
 import numpy as np
 import pytest
+from ros_helpers.images import bgr_to_compressed
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from slimyolo_ros.ros.cdr import serialize_detection2d_array
 from slimyolo_ros.ros.convert import (
     ImageDecodeError,
-    bgr_to_compressed,
     bgr_to_image,
     compressed_to_bgr,
     image_to_bgr,

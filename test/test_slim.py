@@ -17,6 +17,8 @@ from slimyolo_ros.darknet.cfg import load_cfg, write_cfg
 from slimyolo_ros.darknet.checkpoint import load_checkpoint
 from slimyolo_ros.errors import PruneError
 
+pytestmark = pytest.mark.slow  # real training, pruning and fine-tuning rounds
+
 IMG = 64
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import MODELS
+from tiny_cfg import cfg, conv, head, shortcut
 
 from slimyolo_ros.darknet.cfg import load_cfg
 from slimyolo_ros.darknet.channel_graph import channel_graph
@@ -18,51 +19,9 @@ from slimyolo_ros.train.loss import YoloLoss
 from slimyolo_ros.train.options import TrainOptions
 from slimyolo_ros.train.trainer import _build_optimizer, optimizer_step
 
-CFG = """
-[net]
-width=64
-height=64
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[shortcut]
-from=-2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=24
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=6,6, 12,12, 24,24
-classes=3
-num=3
-"""
+# a shortcut ties two convs' channels: the regulariser must treat them as one group
+CFG = cfg(conv(8, stride=2), conv(8), shortcut(-2), conv(16, stride=2),
+          head(3, anchors=((6, 6), (12, 12), (24, 24))))
 
 SIZE = 64
 

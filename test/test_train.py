@@ -68,6 +68,7 @@ def easy(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_training_learns_on_easy_synthetic_set(easy, tmp_path):
     """The narrowed SPP3 learns to detect the objects of its (small) training set from scratch.
 
@@ -114,6 +115,7 @@ def _train_cmd(data: Path, val: Path, out: Path, epochs: int, *extra: str) -> li
             "--device", "cpu", "--eval-every", "10", "--warmup-epochs", "0.5", "--seed", "7", *extra]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_reproduces_straight_run(tiny, tmp_path):
     data, val = tiny
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -165,6 +167,7 @@ class NanInputAt(TrainCallback):
         return torch.full_like(images, float("nan")) if step == self.step else images
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_training_error_and_keeps_last_checkpoint(tiny, tmp_path, capsys, monkeypatch):
     data, val = tiny
     out = tmp_path / "nan"
@@ -213,6 +216,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_hold_identical_weights(tiny, tmp_path):
     data, val = tiny
     out = tmp_path / "ddp"
@@ -240,6 +244,7 @@ def test_ddp_two_cpu_processes_hold_identical_weights(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- sparsity
+@pytest.mark.slow
 def test_sparsity_training_drives_gammas_down(tiny, tmp_path):
     data, val = tiny
     shares = {}
@@ -266,6 +271,7 @@ def _objectness(model: Darknet, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([r[..., 4].sigmoid().flatten() for r in model(x)[1]])
 
 
+@pytest.mark.slow
 def test_distillation_moves_the_student_towards_the_teacher(tiny, tmp_path, capsys):
     from slimyolo_ros.darknet.checkpoint import save_checkpoint
 

@@ -11,14 +11,31 @@ import pytest
 from slimyolo_ros.data.visdrone import (
     VISDRONE_CLASSES,
     Sample,
+    format_annotation,
     image_size,
     read_visdrone,
-    sample_annotation_text,
     write_annotation,
 )
 from slimyolo_ros.errors import DatasetError
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def sample_annotation_text(sample: Sample) -> str:
+    """A ``Sample`` back as VisDrone text (objects then ignored regions)."""
+    def xywh(b: np.ndarray) -> np.ndarray:
+        return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+
+    n, m = len(sample.boxes), len(sample.ignore)
+    tr = sample.truncation if len(sample.truncation) == n else np.zeros(n, np.int64)
+    oc = sample.occlusion if len(sample.occlusion) == n else np.zeros(n, np.int64)
+    return format_annotation(
+        np.concatenate([xywh(sample.boxes), xywh(sample.ignore)]),
+        np.concatenate([sample.classes + 1, np.zeros(m, np.int64)]),
+        np.concatenate([tr, np.zeros(m, np.int64)]),
+        np.concatenate([oc, np.zeros(m, np.int64)]),
+    )
+
 
 
 def make_root(tmp_path: Path, files: dict[str, str | None], size=(200, 100)) -> Path:

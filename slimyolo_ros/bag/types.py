@@ -20,7 +20,6 @@ from slimyolo_ros.errors import SlimyoloError
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 DETECTION2D_ARRAY = "vision_msgs/msg/Detection2DArray"
-LABEL_INFO = "vision_msgs/msg/LabelInfo"
 
 _REPO_MSG_DIR = Path(__file__).resolve().parents[2] / "interfaces" / "vision_msgs" / "msg"
 

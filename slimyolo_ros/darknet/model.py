@@ -220,7 +220,17 @@ def _activation(name: str) -> nn.Module:
 
 
 class Darknet(nn.Module):
-    """A YOLOv3-family network; see docs/internals.md for the contract."""
+    """A YOLOv3-family network built from cfg sections, one module per section (``module_list`` is
+    aligned with ``module_defs``, the sections after ``[net]``).
+
+    A ``[convolutional]`` is an ``nn.Sequential`` of ``conv``, ``bn`` (only with batch_normalize=1; the
+    conv then has no bias) and ``act``; ``[route]``/``[shortcut]`` hold resolved absolute indices and no
+    tensors (``forward`` concatenates/sums); ``[yolo]`` is a ``YOLOLayer`` whose anchors are a
+    non-persistent buffer. ``forward(x)``: in training mode one raw B×A×H×W×(5+C) tensor per [yolo]
+    layer; in eval mode ``(pred, raw)`` with ``pred`` B×N×(5+C) = cx, cy, w, h in input pixels,
+    sigmoid(objectness), sigmoid(class) (not multiplied), ordered by yolo layer, anchor, row, column.
+    ``cfg_text()`` writes the current architecture, so a pruned model writes its own cfg.
+    """
 
     def __init__(self, sections: list[Section], source: str = "<cfg>"):
         super().__init__()

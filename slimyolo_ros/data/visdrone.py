@@ -84,8 +84,8 @@ class SampleList(list):
 
 # --------------------------------------------------------------------------------------------- image size
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    # Hand-written because decoding a 2000×1500 VisDrone JPEG only to learn its size costs ~20 ms
-    # (minutes over the 6471 training images) and OpenCV has no header-only API; the SOF marker has it.
+    # Hand-written because OpenCV has no header-only API and decoding every training JPEG only to learn
+    # its size would add minutes to loading VisDrone; the SOF marker has it.
     if data[:2] != b"\xff\xd8":
         return None
     i = 2
@@ -309,19 +309,3 @@ def write_annotation(
 ) -> Path:
     """Write one VisDrone annotation file atomically (see ``format_annotation``)."""
     return atomic_write_text(path, format_annotation(boxes_xywh, categories, truncation, occlusion, scores))
-
-
-def sample_annotation_text(sample: Sample) -> str:
-    """A ``Sample`` back as VisDrone text (objects then ignored regions)."""
-    def xywh(b: np.ndarray) -> np.ndarray:
-        return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
-
-    n, m = len(sample.boxes), len(sample.ignore)
-    tr = sample.truncation if len(sample.truncation) == n else np.zeros(n, np.int64)
-    oc = sample.occlusion if len(sample.occlusion) == n else np.zeros(n, np.int64)
-    return format_annotation(
-        np.concatenate([xywh(sample.boxes), xywh(sample.ignore)]),
-        np.concatenate([sample.classes + 1, np.zeros(m, np.int64)]),
-        np.concatenate([tr, np.zeros(m, np.int64)]),
-        np.concatenate([oc, np.zeros(m, np.int64)]),
-    )

@@ -27,6 +27,32 @@ def class_color(cls: int) -> tuple[int, int, int]:
     return PALETTE[int(cls) % len(PALETTE)]
 
 
+def _canvas(img: np.ndarray, thickness: int | None) -> tuple[np.ndarray, int, float]:
+    """A BGR copy of ``img`` (gray and BGRA converted), and a line width and font scale that follow the
+    image size, so boxes stay visible on 4K frames."""
+    out = np.ascontiguousarray(img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)).copy()
+    if out.shape[2] == 4:
+        out = cv2.cvtColor(out, cv2.COLOR_BGRA2BGR)
+    h, w = out.shape[:2]
+    lw = thickness or max(1, round((h + w) / 2 * 0.003))
+    return out, lw, max(0.4, lw / 3)
+
+
+def _labelled_box(out: np.ndarray, box: Sequence[float], label: str, color: tuple[int, int, int], lw: int,
+                  font_scale: float) -> None:
+    x1, y1, x2, y2 = box
+    p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+    cv2.rectangle(out, p1, p2, color, lw, cv2.LINE_AA)
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, lw // 2))
+    # Label above the box, or inside it when the box touches the top edge.
+    top = p1[1] - th - base - 2 >= 0
+    y_text = p1[1] - base - 1 if top else p1[1] + th + 1
+    bg_y1, bg_y2 = (p1[1] - th - base - 2, p1[1]) if top else (p1[1], p1[1] + th + base + 2)
+    cv2.rectangle(out, (p1[0], bg_y1), (p1[0] + tw + 2, bg_y2), color, -1)
+    cv2.putText(out, label, (p1[0] + 1, y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
+                max(1, lw // 2), cv2.LINE_AA)
+
+
 def draw_detections(
     img: np.ndarray,
     dets: np.ndarray,
@@ -38,29 +64,15 @@ def draw_detections(
 
     Line width and font scale follow the image size, so boxes stay visible on 4K frames.
     """
-    out = np.ascontiguousarray(img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)).copy()
-    if out.shape[2] == 4:
-        out = cv2.cvtColor(out, cv2.COLOR_BGRA2BGR)
-    h, w = out.shape[:2]
-    lw = thickness or max(1, round((h + w) / 2 * 0.003))
-    font_scale = max(0.4, lw / 3)
+    out, lw, font_scale = _canvas(img, thickness)
     dets = np.asarray(dets, np.float32).reshape(-1, 6)
     # Lowest score first so the most confident boxes end up on top.
     for x1, y1, x2, y2, score, cls in dets[np.argsort(dets[:, 4])].tolist():
         c = int(cls)
         color = class_color(c)
-        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
-        cv2.rectangle(out, p1, p2, color, lw, cv2.LINE_AA)
         name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
         label = f"{name} {score:.2f}" if show_score else name
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, lw // 2))
-        # Label above the box, or inside it when the box touches the top edge.
-        top = p1[1] - th - base - 2 >= 0
-        y_text = p1[1] - base - 1 if top else p1[1] + th + 1
-        bg_y1, bg_y2 = (p1[1] - th - base - 2, p1[1]) if top else (p1[1], p1[1] + th + base + 2)
-        cv2.rectangle(out, (p1[0], bg_y1), (p1[0] + tw + 2, bg_y2), color, -1)
-        cv2.putText(out, label, (p1[0] + 1, y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
-                    max(1, lw // 2), cv2.LINE_AA)
+        _labelled_box(out, (x1, y1, x2, y2), label, color, lw, font_scale)
     return out
 
 
@@ -93,12 +105,7 @@ def draw_tracks(
     ``trails`` maps a track id to its recent box centres, oldest first (see ``TrailHistory``); the
     polyline is drawn in the track's colour so identities can be followed by eye.
     """
-    out = np.ascontiguousarray(img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)).copy()
-    if out.shape[2] == 4:
-        out = cv2.cvtColor(out, cv2.COLOR_BGRA2BGR)
-    h, w = out.shape[:2]
-    lw = thickness or max(1, round((h + w) / 2 * 0.003))
-    font_scale = max(0.4, lw / 3)
+    out, lw, font_scale = _canvas(img, thickness)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     for tid, pts in (trails or {}).items():
         if len(pts) >= 2:
@@ -107,20 +114,12 @@ def draw_tracks(
     for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
         tid = str(ids[i])
         color = track_color(tid)
-        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
-        cv2.rectangle(out, p1, p2, color, lw, cv2.LINE_AA)
         label = f"#{tid}"
         if classes is not None:
             c = int(classes[i])
             known = class_names is not None and 0 <= c < len(class_names)
             label += " " + (class_names[c] if known else str(c))
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, lw // 2))
-        top = p1[1] - th - base - 2 >= 0
-        y_text = p1[1] - base - 1 if top else p1[1] + th + 1
-        bg_y1, bg_y2 = (p1[1] - th - base - 2, p1[1]) if top else (p1[1], p1[1] + th + base + 2)
-        cv2.rectangle(out, (p1[0], bg_y1), (p1[0] + tw + 2, bg_y2), color, -1)
-        cv2.putText(out, label, (p1[0] + 1, y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
-                    max(1, lw // 2), cv2.LINE_AA)
+        _labelled_box(out, (x1, y1, x2, y2), label, color, lw, font_scale)
     return out
 
 

@@ -173,22 +173,3 @@ def bgr_to_image(img: np.ndarray, encoding: str = "bgr8", header: Any = None) ->
     # array.array from bytes is one memcpy; assigning bytes/lists would be validated per element.
     msg.data = array.array("B", out.tobytes())
     return msg
-
-
-def bgr_to_compressed(img: np.ndarray, fmt: str = "jpeg", header: Any = None, quality: int = 90) -> Any:
-    """H×W×3 uint8 BGR -> sensor_msgs/CompressedImage (jpeg or png)."""
-    from sensor_msgs.msg import CompressedImage
-
-    ext = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}.get(fmt)
-    if ext is None:
-        raise ImageDecodeError("format", f"unsupported compressed format {fmt!r} (supported: jpeg, png)")
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext == ".jpg" else []
-    ok, enc = cv2.imencode(ext, img, params)
-    if not ok:
-        raise ImageDecodeError("corrupt", f"OpenCV could not encode a {img.shape} image as {fmt}")
-    msg = CompressedImage()
-    if header is not None:
-        msg.header = header
-    msg.format = "jpeg" if ext == ".jpg" else "png"
-    msg.data = array.array("B", enc.tobytes())
-    return msg

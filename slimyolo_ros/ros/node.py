@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -44,7 +43,6 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -55,8 +53,8 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 from slimyolo_ros.errors import SlimyoloError
 
 # The node shares the onboard CPU with camera drivers and other nodes; OpenMP workers that spin while
-# idle starve them and the node itself (docs/benchmarks.md: decode+NMS 200-250 ms spinning vs 22-25 ms
-# passive under load). Set before torch (imported with the Detector) initialises OpenMP.
+# idle starve them and the node itself (measured in docs/benchmarks.md). Set before torch (imported with
+# the Detector) initialises OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from slimyolo_ros.ros.cdr import serialize_detection2d_array
 from slimyolo_ros.ros.convert import (
@@ -74,6 +72,7 @@ from slimyolo_ros.ros.qos import (
     describe_change,
     reliability_name,
 )
+from slimyolo_ros.ros.spin import run_node
 from slimyolo_ros.ros.starvation import StarvationWatch, starvation_message
 
 NODE_NAME = "slimyolo_detector"
@@ -578,31 +577,7 @@ class _RosLogHandler(logging.Handler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = DetectorNode()
-    except SlimyoloError as exc:
-        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        rclpy.try_shutdown()
-        return 2
-    except KeyboardInterrupt:
-        rclpy.try_shutdown()
-        return 130
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        # Ctrl-C in a terminal reaches the node twice: from the terminal (the whole foreground process
-        # group) and forwarded by ros2 launch. The second must not interrupt the orderly shutdown.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(DetectorNode, NODE_NAME, argv)
 
 
 if __name__ == "__main__":

@@ -24,15 +24,14 @@ from dataclasses import fields
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Detection2DArray
 
 from slimyolo_ros.errors import SlimyoloError
 from slimyolo_ros.ros.messages import to_detection2d_array
+from slimyolo_ros.ros.spin import run_node
 from slimyolo_ros.tracking import MultiObjectTracker, TrackConfigError, TrackerConfig
 
 NODE_NAME = "slimyolo_tracker"
@@ -132,27 +131,7 @@ class TrackerNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = TrackerNode()
-    except SlimyoloError as exc:
-        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        rclpy.try_shutdown()
-        return 2
-    except KeyboardInterrupt:
-        rclpy.try_shutdown()
-        return 130
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(TrackerNode, NODE_NAME, argv)
 
 
 if __name__ == "__main__":
