@@ -60,32 +60,27 @@ def _nodes(context, *args, **kwargs):
     if arg("large_frames").lower() in ("true", "1", "yes"):
         profile = _share("config", "fastdds_large_frames.xml")
         env = {"FASTDDS_DEFAULT_PROFILES_FILE": profile}
+    # What both nodes share: package, namespace, console output, log level.
+    common = dict(package=PACKAGE, namespace=namespace, output="screen", emulate_tty=True,
+                  ros_arguments=["--log-level", arg("log_level")])
     detector = Node(
-        package=PACKAGE,
         executable="detect_node",
         name=NODE_NAME,
-        namespace=namespace,
-        output="screen",
-        emulate_tty=True,
         parameters=[*params, overrides],
         remappings=[("image_raw", LaunchConfiguration("image_topic"))],
-        ros_arguments=["--log-level", arg("log_level")],
         additional_env=env,
+        **common,
     )
     detections = _node_section(params_file, NODE_NAME).get("detections_topic", "detections")
     track_params = _share("config", "track.yaml")
     tracker = Node(
-        package=PACKAGE,
         executable="track_node",
         name=TRACKER_NAME,
-        namespace=namespace,
-        output="screen",
-        emulate_tty=True,
         parameters=([track_params] if os.path.isfile(track_params) else [])
         + [{"use_sim_time": overrides["use_sim_time"]}],
         remappings=[("detections", detections)],
-        ros_arguments=["--log-level", arg("log_level")],
         condition=IfCondition(LaunchConfiguration("track")),
+        **common,
     )
     return [detector, tracker]
 

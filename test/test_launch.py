@@ -406,3 +406,28 @@ def test_launch_track_true_tracks_with_stable_ids(workspace, user_env, tmp_path)
     longest, pairs, kept = _track_id_runs(got, frames)
     assert longest >= 5, (longest, pairs, kept, launch_text[-2000:])
     assert pairs >= 10 and kept >= 0.9 * pairs, (longest, pairs, kept)
+
+
+def test_track_launch_tracks_someone_elses_detections(workspace, user_env, tmp_path):
+    """``track.launch.py`` alone on another detector's topic: one tracks message per input with its
+    stamp, a steadily moving object keeps one id, and Ctrl-C ends the launch cleanly."""
+    from test_track_node import TrackerRig, detection, id_near
+
+    cmd = sourced(workspace, "exec ros2 launch slimyolo_ros track.launch.py "
+                             "detections_topic:=/their/detections")
+    rig = TrackerRig(user_env, tmp_path / "launch.log", cmd=cmd, input_topic="/their/detections")
+    try:
+        ids = [id_near(rig.send([detection(100 + 5 * k, 200)]), 100 + 5 * k, 200) for k in range(8)]
+    finally:
+        code = rig.close()
+    assert ids[-1] and set(ids[2:]) == {ids[-1]}, ids  # confirmed after the first frames, then stable
+    assert code == 0 and "Traceback" not in rig.text(), rig.text()[-2000:]
+    left = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == rig.proc.pid]
+    assert not left, f"processes of the launch left behind: {left}"
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None

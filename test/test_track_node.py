@@ -9,6 +9,7 @@ one test have expired (1 s buffer) before the next begins.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import subprocess
 import threading
@@ -64,17 +65,23 @@ def detection(cx: float, cy: float, w: float = 20, h: float = 20, score: float =
 class TrackerRig:
     """The node process (a local start: the shared runner is being rewritten) and a probe node here."""
 
-    def __init__(self, env: dict[str, str], log: Path, *params: str) -> None:
-        cmd = [str(NODE), "--ros-args", "--params-file", str(REPO / "config" / "track.yaml")]
-        for p in params:
-            cmd += ["-p", p]
+    def __init__(self, env: dict[str, str], log: Path, *params: str, cmd: list[str] | None = None,
+                 input_topic: str = "/detections") -> None:
+        """``cmd``: how the node is started (default: track_node with config/track.yaml and ``params``);
+        it runs in its own process group, so close() stops a launch and everything it started."""
+        if cmd is None:
+            cmd = [str(NODE), "--ros-args", "--params-file", str(REPO / "config" / "track.yaml")]
+            for p in params:
+                cmd += ["-p", p]
         self.log_path = log
         self._log = open(log, "w")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = Node("track_test_probe", context=self.context)
-        self.pub = self.node.create_publisher(Detection2DArray, "/detections", RELIABLE)
+        self.pub = self.node.create_publisher(Detection2DArray, input_topic, RELIABLE)
         self.lock = threading.Lock()
         self.received: list[Detection2DArray] = []
         self.node.create_subscription(Detection2DArray, "/tracks", self._on_tracks, RELIABLE)
@@ -136,11 +143,12 @@ class TrackerRig:
         self.stamp = math.floor(self.stamp) + 100.0
 
     def close(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
+        """Ctrl-C to the process group, as a terminal sends it; the exit code (killed after 20 s)."""
+        os.killpg(self.proc.pid, signal.SIGINT)
         try:
             code = self.proc.wait(20)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             code = self.proc.wait()
         self.executor.shutdown()
         self.node.destroy_node()
