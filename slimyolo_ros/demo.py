@@ -45,7 +45,10 @@ def _dataset(out: Path, frames: int, size: tuple[int, int], seed: int, fps: floa
     # network, so a car is 120 px at the flight's nominal altitude (a low-altitude flight; the camera's
     # zoom varies it). Expressed relative to the frame so other --size values keep it.
     car = round(sum(CAR_LENGTH) / 2 * min(size), 3)
-    wanted = asdict(FlightConfig(size=size, frames=frames, fps=fps, car_length=car))
+    # A busy street at low altitude: three times the default people and parked vehicles per ground
+    # area, so a 1280x720 view (11 x 6 car lengths) holds a few dozen objects to detect and track.
+    kw = dict(size=size, frames=frames, fps=fps, car_length=car, walkers=270, parked=120)
+    wanted = asdict(FlightConfig(**kw))
     try:
         meta = json.loads((root / "flight.json").read_text())
         if meta["seed"] == seed and len(meta["sequences"]) == 1 and \
@@ -57,7 +60,7 @@ def _dataset(out: Path, frames: int, size: tuple[int, int], seed: int, fps: floa
         pass
     shutil.rmtree(root, ignore_errors=True)
     t = time.perf_counter()
-    generate_flights(root, 1, seed=seed, progress=False, size=size, frames=frames, fps=fps, car_length=car)
+    generate_flights(root, 1, seed=seed, progress=False, **kw)
     print(f"[1/4] synthetic flight: {frames} frames {size[0]}x{size[1]} at {fps:g} fps -> {root} "
           f"({time.perf_counter() - t:.1f} s)", file=sys.stderr, flush=True)
     return root

@@ -44,14 +44,18 @@ VEHICLE_MIX = (3, 3, 3, 3, 4, 5, 8, 9, 9, 6, 7, 2)  # car-heavy, like VisDrone's
 PEDESTRIAN_MIX = (0, 0, 0, 1)
 
 
+REFERENCE_CAR_LENGTH = 26.0  # the car length the densities below are given for
+
+
 @dataclass
 class FlightConfig:
     size: tuple[int, int] = (640, 480)  # image width, height
     frames: int = 100  # frames per sequence
     fps: float = 10.0
-    car_length: float = 26.0  # px at the nominal altitude (zoom 1)
+    car_length: float = REFERENCE_CAR_LENGTH  # px at the nominal altitude (zoom 1)
     world: int | None = None  # the square world's side in px at zoom 1; None: max(1600, 2 x view diagonal)
-    # Densities, given for a 1600 px world and scaled with its length (traffic) or area (the rest):
+    # Densities, given for a 1600 px world of 26 px cars and scaled with the world's length (traffic) or
+    # area (the rest) in car lengths:
     vehicles_per_lane: float = 6.0  # on each lane at any time
     parked: int = 40  # parked vehicles and standing people
     walkers: int = 90  # pedestrians on sidewalks and crossing roads
@@ -123,7 +127,9 @@ class Flight:
         self.dt = 1.0 / cfg.fps
         self.t = 0.0
         self.next_id = 1
-        self.length_scale = cfg.world_size() / 1600.0
+        # Densities are per ground area, so they scale with the world measured in car lengths: a lower
+        # flight (longer cars in pixels) sees fewer trees and people per frame, not a denser world.
+        self.length_scale = (cfg.world_size() / cfg.car_length) / (1600.0 / REFERENCE_CAR_LENGTH)
         self.area_scale = self.length_scale**2
         self._world(world_rng)
         self._camera(cam_rng)
