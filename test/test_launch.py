@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import VENV_BIN, in_ci
-from ros_helpers.camera import CameraProcess, answered, default_dds_env
+from ros_helpers.camera import CameraProcess, answered_after_first, default_dds_env
 from ros_helpers.probe import Probe, node_env, wait_for
 from vision_msgs.msg import Detection2DArray
 
@@ -175,13 +175,7 @@ def test_default_qos_camera_is_answered(launched, user_env, tmp_path):
     launch, probe = launched
     dets = probe.collect(Detection2DArray, "/detections")
     cam = CameraProcess(user_env, "/cam/image_raw", tmp_path / "camera.log", "--stamp-base", "100")
-    try:
-        first = wait_for(lambda: min(answered(dets, 100, 10**6), default=None), 60, "a first answered frame")
-        # the subscription settles on reliable within a second or two of discovery; then count 50 frames
-        wait_for(lambda: answered(dets, first + 50, 10**6), 60, f"answers up to frame {first + 50}")
-    finally:
-        sent = cam.stop()
-    got = answered(dets, first, first + 50)
+    got, sent = answered_after_first(dets, cam, 100, 50)
     assert len(got) >= 40, f"{len(got)} of 50 frames answered ({sent} sent):\n{launch.text()[-3000:]}"
     assert "best_effort -> reliable" in launch.text()
 

@@ -27,7 +27,7 @@ from conftest import coco_tiny, grace_hopper
 from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from ros_helpers.camera import CameraProcess, answered, default_dds_env
+from ros_helpers.camera import CameraProcess, answered, answered_after_first, default_dds_env
 from ros_helpers.images import bgr_to_compressed
 from ros_helpers.probe import LATCHED, NodeProcess, Probe, node_env, wait_for
 from sensor_msgs.msg import CompressedImage, Image
@@ -540,13 +540,7 @@ def test_auto_qos_hears_a_default_camera_started_after_the_node(auto_rig):
     node, dets = auto_rig["node"], auto_rig["dets"]
     assert "reliability auto: /qos/image_raw subscribed best_effort (no publisher yet" in node.text()
     cam = camera(auto_rig, "cam1.log", "--stamp-base", "1000")
-    try:
-        first = wait_for(lambda: min(answered(dets, 1000, 10**6), default=None), 60, "a first answered frame")
-        # the node settles on reliable within a second or two; count the 40 frames after that
-        wait_for(lambda: answered(dets, first + 40, 10**6), 60, f"answers up to frame {first + 40}")
-    finally:
-        sent = cam.stop()
-    got = answered(dets, first, first + 40)
+    got, sent = answered_after_first(dets, cam, 1000, 40)
     assert len(got) >= 32, f"{len(got)} of 40 answered after the first ({sent} sent):\n{node.text()[-2000:]}"
     text = node.text()
     assert text.count("best_effort -> reliable (publishers offer: 1 reliable)") == 1, text[-3000:]

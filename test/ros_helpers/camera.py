@@ -54,6 +54,21 @@ def answered(results: list, lo: int, hi: int) -> set[int]:
     return {m.header.stamp.sec for _, m in list(results) if lo <= m.header.stamp.sec < hi}
 
 
+def answered_after_first(results: list, cam: CameraProcess, base: int, n: int) -> tuple[set[int], int]:
+    """Wait for the first answered frame stamped >= ``base`` and the ``n`` frames after it (the auto
+    subscription settles on reliable within a second or two of discovery), then stop the camera.
+    The answered stamps among those ``n`` frames, and how many frames the camera sent."""
+    from ros_helpers.probe import wait_for  # here: this file also runs as the camera process
+
+    try:
+        first = wait_for(lambda: min(answered(results, base, 10**6), default=None), 60,
+                         "a first answered frame")
+        wait_for(lambda: answered(results, first + n, 10**6), 60, f"answers up to frame {first + n}")
+    finally:
+        sent = cam.stop()
+    return answered(results, first, first + n), sent
+
+
 def frame(width: int, height: int) -> np.ndarray:
     """A grey scene with a few coloured boxes (content does not matter, size does)."""
     img = np.full((height, width, 3), 96, np.uint8)
