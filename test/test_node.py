@@ -465,6 +465,10 @@ def test_starvation_watch_warns_once_per_episode():
     assert [w.update(t, 1, 0, 0) for t in range(10, 15)] == [None] * 5
     assert w.update(15, 1, 0, 0) == SILENT and w.starved
     assert [w.update(t, 1, 0, 0) for t in range(16, 30)] == [None] * 14  # said once
+    # a stray frame of the starved stream (no gap to see yet) is not frames flowing again
+    assert [w.update(t, 1, 1, 0) for t in range(30, 45)] == [None] * 15 and w.starved
+    w = StarvationWatch(timeout_s=5)
+    assert w.update(0, 1, 0, 0) is None and w.update(5, 1, 0, 0) == SILENT
     # frames flow normally for a window: re-armed, then a lossy stretch warns again (once)
     received = lost = 0
     out = []

@@ -73,7 +73,7 @@ from slimyolo_ros.ros.qos import (
     reliability_name,
 )
 from slimyolo_ros.ros.spin import run_node
-from slimyolo_ros.ros.starvation import StarvationWatch, starvation_message
+from slimyolo_ros.ros.starvation import SILENT, StarvationWatch, starvation_message
 
 NODE_NAME = "slimyolo_detector"
 PACKAGE = "slimyolo_ros"
@@ -459,7 +459,8 @@ class DetectorNode(Node):
         self._starvation_warnings += 1
         window = self._starvation.last_window
         self.get_logger().warning(starvation_message(
-            kind, self._image_topic, self._reliability or "", self._offered, self._starvation.timeout_s,
+            kind, self._image_topic, self._reliability or "", self._offered,
+            self._starvation.timeout_s if kind == SILENT else self._starvation.last_window_s,
             received=window[0], sent=window[0] + window[1]))
 
     # ---- data path -----------------------------------------------------------------------

@@ -43,6 +43,7 @@ class StarvationWatch:
         self._since: float | None = None  # when the current silence (with a publisher) began
         self._last_received = 0
         self.last_window = (0, 0)  # (received, lost) in the last loss window: the numbers of a lossy warning
+        self.last_window_s = 0.0  # that window's length: at least timeout_s, longer on a trickle
         self._mark: _Mark | None = None  # start of the current loss window
 
     def update(self, now: float, publishers: int, received: int, lost: int,
@@ -75,12 +76,16 @@ class StarvationWatch:
         if now - mark.t < self.timeout_s:
             return None
         got, missed = received - mark.received, lost - mark.lost
+        if got + missed < self.min_sent:
+            # Too few frames to tell flowing from trickling (a stray frame of a starved stream, or
+            # the first of a new publisher, shows no gap): the window grows until it can judge.
+            return None
         node_bound = busy_s - mark.busy_s >= self.busy_fraction * (now - mark.t)
         self._mark = _Mark(now, received, lost, busy_s)
-        self.last_window = (got, missed)
+        self.last_window, self.last_window_s = (got, missed), now - mark.t
         if node_bound:
             return None
-        if got + missed >= self.min_sent and got < self.min_fraction * (got + missed):
+        if got < self.min_fraction * (got + missed):
             return LOSSY
         if got > 0:  # a normal window: the next starvation is a new episode
             self.armed, self.starved = True, False
@@ -88,14 +93,16 @@ class StarvationWatch:
 
 
 def starvation_message(kind: str, topic: str, reliability: str, offered: list[str],
-                       timeout_s: float, received: int = 0, sent: int = 0) -> str:
-    """The warning: what is seen, the likely cause for this QoS combination, and the fixes."""
+                       seconds: float, received: int = 0, sent: int = 0) -> str:
+    """The warning: what is seen, the likely cause for this QoS combination, and the fixes.
+
+    ``seconds``: the silence (``silent``) or the loss window (``lossy``) the warning is about."""
     if kind == SILENT:
         seen = (f"{topic}: {len(offered)} publisher(s) on the topic but no frame received for "
-                f"{timeout_s:g} s")
+                f"{seconds:g} s")
     else:
         seen = (f"{topic}: only {received} of the {sent} frames the publisher sent arrived in the last "
-                f"{timeout_s:g} s (gaps in its sequence numbers)")
+                f"{seconds:.0f} s (gaps in its sequence numbers)")
     if reliability == RELIABLE and BEST_EFFORT in offered:
         cause = ("QoS mismatch: this subscription is reliable and a publisher offers best effort, "
                  "so DDS never matches them. Fix: reliability: auto (the default) or best_effort")
