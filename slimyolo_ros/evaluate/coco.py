@@ -27,6 +27,12 @@ from slimyolo_ros.errors import DatasetError
 IOU_MATCH = 0.5  # the P/R/F1 operating point is reported at IoU 0.5, like mAP@0.5
 MAX_DETS = 500  # per image, the VisDrone toolkit's limit (COCO's default 100 is too few for drone scenes)
 
+# Scoring thresholds for mAP: a low confidence threshold so the precision-recall curve is complete
+# (COCO practice; P/R/F1 are read at the best-F1 point), and the NMS IoU of the YOLOv3 ports' test.py.
+# Here rather than in run.py so that option declarations (slimyolo train --help) need no torch.
+EVAL_CONF_THRESHOLD = 0.001
+EVAL_NMS_THRESHOLD = 0.6
+
 
 # ---------------------------------------------------------------------------------------- ignored regions
 def ignored_fraction(boxes: np.ndarray, ignore: np.ndarray, width: int, height: int) -> np.ndarray:

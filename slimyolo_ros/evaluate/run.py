@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from slimyolo_ros.data.visdrone import Sample, read_image
-from slimyolo_ros.evaluate.coco import evaluate
+from slimyolo_ros.evaluate.coco import EVAL_CONF_THRESHOLD, EVAL_NMS_THRESHOLD, evaluate
 
 
 def evaluate_detector(detector: Any, samples: Sequence[Sample], progress: bool = True) -> dict:
@@ -40,10 +40,6 @@ def evaluate_detector(detector: Any, samples: Sequence[Sample], progress: bool =
     return result
 
 
-# Scoring thresholds for mAP: a low confidence threshold so the precision-recall curve is complete
-# (COCO practice; P/R/F1 are read at the best-F1 point), and the NMS IoU of the YOLOv3 ports' test.py.
-EVAL_CONF_THRESHOLD = 0.001
-EVAL_NMS_THRESHOLD = 0.6
 METRICS = ("precision", "recall", "f1", "map50", "map")
 
 

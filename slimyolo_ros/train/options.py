@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from slimyolo_ros.errors import TrainingError
-from slimyolo_ros.evaluate.run import EVAL_CONF_THRESHOLD, EVAL_NMS_THRESHOLD
-from slimyolo_ros.train.sparsity import SCHEDULES, WEIGHTINGS
+from slimyolo_ros.evaluate.coco import EVAL_CONF_THRESHOLD, EVAL_NMS_THRESHOLD
+
+# The sparsity penalty's variants (train/sparsity.py implements them; declared here, with the other
+# options, so that `slimyolo train --help` needs no torch).
+WEIGHTINGS = ("uniform", "flops")
+SCHEDULES = ("constant", "decay")
 
 
 def _opt(default: Any = MISSING, help: str = "", **cli: Any) -> Any:

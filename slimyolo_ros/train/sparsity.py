@@ -41,6 +41,7 @@ from torch import nn
 
 from slimyolo_ros.darknet.channel_graph import Group, channel_graph
 from slimyolo_ros.io_utils import atomic_write
+from slimyolo_ros.train.options import SCHEDULES, WEIGHTINGS
 
 # log10 |gamma| histogram bins: 1e-6 .. 1e1 in 0.1-decade steps; values below 1e-6 go into the first bin
 HIST_EDGES = np.round(np.arange(-6.0, 1.0001, 0.1), 4)
@@ -61,10 +62,6 @@ def prunable_bn(model: nn.Module) -> list[int]:
 def bn_gammas(model: nn.Module, indices: list[int]) -> list[torch.Tensor]:
     model = _unwrap(model)
     return [model.module_list[i].bn.weight for i in indices]
-
-
-WEIGHTINGS = ("uniform", "flops")
-SCHEDULES = ("constant", "decay")
 
 
 def channel_removal_gflops(model: nn.Module, img_size: int = 416) -> dict[int, float]:
