@@ -31,9 +31,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "detect_node = slimyolo_ros.ros.node:main",
+            "detect_node = slimyolo_ros.ros.entry:detect_node",
             "slimyolo = slimyolo_ros.cli:main",
-            "track_node = slimyolo_ros.ros.track_node:main",
+            "track_node = slimyolo_ros.ros.entry:track_node",
         ],
     },
 )

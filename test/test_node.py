@@ -15,6 +15,7 @@ from __future__ import annotations
 import array
 import itertools
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -505,6 +506,26 @@ def shipped_node_cmd(*extra: str) -> list[str]:
     for p in extra:
         cmd += ["-r", p] if p.startswith("__") else ["-p", p]
     return cmd
+
+
+@pytest.mark.parametrize("executable", ["detect_node", "track_node"])
+def test_ctrl_c_at_any_moment_of_startup_is_quiet(executable, ros_env):
+    """Ctrl-C while the node is still importing torch/rclpy, building itself or spinning: it stops,
+    status 0 or 130, and prints no traceback. The delays cover the phases on a slow machine and on a
+    fast one alike (on a fast one they all land in later phases, which must be quiet too)."""
+    cmd = shipped_node_cmd() if executable == "detect_node" else [str(VENV_BIN / "track_node")]
+    for delay in (0.1, 0.4, 1.0, 2.5):
+        proc = subprocess.Popen(cmd, env=node_env(ros_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            pytest.fail(f"{executable} ignored SIGINT sent after {delay} s:\n{out[-2000:]}")
+        assert proc.returncode in (0, 130) and "Traceback" not in out, (delay, proc.returncode, out[-3000:])
 
 
 def shipped_node_in(ns: str, env: dict[str, str], log: Path, *params: str):
