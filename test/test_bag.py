@@ -406,21 +406,22 @@ def test_eval_track_flight_bag_lockstep_and_realtime(tiny_flight, model, tmp_pat
 def test_track_scoring_keeps_the_bags_sequences_apart():
     """Target ids restart per flight: ground-truth id "1" in two sequences is two objects. A tracker that
     calls them 7 and 8 made no ID switch; scored as one sequence it would have made one."""
-    from slimyolo_ros.bag.replay import _Frame, _Run, _Source, score_tracks
+    from slimyolo_ros.bag.score import Run, score_tracks
+    from slimyolo_ros.bag.source import Frame, Source
 
     ts = typestore()
     box = np.array([[10, 10, 50, 40]], np.float32)
     frames, tracks, gt, ids = [], {}, {}, {}
     for i, tid in enumerate(["7", "7", "8", "8"]):
         stamp = DEFAULT_START_NS + i * 100_000_000
-        frames.append(_Frame(i, stamp, stamp, "sensor_msgs/msg/Image", 64, 48))
+        frames.append(Frame(i, stamp, stamp, "sensor_msgs/msg/Image", 64, 48))
         raw = ts.serialize_cdr(msgs.detection_array(stamp, "camera", box + i, ["car"], [0.9], ids=[tid]),
                                "vision_msgs/msg/Detection2DArray")
         tracks[stamp] = (1.0 + i, bytes(raw))
         gt[stamp], ids[stamp] = (box + i, ["car"]), ["1"]
-    run = _Run(command=[], log=None, frames=frames, tracks=tracks,
+    run = Run(command=[], log=None, frames=frames, tracks=tracks,
                published={f.stamp: 0.5 + f.index for f in frames})
-    src = _Source(Path("b"), "/camera/image_raw", "sensor_msgs/msg/Image", 4, gt, {}, True, None, ids,
+    src = Source(Path("b"), "/camera/image_raw", "sensor_msgs/msg/Image", 4, gt, {}, True, None, ids,
                   [("a", 2), ("b", 2)], 10.0)
     t = score_tracks(run, src, ["car"])
     assert t["sequences"] == ["a", "b"] and t["frames_scored"] == 4 and t["tracks"] == 2
@@ -432,15 +433,16 @@ def test_track_scoring_keeps_the_bags_sequences_apart():
 
 def test_track_scoring_needs_target_ids():
     """A bag made from still images has no target ids: no MOT metrics, one warning saying why."""
-    from slimyolo_ros.bag.replay import _Frame, _Run, _Source, score_tracks
+    from slimyolo_ros.bag.score import Run, score_tracks
+    from slimyolo_ros.bag.source import Frame, Source
 
     ts = typestore()
     stamp = DEFAULT_START_NS
     raw = ts.serialize_cdr(msgs.detection_array(stamp, "camera", [[1, 1, 9, 9]], ["car"], [0.9], ids=["3"]),
                            "vision_msgs/msg/Detection2DArray")
-    run = _Run(command=[], log=None, frames=[_Frame(0, stamp, stamp, "sensor_msgs/msg/Image", 16, 16)],
+    run = Run(command=[], log=None, frames=[Frame(0, stamp, stamp, "sensor_msgs/msg/Image", 16, 16)],
                tracks={stamp: (1.0, bytes(raw))}, published={stamp: 0.9})
-    src = _Source(Path("still"), "/camera/image_raw", "sensor_msgs/msg/Image", 1,
+    src = Source(Path("still"), "/camera/image_raw", "sensor_msgs/msg/Image", 1,
                   {stamp: (np.array([[1, 1, 9, 9]], np.float32), ["car"])}, {}, True, None, {stamp: [""]},
                   [("bag", 1)], 10.0)
     t = score_tracks(run, src, ["car"])

@@ -75,7 +75,8 @@ def _make(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from slimyolo_ros.bag.replay import ReplayConfig, format_report, format_track_report, replay, replay_track
+    from slimyolo_ros.bag.replay import ReplayConfig, replay, replay_track
+    from slimyolo_ros.bag.report import format_report, format_track_report
 
     out = args.out or Path("runs") / "bag_eval" / args.bag.resolve().name
     cfg = ReplayConfig(bag=args.bag, params=args.params, rate=None if args.lockstep else (args.rate or 1.0),

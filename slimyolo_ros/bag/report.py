@@ -1,0 +1,192 @@
+"""What a replay leaves for people: annotated frames (detections over the ground truth; tracks with ids
+and trails), the replay recorded as a bag, and the readable text of a report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from slimyolo_ros.bag import msgs
+from slimyolo_ros.bag.score import Run, read_tracks
+from slimyolo_ros.bag.source import Source, by_sequence
+from slimyolo_ros.bag.types import DETECTION2D_ARRAY, BagError, typestore
+from slimyolo_ros.io_utils import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+def annotate_detections(out: Path, keep: dict, answers: dict, gt: dict, names: list[str],
+              min_score: float) -> list[str]:
+    """A few frames with the node's boxes drawn (detect/draw.py) over the ground truth (thin white), PNG."""
+    from slimyolo_ros.detect.draw import draw_detections, write_png
+
+    ts = typestore()
+    paths = []
+    index = {n: i for i, n in enumerate(names)}
+    for stamp, (raw, typename) in sorted(keep.items()):
+        try:
+            img = msgs.decode_image(ts.deserialize_cdr(raw, typename), typename)
+        except Exception as exc:  # a frame we cannot show must not lose the report
+            log.warning("annotated frame %d: %s", stamp, exc)
+            continue
+        if stamp in gt:
+            for x1, y1, x2, y2 in gt[stamp][0].round().astype(int).tolist():
+                cv2.rectangle(img, (x1, y1), (x2, y2), (255, 255, 255), 1)
+        if stamp in answers:
+            boxes, dnames, scores = msgs.read_detections(
+                ts.deserialize_cdr(answers[stamp][1], DETECTION2D_ARRAY))
+            cls = np.asarray([index.get(n, -1) for n in dnames], np.float32)
+            shown = scores >= min_score
+            boxes, scores, cls = boxes[shown], scores[shown], cls[shown]
+            det = np.concatenate([boxes, scores[:, None], cls[:, None]], axis=1) if len(boxes) \
+                else np.zeros((0, 6), np.float32)
+            img = draw_detections(img, det, names)
+        else:
+            cv2.putText(img, "dropped: no answer", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 255), 2)
+        paths.append(str(write_png(out / f"frame_{stamp}.png", img)))
+    return paths
+
+
+def annotate_tracks(out: Path, run: Run, src: Source, names: list[str], trail: int = 15) -> list[str]:
+    """The kept frames with the tracker's boxes, ids and each track's recent path (``draw_tracks``), JPEG.
+    Trails follow every answered frame of the sequence, not only the drawn ones."""
+    from slimyolo_ros.detect.draw import TrailHistory, draw_tracks
+
+    ts = typestore()
+    paths = []
+    index = {n: i for i, n in enumerate(names)}
+    for seq, frames in by_sequence(run.frames, src.sequences):
+        history = TrailHistory(trail)
+        for f in frames:
+            if f.stamp not in run.tracks:
+                continue
+            boxes, tnames, _, ids = read_tracks(run.tracks[f.stamp][1])
+            trails = history.update(boxes, ids)
+            if f.stamp not in run.keep:
+                continue
+            raw, typename = run.keep[f.stamp]
+            try:
+                img = msgs.decode_image(ts.deserialize_cdr(raw, typename), typename)
+            except Exception as exc:  # a frame we cannot show must not lose the report
+                log.warning("annotated frame %d: %s", f.stamp, exc)
+                continue
+            cls = np.asarray([index.get(n, -1) for n in tnames], np.int64)
+            img = draw_tracks(img, boxes, ids, cls, names, trails)
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if ok:
+                out.mkdir(parents=True, exist_ok=True)
+                paths.append(str(atomic_write_bytes(out / f"{seq}_{f.index:06d}.jpg", buf.tobytes())))
+    return paths
+
+
+def record(dest: Path, bag: Path, frames, published, outputs: dict[str, dict]) -> Path:
+    """The replayed images, the ground truth and the nodes' answers (``outputs``: topic -> answers by
+    stamp, each logged at its image's bag time plus the measured latency) as one bag in the source bag's
+    storage format."""
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+    dest = Path(dest)
+    if dest.exists():
+        raise BagError(f"--record {dest}: exists already; remove it or choose another path")
+    ts = typestore()
+    replayed = {f.stamp: f for f in frames}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp = tmp_root / dest.name
+    try:
+        with Reader(bag) as src:
+            files = [str(f.get("path", "")) for f in getattr(src.storage, "files", [])] or [bag.name]
+            storage = StoragePlugin.SQLITE3 if any(f.endswith(".db3") for f in files) else StoragePlugin.MCAP
+            with Writer(tmp, version=Writer.VERSION_LATEST, storage_plugin=storage) as w:
+                conns = {}
+                for c in src.connections:
+                    if c.topic not in conns:
+                        conns[c.topic] = w.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data,
+                                                          rihs01=c.digest)
+                out_conns = [(w.add_connection(topic, DETECTION2D_ARRAY, typestore=ts), got)
+                             for topic, got in outputs.items()]
+                for c, t, raw in src.messages():
+                    w.write(conns[c.topic], t, raw)
+                for out_conn, got in out_conns:
+                    for stamp, f in replayed.items():
+                        if stamp in got:
+                            lat_ns = int((got[stamp][0] - published[stamp]) * 1e9)
+                            w.write(out_conn, f.log_ns + max(lat_ns, 0), got[stamp][1])
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return dest
+
+
+def format_report(r: dict) -> str:
+    def ms(v):
+        return "-" if v is None else f"{v:.1f} ms"
+
+    mode = r["mode"] if r["rate"] is None else f"{r['mode']}, rate {r['rate']:g}x"
+    lines = [f"bag {r['bag']} ({mode})",
+             f"  frames: {r['frames']} published, {r['answered']} answered, {r['dropped']} dropped, "
+             f"{r['frames_with_detections']} with detections, {r['skipped']} skipped"]
+    if r.get("map50") is not None:
+        lines.append(f"  mAP@0.5 {r['map50']:.4f}   mAP@0.5:0.95 {r['map']:.4f}   "
+                     f"({r['frames_scored']} frames scored)")
+    else:
+        lines.append("  mAP: n/a (no ground truth for the answered frames)")
+    lat = r["latency_ms"]
+    lines.append(f"  latency publish->detections: p50 {ms(lat['p50'])}, p95 {ms(lat['p95'])}, "
+                 f"p99 {ms(lat['p99'])}; throughput {r['fps']:.1f} fps")
+    classes = sorted(set(r["detections_per_class"]) | set(r["ground_truth_per_class"]))
+    if classes:
+        lines.append(f"  {'class':<16}{'detections':>11}{'truth':>7}{'AP@0.5':>8}")
+        for c in classes:
+            ap = r["per_class"].get(c, {}).get("ap50")
+            lines.append(f"  {c:<16}{r['detections_per_class'].get(c, 0):>11}"
+                         f"{r['ground_truth_per_class'].get(c, 0):>7}{'-' if ap is None else f'{ap:.3f}':>8}")
+    if r.get("tracking"):
+        lines.extend(_format_tracking(r["tracking"]))
+    for w in r["warnings"]:
+        lines.append(f"  warning: {w}")
+    if r.get("annotated"):
+        lines.append(f"  annotated frames: {Path(r['annotated'][0]).parent}/ ({len(r['annotated'])} PNG)")
+    if r.get("record"):
+        lines.append(f"  recorded: {r['record']}")
+    if r.get("report"):
+        lines.append(f"  report: {r['report']}")
+    return "\n".join(lines)
+
+
+def _format_tracking(t: dict) -> list[str]:
+    from slimyolo_ros.evaluate.mot import format_mot
+
+    lat = t["latency_ms"]
+    p50 = "-" if lat["p50"] is None else f"{lat['p50']:.1f} ms"
+    lines = [f"  tracking (track_node): {t['answered']} of {t['frames']} frames answered, "
+             f"{t['tracks']} track ids; latency publish->tracks p50 {p50}"]
+    if t.get("overall"):
+        o = t["overall"]
+        lines.append(f"  HOTA {100 * o['HOTA']:.1f}   MOTA {100 * o['MOTA']:.1f}   "
+                     f"IDF1 {100 * o['IDF1']:.1f}   ID switches {o['IDSW']}   "
+                     f"({t['frames_scored']} frames scored, {len(t['sequences'])} sequence(s))")
+        lines.extend("    " + ln for ln in format_mot(t).splitlines())
+    else:
+        lines.append("  MOT metrics: n/a (no ground truth with target ids for the answered frames)")
+    if t.get("annotated"):
+        lines.append(f"  annotated tracks: {Path(t['annotated'][0]).parent}/ ({len(t['annotated'])} JPEG)")
+    return lines
+
+
+def format_track_report(r: dict) -> str:
+    """The readable summary of :func:`replay_track`: one block per mode."""
+    added = ", ".join(r["detector_params_added"]) or "none"
+    lines = [f"bag eval --track {r['bag']} (detector parameters added for tracking: {added})"]
+    for mode in ("lockstep", "realtime"):
+        if r.get(mode):
+            lines += ["", f"[{mode}]", format_report(r[mode])]
+    if r.get("report"):
+        lines += ["", f"report: {r['report']}"]
+    return "\n".join(lines)
