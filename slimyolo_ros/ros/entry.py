@@ -1,23 +1,29 @@
 """The nodes' console scripts. Ctrl-C in the first seconds, while torch and rclpy are still being
-imported, ends the process quietly with status 130, as it does once the node runs (ros/spin.py); so
-the node modules are imported here, inside that guard, not at the top."""
+imported, ends the process at once and quietly with status 130; from rclpy.init on, ros/spin.py
+handles it. Interrupting those imports instead would surface as unrelated errors from inside C
+extensions ("ImportError: initialization failed", numpy's "PyCapsule_Import could not import module")."""
 
 from __future__ import annotations
 
+import importlib
+import os
+import signal
+
 
 def detect_node() -> int:
-    try:
-        from slimyolo_ros.ros.node import main
-
-        return main()
-    except KeyboardInterrupt:
-        return 130
+    return _run("slimyolo_ros.ros.node")
 
 
 def track_node() -> int:
-    try:
-        from slimyolo_ros.ros.track_node import main
+    return _run("slimyolo_ros.ros.track_node")
 
-        return main()
-    except KeyboardInterrupt:
-        return 130
+
+def _run(module: str) -> int:
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # started in the background: keep ignoring
+        signal.signal(signal.SIGINT, _leave_now)  # until run_node installs the node's handling
+    return importlib.import_module(module).main()
+
+
+def _leave_now(signum: int, frame: object) -> None:
+    # Nothing has started yet (no DDS participant, no file written), so leaving without cleanup is clean.
+    os._exit(130)

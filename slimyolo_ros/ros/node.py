@@ -2,11 +2,12 @@
 
 A thin ROS shell over :func:`slimyolo_ros.detect.load_detector` (no ML here):
 
+* parameters, with their ranges and descriptions, are declared in ros/parameters.py;
 * the image subscription has depth 1 and its callback only parks the message in a one-slot
-  mailbox; a worker thread takes the newest message, converts it (ros/convert.py), calls the
-  Detector and publishes exactly one Detection2DArray per processed frame (empty when nothing is
-  found). A frame that arrives while another is waiting replaces it and counts as a drop, so the
-  node never falls behind the camera;
+  mailbox (ros/frame_slot.py); a worker thread takes the newest message, converts it
+  (ros/convert.py), calls the Detector and publishes exactly one Detection2DArray per processed
+  frame (empty when nothing is found). A frame that arrives while another is waiting replaces it and
+  counts as a drop, so the node never falls behind the camera;
 * drops lost before the callback (middleware overwrote the depth-1 queue) are counted from gaps in
   the publisher's sequence numbers;
 * the image subscription's reliability follows the camera (``reliability: auto``, ros/qos.py), and a
@@ -16,7 +17,7 @@ A thin ROS shell over :func:`slimyolo_ros.detect.load_detector` (no ML here):
 * an annotated debug image only while somebody subscribes to it;
 * conf/nms thresholds and the class filter can be changed at runtime (validated);
 * every ``stats_period`` seconds one info line (fps, latency p50/p95, drops) and the same numbers
-  as JSON on ``~/stats`` (std_msgs/String) for tools and tests.
+  as JSON on ``~/stats`` (std_msgs/String) for tools and tests (counters: ros/node_stats.py).
 
 Startup failures (missing/corrupt model, CUDA requested without a GPU, bad parameter) are one
 error line and exit status 2, like the ``slimyolo`` CLI.
@@ -30,18 +31,12 @@ import os
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -63,7 +58,10 @@ from slimyolo_ros.ros.convert import (
     compressed_to_bgr,
     image_to_bgr,
 )
+from slimyolo_ros.ros.frame_slot import FrameSlot
 from slimyolo_ros.ros.messages import to_label_info
+from slimyolo_ros.ros.node_stats import Stats
+from slimyolo_ros.ros.parameters import PARAMETERS, resolve_path, search_dirs
 from slimyolo_ros.ros.qos import (
     AUTO,
     RELIABILITY_CHOICES,
@@ -76,8 +74,6 @@ from slimyolo_ros.ros.spin import run_node
 from slimyolo_ros.ros.starvation import SILENT, StarvationWatch, starvation_message
 
 NODE_NAME = "slimyolo_detector"
-PACKAGE = "slimyolo_ros"
-REPO = Path(__file__).resolve().parents[2]
 WARN_PERIOD_S = 5.0  # one warning per kind of bad frame per this many seconds
 GRAPH_POLL_S = 1.0  # how often the image topic's publishers are looked at (QoS auto, starvation)
 
@@ -88,184 +84,6 @@ class StartupError(SlimyoloError):
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def resolve_path(value: str) -> Path:
-    """A model path as given, else relative to the installed share dir, else to the source tree.
-
-    So ``models/x.pt`` means the package's shipped model both after ``colcon build`` (share/
-    slimyolo_ros/models) and in a source checkout (``pip install -e .`` installs no share dir).
-    When it exists nowhere, the first place looked is returned (for the error message).
-    """
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    candidates = search_dirs()
-    found = next((d / path for d in candidates if (d / path).exists()), None)
-    return found or (candidates[0] / path if candidates else path)
-
-
-def search_dirs() -> list[Path]:
-    dirs = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        dirs.append(Path(get_package_share_directory(PACKAGE)))
-    except Exception:  # not installed with colcon / no AMENT_PREFIX_PATH
-        pass
-    if (REPO / "package.xml").is_file():  # running from a source checkout
-        dirs.append(REPO)
-    return dirs
-
-
-def _desc(description: str, read_only: bool = True, **kw: Any) -> ParameterDescriptor:
-    return ParameterDescriptor(description=description, read_only=read_only, **kw)
-
-
-def _range(lo: float, hi: float) -> list[FloatingPointRange]:
-    return [FloatingPointRange(from_value=lo, to_value=hi)]
-
-
-# name -> (default, descriptor). config/detect.yaml documents the same set (a test checks it).
-PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
-    "weights": ("models/slimyolov3-synth.pt", _desc(
-        "model file: a .pt checkpoint (cfg and class names inside) or Darknet .weights (needs cfg); "
-        "relative paths resolve against the package share dir, then the source tree")),
-    "cfg": ("", _desc("Darknet cfg; empty: the one stored in the .pt checkpoint")),
-    "names": ("", _desc("class names file (one per line); empty: the names in the .pt checkpoint")),
-    "device": ("auto", _desc("auto | cpu | cuda | cuda:N (auto: CUDA when available, "
-                             "else CPU with a warning)")),
-    "half": (True, _desc("fp16 inference on CUDA (ignored on CPU)")),
-    "img_size": (0, _desc("network input size (multiple of 32); 0: the model's own",
-                          integer_range=[IntegerRange(from_value=0, to_value=4096, step=32)])),
-    "rect": (True, _desc("letterbox to the smallest multiple of 32 per side instead of img_size x img_size "
-                         "(a 1920x1080 frame at 416 runs at 416x256)")),
-    "conf_threshold": (0.25, _desc("minimum score obj*cls in [0, 1]", read_only=False,
-                                   floating_point_range=_range(0.0, 1.0))),
-    "nms_threshold": (0.45, _desc("NMS IoU threshold in [0, 1]", read_only=False,
-                                  floating_point_range=_range(0.0, 1.0))),
-    "max_detections": (300, _desc("at most this many detections per frame",
-                                  integer_range=[IntegerRange(from_value=1, to_value=100000, step=1)])),
-    "classes": ([], _desc("only publish these class names; empty: all classes", read_only=False,
-                          dynamic_typing=True)),
-    "input_topic": ("image_raw", _desc("image topic (remap it in the launch file)")),
-    "compressed": (False, _desc("subscribe sensor_msgs/CompressedImage on <input_topic>/compressed")),
-    "detections_topic": ("detections", _desc("vision_msgs/Detection2DArray output topic")),
-    "label_info_topic": ("label_info", _desc("vision_msgs/LabelInfo topic (transient local)")),
-    "publish_debug_image": (True, _desc("publish an annotated image while someone subscribes to it")),
-    "debug_image_topic": ("~/debug_image", _desc("annotated sensor_msgs/Image topic")),
-    "reliability": ("auto", _desc("image subscription QoS reliability: auto (reliable when every publisher "
-                                  "offers reliable, else best effort; re-decided as publishers come and "
-                                  "go) | best_effort | reliable")),
-    "starvation_timeout": (5.0, _desc("warn once when a publisher is on the image topic but no frame arrived "
-                                      "for this many seconds, or most of its frames are lost; 0: off",
-                                      floating_point_range=_range(0.0, 3600.0))),
-    "tile": (False, _desc("tiled inference: overlapping tiles at network resolution + merged NMS "
-                          "(small objects in 4K frames)")),
-    "tile_size": (0, _desc("tile side in pixels; 0: img_size",
-                           integer_range=[IntegerRange(from_value=0, to_value=8192, step=1)])),
-    "tile_overlap": (0.2, _desc("tile overlap fraction", floating_point_range=_range(0.0, 0.9))),
-    "backend": ("torch", _desc("torch | onnxruntime")),
-    "stats_period": (5.0, _desc("seconds between stats log lines and ~/stats messages; 0: off",
-                                floating_point_range=_range(0.0, 3600.0))),
-}
-
-
-class FrameSlot:
-    """A one-message mailbox: ``put`` replaces what is waiting (and says so), ``take`` blocks."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: tuple[Any, float] | None = None
-        self._closed = False
-
-    def put(self, msg: Any, t_recv: float) -> bool:
-        with self._cond:
-            replaced = self._item is not None
-            self._item = (msg, t_recv)
-            self._cond.notify()
-        return replaced
-
-    def take(self) -> tuple[Any, float] | None:
-        with self._cond:
-            while self._item is None and not self._closed:
-                self._cond.wait()
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-# The stages of one frame in the node, in order: waiting in the one-frame slot for the worker, Image
-# -> ndarray, the Detector's letterbox / forward / decode+NMS, Detection2DArray building, publish().
-STAGES = ("wait", "convert", "letterbox", "forward", "postprocess", "message", "publish")
-
-
-class Stats:
-    """Counters and a latency window, shared by the callback, the worker and the stats timer."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received = self.processed = self.bad = 0
-        self.dropped_replaced = self.dropped_middleware = 0
-        self.window_processed = 0
-        self.busy_s = 0.0  # the worker's time on frames, cumulative (starvation: a busy node drops by design)
-        self.window_start = time.monotonic()
-        self.latency_ms: deque[float] = deque(maxlen=1000)
-        self.inference_ms: deque[float] = deque(maxlen=1000)
-        # per processed frame: where its time in the node went (STAGES), for ~/stats and benchmarks
-        self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=1000) for k in STAGES}
-        self._last_seq: dict[Any, int] = {}
-
-    def on_receive(self, info: dict | None) -> None:
-        """Count middleware drops from gaps in the publisher's sequence numbers (when the RMW
-        reports them; Fast DDS does)."""
-        with self.lock:
-            self.received += 1
-            seq = info.get("publication_sequence_number") if info else None
-            if not seq:
-                return
-            gid = info.get("publisher_gid")
-            key = bytes(gid["data"]) if isinstance(gid, dict) and "data" in gid else repr(gid)
-            last = self._last_seq.get(key)
-            if last is not None and seq > last + 1:
-                self.dropped_middleware += seq - last - 1
-            self._last_seq[key] = seq
-
-    def forget_publishers(self) -> None:
-        with self.lock:
-            self._last_seq.clear()
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            now = time.monotonic()
-            elapsed = max(now - self.window_start, 1e-9)
-            lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
-            inf = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
-            stages = {k: round(float(np.median(v)), 2) if v else 0.0 for k, v in self.stage_ms.items()}
-            out = {
-                "received": self.received,
-                "processed": self.processed,
-                "dropped": self.dropped_replaced + self.dropped_middleware,
-                "dropped_replaced": self.dropped_replaced,
-                "dropped_middleware": self.dropped_middleware,
-                "bad_frames": self.bad,
-                "fps": round(self.window_processed / elapsed, 2),
-                "latency_ms_p50": round(float(np.percentile(lat, 50)), 1),
-                "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
-                "inference_ms_p50": round(float(np.percentile(inf, 50)), 1),
-                "stages_ms_p50": stages,
-            }
-            self.window_processed = 0
-            self.window_start = now
-            self.latency_ms.clear()
-            self.inference_ms.clear()
-            for v in self.stage_ms.values():
-                v.clear()
-            return out
 
 
 class DetectorNode(Node):

@@ -12,30 +12,46 @@ from rclpy.node import Node
 
 from slimyolo_ros.errors import SlimyoloError
 
+SPIN_WAKE_S = 0.5  # the longest the executor waits before looking at the context again
+
 
 def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = None) -> int:
     """Build the node and spin it until Ctrl-C or shutdown. A startup failure (a bad parameter) is one
-    error line under the node's name and exit status 2; a clean stop is 0. The node's ``close()``, if it
-    has one, runs before it is destroyed."""
+    error line under the node's name and exit status 2; a clean stop is 0 (130 when Ctrl-C came while
+    the node was being built). The node's ``close()``, if it has one, runs before it is destroyed."""
+    # Ctrl-C must not raise KeyboardInterrupt: raised while rclpy's C++ code is calling back into
+    # Python, pybind11 turns it into std::terminate ("terminate called after throwing an instance of
+    # 'pybind11::error_already_set' ... KeyboardInterrupt", status -6). rclpy's own handler, installed
+    # by init and chained to this one, shuts the context down instead: a node still being built fails
+    # its next rcl call, a spinning one leaves spin(); both end here as a clean stop.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
     rclpy.init(args=sys.argv if argv is None else argv)
     try:
+        # The executor first: its constructor is quick, while a Ctrl-C that lands inside it (context
+        # shut down halfway) makes rclpy's Executor.__del__ print a traceback on the way out.
+        executor = SingleThreadedExecutor()
         node = make_node()
-    except SlimyoloError as exc:
+        executor.add_node(node)
+    except Exception as exc:
+        if not rclpy.ok():  # Ctrl-C while building: the context was shut down under the constructor
+            return 130
+        if not isinstance(exc, SlimyoloError):
+            raise
         rclpy.logging.get_logger(name).error(str(exc))
         rclpy.try_shutdown()
         return 2
-    except KeyboardInterrupt:
-        rclpy.try_shutdown()
-        return 130
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        # Not executor.spin(): it waits with no timeout, and rclpy's handler can wake that wait before
+        # the context reads as shut down; a node without a timer of its own (track_node) then waited
+        # forever (3 of 100 Ctrl-C under load). Half-second waits bound the time to notice.
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_WAKE_S)
+    except ExternalShutdownException:
         pass
     finally:
         # Ctrl-C in a terminal reaches the node twice: from the terminal (the whole foreground process
-        # group) and forwarded by ros2 launch. The second must not interrupt the orderly shutdown.
+        # group) and forwarded by ros2 launch. Once stopping, nothing more is to be done about either.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         close = getattr(node, "close", None)
         if close is not None:
