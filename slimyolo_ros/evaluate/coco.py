@@ -29,7 +29,7 @@ MAX_DETS = 500  # per image, the VisDrone toolkit's limit (COCO's default 100 is
 
 # Scoring thresholds for mAP: a low confidence threshold so the precision-recall curve is complete
 # (COCO practice; P/R/F1 are read at the best-F1 point), and the NMS IoU of the YOLOv3 ports' test.py.
-# Here rather than in run.py so that option declarations (slimyolo train --help) need no torch.
+# In this torch-free module so that option declarations (slimyolo train --help) need no torch.
 EVAL_CONF_THRESHOLD = 0.001
 EVAL_NMS_THRESHOLD = 0.6
 

@@ -43,15 +43,16 @@ def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = 
         return 2
     try:
         # Not executor.spin(): it waits with no timeout, and rclpy's handler can wake that wait before
-        # the context reads as shut down; a node without a timer of its own (track_node) then waited
-        # forever (3 of 100 Ctrl-C under load). Half-second waits bound the time to notice.
+        # the context reads as shut down; a node without a timer of its own (track_node) would then
+        # wait forever (docs/node.md: Ctrl-C). Half-second waits bound the time to notice.
         while rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_WAKE_S)
     except ExternalShutdownException:
         pass
     finally:
         # Ctrl-C in a terminal reaches the node twice: from the terminal (the whole foreground process
-        # group) and forwarded by ros2 launch. Once stopping, nothing more is to be done about either.
+        # group) and forwarded by ros2 launch. Once stopping, rclpy's handler must not shut the context
+        # down again while the node is being destroyed.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         close = getattr(node, "close", None)
         if close is not None:
