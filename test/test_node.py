@@ -15,8 +15,8 @@ from __future__ import annotations
 import array
 import itertools
 import json
-import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,9 +40,12 @@ from slimyolo_ros.ros.node_stats import STAGES
 from slimyolo_ros.ros.qos import choose_reliability
 from slimyolo_ros.ros.starvation import LOSSY, SILENT, StarvationWatch, starvation_message
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from sigint_stress import node_command, one_run  # noqa: E402  (the stress script's single run)
+
 pytestmark = pytest.mark.ros
 
-REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 NODE_CMD = [str(VENV_BIN / "detect_node")]
 CANVAS_W, CANVAS_H = 1280, 720
@@ -514,21 +517,10 @@ def test_ctrl_c_at_any_moment_of_startup_is_quiet(executable, ros_env):
     status 0 or 130 (or killed by the signal before Python even starts), and prints no traceback.
     The delays cover the phases on a slow machine and on a fast one alike (on a fast one they all
     land in later phases, which must be quiet too)."""
-    cmd = shipped_node_cmd() if executable == "detect_node" else [str(VENV_BIN / "track_node")]
     for delay in (0.1, 0.4, 1.0, 2.5):
-        proc = subprocess.Popen(cmd, env=node_env(ros_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-            pytest.fail(f"{executable} ignored SIGINT sent after {delay} s:\n{out[-2000:]}")
-        # -SIGINT: the signal came before Python installed its handler (a loaded machine), also quiet
-        assert proc.returncode in (0, 130, -signal.SIGINT) and "Traceback" not in out, \
-            (delay, proc.returncode, out[-3000:])
+        # quiet: status 0 or 130, or -SIGINT (the signal came before Python installed its handler)
+        outcome, failure = one_run(node_command(executable), node_env(ros_env), delay)
+        assert failure is None, f"{executable}, SIGINT after {delay} s: {outcome}\n{failure[-3000:]}"
 
 
 def test_ctrl_c_while_the_node_is_built_is_a_stop_not_a_crash(ros_env):
