@@ -49,6 +49,11 @@ def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = 
             executor.spin_once(timeout_sec=SPIN_WAKE_S)
     except ExternalShutdownException:
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # The context was shut down between the check and the next wait: rclpy's wait set creation
+        # then fails with "context is not valid". A stop, as during construction.
     finally:
         # Ctrl-C in a terminal reaches the node twice: from the terminal (the whole foreground process
         # group) and forwarded by ros2 launch. Once stopping, rclpy's handler must not shut the context
