@@ -19,12 +19,13 @@ Forward = Callable[[], object]
 
 def detector(pt: Path, backend: str, img_size: int, device: str = "cpu", half: bool = False,
              onnx_cache: Path | None = None, **options: object):
-    """The project's Detector for ``pt`` as the node would build it (``options``: more of
-    ``load_detector``'s keywords)."""
-    from slimyolo_ros.detect import load_detector
+    """The project's Detector for ``pt`` as the node would build it (``options``: more
+    DetectorOptions fields)."""
+    from slimyolo_ros.detect import DetectorOptions, load_detector
 
-    return load_detector(str(pt), backend=backend, img_size=img_size, device=device, half=half,
-                         onnx_cache=onnx_cache, **options)
+    opts = DetectorOptions(backend=backend, img_size=img_size, device=device, half=half,
+                           onnx_cache=onnx_cache, **options)
+    return load_detector(str(pt), opts)
 
 
 def torch_forward(det, blob: np.ndarray) -> Forward:

@@ -3,6 +3,7 @@
     ros2 launch slimyolo_ros detect.launch.py image_topic:=/camera/image_raw device:=cuda
     ros2 launch slimyolo_ros detect.launch.py params_file:=/path/my.yaml weights:=/path/model.pt
     ros2 launch slimyolo_ros detect.launch.py namespace:=uav1 use_sim_time:=true large_frames:=true
+    ros2 launch slimyolo_ros detect.launch.py backend:=onnxruntime providers:=tensorrt,cuda,cpu
 
 ``ros2 launch slimyolo_ros detect.launch.py --show-args`` lists the arguments (docs/node.md).
 """
@@ -52,9 +53,11 @@ def _nodes(context, *args, **kwargs):
     # keys against the fully qualified name), so a namespaced node gets the file's values as a dict,
     # which launch_ros hands over keyed "/**".
     params = [params_file] if not namespace.strip("/") else [_node_section(params_file, NODE_NAME)]
-    # weights/device override the params file only when given (empty = keep the file's value),
+    # weights, device, backend, providers and trt_cache_dir override the params file only when given
+    # (empty = keep the file's value),
     # which plain substitutions cannot express, hence the OpaqueFunction.
-    overrides = {key: arg(key) for key in ("weights", "device") if arg(key)}
+    overrides = {key: arg(key) for key in ("weights", "device", "backend", "providers", "trt_cache_dir")
+                 if arg(key)}
     overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
     env = {}
     if arg("large_frames").lower() in ("true", "1", "yes"):
@@ -95,6 +98,13 @@ def generate_launch_description() -> LaunchDescription:
                               description="model file (.pt or Darknet .weights); empty: the params file's"),
         DeclareLaunchArgument("device", default_value="",
                               description="auto | cpu | cuda | cuda:N; empty: the params file's"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="torch | onnxruntime; empty: the params file's"),
+        DeclareLaunchArgument("providers", default_value="",
+                              description="ONNX Runtime execution providers: auto or a list such as "
+                                          "tensorrt,cuda,cpu; empty: the params file's"),
+        DeclareLaunchArgument("trt_cache_dir", default_value="",
+                              description="TensorRT engine cache folder; empty: the params file's"),
         DeclareLaunchArgument("namespace", default_value="",
                               description="namespace of the node(s) and their relative topics"),
         DeclareLaunchArgument("use_sim_time", default_value="false",

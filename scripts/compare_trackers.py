@@ -67,12 +67,13 @@ def flights(args: argparse.Namespace) -> tuple[dict[str, list], float]:
 
 
 def detections(args: argparse.Namespace, seqs: dict[str, list]) -> tuple[dict[str, list], list[str]]:
-    from slimyolo_ros.detect import load_detector
+    from slimyolo_ros.detect import DetectorOptions, load_detector
 
     key = hashlib.sha256(json.dumps([args.weights, args.img_size, args.conf, sorted(seqs),
                                      Path(args.weights).stat().st_size]).encode()).hexdigest()[:12]
     cache = Path(args.flights) / f"detections-{key}.npz"
-    det = load_detector(args.weights, device="cpu", img_size=args.img_size, conf_threshold=args.conf)
+    det = load_detector(args.weights, DetectorOptions(device="cpu", img_size=args.img_size,
+                                                      conf_threshold=args.conf))
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
         return {s: [z[f"{s}/{i}"] for i in range(len(fr))] for s, fr in seqs.items()}, det.class_names

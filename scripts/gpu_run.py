@@ -557,18 +557,19 @@ def _latency_rows(run: Run, name: str, weights: str, cfg: str | None, names: str
     exported graph per size) and its timed forwards."""
     from bench.backends import onnxruntime_forward, torch_forward
     from bench.common import time_call
-    from slimyolo_ros.detect import load_detector
+    from slimyolo_ros.detect import DetectorOptions, load_detector
 
     p, rows = run.plan, []
     if backend == "torch" and sizes:
-        det = load_detector(weights, cfg=cfg, names=names, device=p.device, half=precision == "fp16",
-                            img_size=sizes[0])
+        det = load_detector(weights, DetectorOptions(cfg=cfg, names=names, device=p.device,
+                                                     half=precision == "fp16", img_size=sizes[0]))
         for s in sizes:
             t = time_call(torch_forward(det, blobs[s]), p.lat_warmup, p.lat_repeats)
             rows.append(_lat_row(name, backend, precision, det.half, s, t))
     for s in sizes if backend == "onnxruntime" else ():
-        det = load_detector(weights, cfg=cfg, names=names, device=p.device, backend="onnxruntime",
-                            img_size=s, onnx_cache=run.work / "onnx")
+        det = load_detector(weights, DetectorOptions(cfg=cfg, names=names, device=p.device,
+                                                     backend="onnxruntime", img_size=s,
+                                                     onnx_cache=run.work / "onnx"))
         fn = onnxruntime_forward(det.onnx_path, blobs[s], device=p.device)
         rows.append(_lat_row(name, backend, precision, False, s, time_call(fn, p.lat_warmup, p.lat_repeats)))
     return rows
@@ -609,15 +610,15 @@ def stage_fp16(run: Run, allowed: float) -> dict:
     the unused fp16 box of the same class with the highest IoU (>= 0.5)."""
     import torch
 
-    from slimyolo_ros.detect import load_detector
+    from slimyolo_ros.detect import DetectorOptions, load_detector
     from slimyolo_ros.detect.nms import box_iou
 
     cfg, weights, names = _coco_tiny()
     img = _sample_image()
     dets = {}
     for precision in ("fp32", "fp16"):
-        det = load_detector(weights, cfg=cfg, names=names, device=run.plan.device,
-                            half=precision == "fp16", img_size=416)
+        det = load_detector(weights, DetectorOptions(cfg=cfg, names=names, device=run.plan.device,
+                                                     half=precision == "fp16", img_size=416))
         dets[precision] = (det(img), det.half)
     (b32, _), (b16, half_active) = dets["fp32"], dets["fp16"]
     iou = box_iou(torch.as_tensor(b32[:, :4], dtype=torch.float32),

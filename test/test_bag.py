@@ -225,9 +225,9 @@ def test_lockstep_equals_offline_eval_and_records(tiny_det, model, tmp_path, ros
     assert sum(len(m.detections) for _, m in got["/detections"]) == rep["detections"] > 0
     # One pipeline: the node's boxes for each frame are the offline Detector's boxes for that image.
     from slimyolo_ros.data.visdrone import read_image
-    from slimyolo_ros.detect import load_detector
+    from slimyolo_ros.detect import DetectorOptions, load_detector
 
-    det = load_detector(str(model), device="cpu", conf_threshold=0.001, nms_threshold=0.5, max_detections=300)
+    det = load_detector(str(model), DetectorOptions(device="cpu", conf_threshold=0.001, nms_threshold=0.5))
     by_stamp = {msgs.stamp_ns(m.header): m for _, m in got["/detections"]}
     for (_, img), s in zip(got["/camera/image_raw"], read_visdrone(tiny_det), strict=True):
         offline = det(read_image(s.image_path))

@@ -13,7 +13,7 @@ import torch
 from conftest import coco_tiny, grace_hopper
 
 from slimyolo_ros.darknet.model import Darknet
-from slimyolo_ros.detect import Detector, DetectorError, load_detector
+from slimyolo_ros.detect import Detector, DetectorError, DetectorOptions, load_detector
 from slimyolo_ros.detect.backends import resolve_device
 from slimyolo_ros.detect.fuse import fuse_model
 from slimyolo_ros.detect.letterbox import letterbox, letterbox_boxes, unletterbox_boxes
@@ -31,11 +31,12 @@ def count_bn(model: torch.nn.Module) -> int:
 
 
 TINY_CFG, TINY_WEIGHTS, COCO_NAMES = (coco_tiny()[k] for k in ("cfg", "weights", "names"))
+TINY = DetectorOptions(cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1)
 
 
 @pytest.fixture(scope="module")
 def coco_tiny() -> Detector:
-    return load_detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1)
+    return load_detector(TINY_WEIGHTS, TINY)
 
 
 # ---------------------------------------------------------------- letterbox
@@ -226,8 +227,7 @@ def test_rect_input_finds_what_the_square_input_finds(coco_tiny):
     # A 16:9 frame, the photo off-centre in noise: rect input 416x256 instead of 416x416.
     wide = np.random.default_rng(3).integers(60, 200, (600, 1066, 3), dtype=np.uint8)
     wide[:, 400:912] = grace_hopper()
-    square = load_detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1,
-                           rect=False)
+    square = load_detector(TINY_WEIGHTS, TINY.replace(rect=False))
     a = square(wide)
     assert square.last_input_shape == (416, 416)
     b = coco_tiny(wide)
@@ -282,8 +282,7 @@ def test_thresholds_class_filter_and_input_forms(coco_tiny):
 
 def test_unfused_detector_matches_fused(coco_tiny):
     img = grace_hopper()
-    plain = load_detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu", conf_threshold=0.1,
-                          fuse=False, channels_last=False)
+    plain = load_detector(TINY_WEIGHTS, TINY.replace(fuse=False, channels_last=False))
     assert coco_tiny.fused and not plain.fused
     a, b = coco_tiny(img), plain(img)
     assert a[:, 5].tolist() == b[:, 5].tolist()
@@ -309,13 +308,35 @@ def test_device_selection():
 
 @pytest.mark.parametrize("option,value,needle", [
     ("backend", "tensorrt", "backend 'tensorrt'"), ("device", "tpu", "device 'tpu'"),
-    ("img_size", 400, "img_size 400"), ("conf_threshold", 1.5, "conf_threshold 1.5"),
-    ("max_detections", 0, "max_detections 0"), ("tile", "2xz", "tile '2xz'"),
-    ("tile_overlap", 1.0, "tile_overlap 1.0"), ("classes", ["person", "unicorn"], "unknown class 'unicorn'"),
+    ("device", "cuda:x", "device 'cuda:x'"), ("img_size", 400, "img_size 400"),
+    ("img_size", True, "img_size True"), ("conf_threshold", 1.5, "conf_threshold 1.5"),
+    ("nms_threshold", float("nan"), "nms_threshold nan"), ("max_detections", 0, "max_detections 0"),
+    ("tile", "2xz", "tile '2xz'"), ("tile_overlap", 1.0, "tile_overlap 1.0"), ("half", "yes", "half 'yes'"),
+    ("classes", [1.5], "1.5 is neither"), ("providers", "gpu", "'gpu' is not an execution provider"),
+    ("cfg", 3, "cfg 3"),
 ])
-def test_load_detector_names_the_bad_option(option, value, needle):
+def test_options_name_the_bad_value_before_any_model_is_loaded(option, value, needle):
     with pytest.raises(DetectorError, match=needle):
-        load_detector(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, **{"device": "cpu", option: value})
+        DetectorOptions(**{option: value})
+
+
+def test_options_are_normalised_once_and_frozen():
+    o = DetectorOptions.from_mapping({"device": " CUDA ", "tile": "2x3", "classes": "car, ,person",
+                                      "backend": "onnxruntime", "providers": "[trt, CPU]"})
+    assert o.device == "cuda:0" and (o.tile.rows, o.tile.cols) == (2, 3) and o.classes == ("car", "person")
+    assert o.providers == ("TensorrtExecutionProvider", "CPUExecutionProvider")
+    assert o.replace(conf_threshold=0.5) == DetectorOptions(**{**vars(o), "conf_threshold": 0.5})
+    with pytest.raises(AttributeError):
+        o.conf_threshold = 0.9  # type: ignore[misc]
+    with pytest.raises(DetectorError, match="unknown detector option.*'conf'"):
+        DetectorOptions.from_mapping({"conf": 0.5})
+    with pytest.raises(DetectorError, match="providers .* belong to backend 'onnxruntime'"):
+        DetectorOptions(providers="cuda")  # torch backend
+
+
+def test_load_detector_checks_what_needs_the_model():
+    with pytest.raises(DetectorError, match="unknown class 'unicorn'"):
+        load_detector(TINY_WEIGHTS, TINY.replace(classes=["person", "unicorn"]))
 
 
 # ---------------------------------------------------------------- tiling

@@ -15,7 +15,7 @@ from conftest import coco_tiny, grace_hopper
 
 from slimyolo_ros.darknet.checkpoint import load_model, save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
-from slimyolo_ros.detect import DetectorError, load_detector
+from slimyolo_ros.detect import DetectorError, DetectorOptions, load_detector
 from slimyolo_ros.export.onnx import compare, export_onnx, read_metadata, torch_reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,10 +99,12 @@ def test_onnx_matches_onnxruntime_and_opencv(model, exported, decoded):
 
 def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
     coco = coco_tiny()
-    kw = dict(cfg=coco["cfg"], names=coco["names"], device="cpu", conf_threshold=0.1)
+    opts = DetectorOptions(cfg=coco["cfg"], names=coco["names"], device="cpu", conf_threshold=0.1)
+    on_ort = opts.replace(backend="onnxruntime", onnx_cache=tmp_path)
     img = grace_hopper()
-    torch_det = load_detector(coco["weights"], **kw)
-    ort_det = load_detector(coco["weights"], backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    torch_det = load_detector(coco["weights"], opts)
+    ort_det = load_detector(coco["weights"], on_ort)
+    assert ort_det.provider == "CPUExecutionProvider" and torch_det.provider == "torch-cpu"
     assert ort_det.onnx_path is not None and ort_det.onnx_path.parent == tmp_path
     threads = torch.get_num_threads()
     a, b = torch_det(img), ort_det(img)
@@ -116,19 +118,20 @@ def test_onnxruntime_backend_gives_the_torch_detections(tmp_path):
     torch_det.tile = ort_det.tile = (2, 2)
     np.testing.assert_allclose(ort_det(img), torch_det(img), atol=0.05)
     # The cached .onnx loads directly, class names from its metadata; the cache is reused.
-    direct = load_detector(ort_det.onnx_path, backend="onnxruntime", device="cpu", conf_threshold=0.1)
+    direct = load_detector(ort_det.onnx_path, DetectorOptions(backend="onnxruntime", device="cpu",
+                                                              conf_threshold=0.1))
     assert direct.class_names == torch_det.class_names and direct.img_size == 416
     np.testing.assert_allclose(direct(img), b, atol=1e-5)
-    again = load_detector(coco["weights"], backend="onnxruntime", onnx_cache=tmp_path, **kw)
+    again = load_detector(coco["weights"], on_ort)
     assert again.onnx_path == ort_det.onnx_path and len(list(tmp_path.glob("*.onnx"))) == 1
 
 
 def test_detector_refuses_raw_onnx_and_torch_backend_for_onnx(exported):
     path = exported[False][0]
     with pytest.raises(DetectorError, match="decoded"):
-        load_detector(path, backend="onnxruntime", device="cpu")
+        load_detector(path, DetectorOptions(backend="onnxruntime", device="cpu"))
     with pytest.raises(DetectorError, match="backend='onnxruntime'"):
-        load_detector(path, device="cpu")
+        load_detector(path, DetectorOptions(device="cpu"))
 
 
 def test_cli_export_onnx_torchscript_darknet(model, tmp_path, capsys):
@@ -184,7 +187,7 @@ def test_onnx_dynamic_shapes_and_fp16(model, tmp_path):
     for onnx_path, rect, shape in ((path, True, (96, SIZE)), (tmp_path / "fixed.onnx", False, (SIZE, SIZE))):
         if not rect:
             export_onnx(model, onnx_path, SIZE, _names(model.num_classes), decoded=True)
-        det = load_detector(onnx_path, backend="onnxruntime", device="cpu")
+        det = load_detector(onnx_path, DetectorOptions(backend="onnxruntime", device="cpu"))
         assert read_metadata(onnx_path)["dynamic"] is rect and det.rect is rect
         det(img)
         assert det.last_input_shape == shape

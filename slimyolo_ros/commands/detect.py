@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from slimyolo_ros.commands.detector_args import add_detector_arguments, options_from_args
 from slimyolo_ros.errors import SlimyoloError
 
 
@@ -14,42 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True,
                         help="model: .pt checkpoint, Darknet .weights (needs --cfg) "
                              "or .onnx (--backend onnxruntime)")
-    parser.add_argument("--cfg", default=None,
-                        help="Darknet cfg (required with .weights; overrides a .pt's own)")
-    parser.add_argument("--names", default=None, help=".names file with one class name per line")
     parser.add_argument("--image", required=True, help="image file (anything OpenCV reads)")
-    parser.add_argument("--img-size", type=int, default=None,
-                        help="network input side (default: the model's)")
-    parser.add_argument("--conf", type=float, default=0.25, help="score threshold, obj x cls (default 0.25)")
-    parser.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
-    parser.add_argument("--max-det", type=int, default=300, help="most detections reported (default 300)")
-    parser.add_argument("--classes", default=None, help="comma-separated class names to keep (default all)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--half", action="store_true", help="fp16 inference (CUDA only)")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    parser.add_argument("--square", action="store_true",
-                        help="letterbox to img_size x img_size (default: each side the smallest multiple "
-                             "of 32 that holds the image, faster on non-square images)")
-    parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm separate (default: folded)")
-    parser.add_argument("--tile", default=None,
-                        help="tiled inference: ROWSxCOLS (e.g. 2x3) or a tile side in pixels (e.g. 640); "
-                             "the whole frame is also run and all detections merged by NMS")
-    parser.add_argument("--tile-overlap", type=float, default=0.2, help="overlap of neighbouring tiles")
+    add_detector_arguments(parser, conf=0.25, nms=0.45)
     parser.add_argument("--out", default=None, help="write the image with boxes drawn to this PNG")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-
-
-def _tile_arg(value: str | None):
-    if value is None:
-        return None
-    v = value.strip().lower()
-    if "x" in v or "," in v:
-        return v
-    try:
-        return {"size": int(v)}
-    except ValueError:
-        raise SlimyoloError(f"--tile {value!r}: expected ROWSxCOLS (2x3) "
-                            f"or a tile side in pixels (640)") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,11 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise SlimyoloError(f"{image_path}: OpenCV cannot decode this file as an image")
     if img.dtype != "uint8":  # 16-bit PNG/TIFF: keep the top 8 bits
         img = (img >> 8).astype("uint8") if img.dtype == "uint16" else cv2.convertScaleAbs(img)
-    det = load_detector(args.weights, cfg=args.cfg, names=args.names, device=args.device, half=args.half,
-                        img_size=args.img_size, conf_threshold=args.conf, nms_threshold=args.nms,
-                        max_detections=args.max_det, classes=args.classes, backend=args.backend,
-                        tile=_tile_arg(args.tile), tile_overlap=args.tile_overlap, fuse=not args.no_fuse,
-                        rect=not args.square)
+    det = load_detector(args.weights, options_from_args(args))
     dets = det(img)
     names = det.class_names
     rows = [{"class_id": int(c), "class_name": names[int(c)], "score": round(float(s), 6),
@@ -82,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"image": str(image_path), "width": int(img.shape[1]), "height": int(img.shape[0]),
                           "weights": str(args.weights), "backend": det.backend, "device": str(det.device),
+                          "provider": det.provider,
                           "img_size": det.img_size, "conf_threshold": det.conf_threshold,
                           "nms_threshold": det.nms_threshold,
                           "timings_ms": {k: round(v, 3) for k, v in det.last_timings.items()},
@@ -92,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['class_name']:<20} {r['score']:.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
     t = det.last_timings
     print(f"{image_path}: {len(rows)} detections, {img.shape[1]}x{img.shape[0]}, "
-          f"{det.backend} on {det.device}, "
+          f"{det.backend} on {det.device} ({det.provider}), "
           f"{t.get('total', 0):.1f} ms (pre {t.get('preprocess', 0):.1f}, forward {t.get('forward', 0):.1f}, "
           f"post {t.get('postprocess', 0):.1f})" + (f"; drawn to {args.out}" if args.out else ""),
           file=sys.stderr)

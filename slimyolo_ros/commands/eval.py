@@ -7,24 +7,13 @@ import json
 import logging
 import sys
 
+from slimyolo_ros.commands.detector_args import add_detector_arguments, options_from_args
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help=".pt checkpoint, Darknet .weights (needs --cfg) or .onnx")
-    p.add_argument("--cfg", default=None, help="Darknet cfg (default: the one stored in the .pt checkpoint)")
     p.add_argument("--data", required=True, help="VisDrone-DET folder with images/ and annotations/")
-    p.add_argument("--names", default=None, help=".names file (default: the checkpoint's class names)")
-    p.add_argument("--img-size", type=int, default=None, help="network input side (default: the model's)")
-    p.add_argument("--conf", type=float, default=0.001,
-                   help="confidence threshold (default 0.001: mAP needs the low-score tail)")
-    p.add_argument("--nms", type=float, default=0.5, help="NMS IoU threshold (default 0.5)")
-    p.add_argument("--max-det", type=int, default=300, help="detections per image after NMS (default 300)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--half", action="store_true", help="fp16 inference (CUDA only)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
-    p.add_argument("--square", action="store_true",
-                   help="letterbox to img_size x img_size (default: each side the smallest multiple "
-                        "of 32 that holds the image, faster on non-square images)")
-    p.add_argument("--tile", default=None, help="tiled inference: N or RxC crops (plus the full frame)")
+    add_detector_arguments(p, conf=0.001, nms=0.5, conf_help=": mAP needs the low-score tail")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed annotation lines with a warning")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -67,10 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from slimyolo_ros.detect import load_detector
     from slimyolo_ros.evaluate.run import evaluate_detector
 
-    detector = load_detector(args.weights, cfg=args.cfg, names=args.names, device=args.device,
-                             half=args.half, img_size=args.img_size, conf_threshold=args.conf,
-                             nms_threshold=args.nms, max_detections=args.max_det, backend=args.backend,
-                             tile=args.tile, rect=not args.square)
+    options = options_from_args(args)  # a bad option fails before the (slow) dataset scoring
+    detector = load_detector(args.weights, options)
     if list(detector.class_names) != list(VISDRONE_CLASSES):
         logging.getLogger("slimyolo.eval").warning(
             "the model's class names (%s) differ from VisDrone's (%s): classes are matched by index",
@@ -81,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "img_size": detector.img_size,
         "device": str(detector.device),
+        "provider": detector.provider,
         "conf": args.conf,
         "nms": args.nms,
         "skipped_annotations": n_skipped,

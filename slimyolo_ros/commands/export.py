@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from slimyolo_ros.darknet.input_size import check_img_size
 from slimyolo_ros.errors import SlimyoloError
 
 
@@ -36,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, class_names, img_size = load_model(args.weights, cfg=args.cfg, names=args.names, device="cpu")
     img_size = args.img_size or img_size
-    if img_size < 32 or img_size % 32:
-        raise SlimyoloError(f"--img-size {img_size}: must be a positive multiple of 32")
+    img_size = check_img_size(img_size, "--img-size")
     if args.opset < 13:
         raise SlimyoloError(f"--opset {args.opset}: must be >= 13")
     if args.format != "onnx" and args.dynamic:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from slimyolo_ros.errors import SlimyoloError
+from slimyolo_ros.darknet.input_size import check_img_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = Darknet.from_file(args.cfg)
     img_size = args.img_size or model.img_size
-    if img_size < 32 or img_size % 32:
-        raise SlimyoloError(f"--img-size {img_size}: must be a positive multiple of 32")
+    img_size = check_img_size(img_size, "--img-size")
     rows = layer_table(model, img_size)
     params = count_params(model)
     gflops = sum(r["gflops"] for r in rows)

@@ -172,6 +172,24 @@ class Upsample(nn.Module):
         return f"stride={self.stride}"
 
 
+def decode_head(raw: torch.Tensor, anchors: torch.Tensor, in_h: int, in_w: int) -> torch.Tensor:
+    """One head's raw B×A×H×W×(5+C) output → B×(A·H·W)×(5+C) boxes: cx, cy, w, h in input pixels,
+    sigmoid objectness, sigmoid class probabilities; always float32.
+
+    The one decode, used by the model in eval mode and by the ONNX export: an fp16 network's head is
+    decoded in fp32, because fp16 pixel coordinates lose whole pixels past 512 (its spacing there is
+    0.5 px, 1 px past 1024) and ONNX Runtime has no fp16 ``Range`` for the grid."""
+    raw = raw.float()
+    b, a, h, w, n = raw.shape
+    gy = torch.arange(h, dtype=torch.float32, device=raw.device).view(1, 1, h, 1)
+    gx = torch.arange(w, dtype=torch.float32, device=raw.device).view(1, 1, 1, w)
+    cx = (raw[..., 0].sigmoid() + gx) * (in_w / w)
+    cy = (raw[..., 1].sigmoid() + gy) * (in_h / h)
+    wh = raw[..., 2:4].exp() * anchors.to(device=raw.device, dtype=torch.float32).view(1, a, 1, 1, 2)
+    out = torch.cat((cx.unsqueeze(-1), cy.unsqueeze(-1), wh, raw[..., 4:].sigmoid()), -1)
+    return out.view(b, -1, n)
+
+
 class YOLOLayer(nn.Module):
     """Decodes one detection head. Anchors are in input pixels (cfg units)."""
 
@@ -191,17 +209,7 @@ class YOLOLayer(nn.Module):
         raw = x.view(b, a, n, h, w).permute(0, 1, 3, 4, 2).contiguous()
         if self.training:
             return raw, None
-        stride_y, stride_x = img_size[0] / h, img_size[1] / w
-        gy, gx = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
-                                torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
-        anchors = self.anchors.to(x.dtype).view(1, a, 1, 1, 2)
-        xy = raw[..., 0:2].sigmoid()
-        cx = (xy[..., 0] + gx) * stride_x
-        cy = (xy[..., 1] + gy) * stride_y
-        wh = raw[..., 2:4].exp() * anchors
-        rest = raw[..., 4:].sigmoid()
-        pred = torch.cat((cx.unsqueeze(-1), cy.unsqueeze(-1), wh, rest), dim=-1)
-        return raw, pred.view(b, -1, n)
+        return raw, decode_head(raw, self.anchors, img_size[0], img_size[1])
 
     def extra_repr(self) -> str:
         return f"anchors={self.anchors.tolist()}, classes={self.num_classes}"
@@ -227,7 +235,8 @@ class Darknet(nn.Module):
     conv then has no bias) and ``act``; ``[route]``/``[shortcut]`` hold resolved absolute indices and no
     tensors (``forward`` concatenates/sums); ``[yolo]`` is a ``YOLOLayer`` whose anchors are a
     non-persistent buffer. ``forward(x)``: in training mode one raw B×A×H×W×(5+C) tensor per [yolo]
-    layer; in eval mode ``(pred, raw)`` with ``pred`` B×N×(5+C) = cx, cy, w, h in input pixels,
+    layer; in eval mode ``(pred, raw)`` with ``pred`` B×N×(5+C) float32 (whatever the network's dtype:
+    :func:`decode_head`) = cx, cy, w, h in input pixels,
     sigmoid(objectness), sigmoid(class) (not multiplied), ordered by yolo layer, anchor, row, column.
     ``cfg_text()`` writes the current architecture, so a pruned model writes its own cfg.
     """

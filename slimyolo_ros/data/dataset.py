@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from slimyolo_ros.darknet.input_size import check_img_size
 from slimyolo_ros.data.visdrone import Sample, read_image
 from slimyolo_ros.detect.letterbox import letterbox, letterbox_boxes
 
@@ -98,8 +99,7 @@ class YoloDataset(torch.utils.data.Dataset):
         min_box: float = 2.0,
         min_visible: float = 0.25,
     ):
-        if img_size <= 0 or img_size % 32:
-            raise ValueError(f"img_size {img_size} must be a positive multiple of 32")
+        check_img_size(img_size)
         if not 0 <= scale < 1:
             raise ValueError(f"scale jitter {scale} must be in [0, 1)")
         self.samples = list(samples)

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from slimyolo_ros.detect.errors import DetectorError
+from slimyolo_ros.detect.options import device_name
+from slimyolo_ros.detect.providers import GPU, choose_providers, provider_options
 
-BACKENDS = ("torch", "onnxruntime")
 log = logging.getLogger(__name__)
 _logged_cpu_fallback = False
 
@@ -29,6 +30,7 @@ class Backend(Protocol):
     half: bool
     model: nn.Module | None
     onnx_path: Path | None
+    providers: tuple[str, ...]
 
     def __call__(self, batch: np.ndarray) -> torch.Tensor: ...
 
@@ -37,19 +39,11 @@ class Backend(Protocol):
     def postprocess_threads(self) -> contextlib.AbstractContextManager[None]: ...
 
 
-def check_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise DetectorError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
-    return name
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``auto`` → first GPU if torch sees one, else CPU (logged once per process as a warning);
     ``cpu``, ``cuda``, ``cuda:N`` are checked against what torch can actually use."""
     global _logged_cpu_fallback
-    if isinstance(device, torch.device):
-        device = str(device)
-    name = (device or "auto").strip().lower()
+    name = device_name(device)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda:0")
@@ -59,29 +53,23 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DetectorError(
-                f"device {device!r}: torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() "
-                f"is False; a CPU-only torch build or no driver); use device='cpu' or 'auto' "
-                f"(docs/deploy.md explains installing a CUDA build of torch)")
-        index = 0
-        if ":" in name:
-            try:
-                index = int(name.split(":", 1)[1])
-            except ValueError:
-                raise DetectorError(f"device {device!r}: expected cuda:N with an integer N") from None
-        if not 0 <= index < torch.cuda.device_count():
-            raise DetectorError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible "
-                                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
-        return torch.device(f"cuda:{index}")
-    raise DetectorError(f"device {device!r}: expected one of auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise DetectorError(
+            f"device {str(device)!r}: torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() "
+            f"is False; a CPU-only torch build or no driver); use device='cpu' or 'auto' "
+            f"(docs/deploy.md explains installing a CUDA build of torch)")
+    index = int(name.split(":", 1)[1])
+    if not 0 <= index < torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise DetectorError(f"device {str(device)!r}: only {n} CUDA device(s) visible (cuda:0..cuda:{n - 1})")
+    return torch.device(f"cuda:{index}")
 
 
 class TorchBackend:
     """The torch model; fp16 only on CUDA (``half`` is then False on the CPU)."""
 
     onnx_path = None
+    providers: tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module, device: torch.device, half: bool, channels_last: bool):
         self.device, self.half, self.channels_last = device, half and device.type == "cuda", channels_last
@@ -110,14 +98,21 @@ class TorchBackend:
 
 
 class OnnxRuntimeBackend:
-    """A decoded ONNX graph (``slimyolo export --decoded``) in ONNX Runtime; always fp32."""
+    """A decoded ONNX graph (``slimyolo export --decoded``) in ONNX Runtime, on the execution
+    providers :func:`~slimyolo_ros.detect.providers.choose_providers` picks from ``providers`` and
+    ``device``; ``providers`` then holds what the session really registered, best first. ``half``:
+    TensorRT builds its engine in fp16 (the graph itself is fp32)."""
 
-    half = False
-
-    def __init__(self, path: Path, device: torch.device, model: nn.Module | None = None):
-        self.session = ort_session(path, device)
+    def __init__(self, path: Path, device: str = "auto", providers: Any = "auto",
+                 trt_cache_dir: str | None = None, model: nn.Module | None = None):
+        self.session = ort_session(path, device, providers, trt_cache_dir)
+        self.providers: tuple[str, ...] = tuple(self.session.get_providers())
         self.input_name = self.session.get_inputs()[0].name
-        self.onnx_path, self.device, self.model = path, device, model
+        self.onnx_path, self.model = path, model
+        self.half = self.providers[0] == "TensorrtExecutionProvider"
+        name = device_name(device)
+        gpu_index = int(name.split(":")[1]) if name.startswith("cuda:") else 0
+        self.device = torch.device(f"cuda:{gpu_index}" if self.providers[0] in GPU else "cpu")
 
     def __call__(self, batch: np.ndarray) -> torch.Tensor:
         x = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
@@ -148,11 +143,19 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def ort_session(path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
-    """An ONNX Runtime session on CPU, or CUDA when ``device`` is a GPU (errors if ORT lacks CUDA)."""
+def ort_session(path: str | os.PathLike, device: str = "cpu", providers: Any = "auto",
+                trt_cache_dir: str | None = None) -> Any:
+    """An ONNX Runtime session for ``path`` on the providers chosen from ``providers`` (auto or a
+    list) and ``device`` (auto | cpu | cuda:N); ProviderError when one asked for is missing."""
     import onnxruntime as ort
 
-    device = torch.device(device)
+    name = device_name(device)
+    chosen = choose_providers(providers, ort.get_available_providers(), name)
+    index = int(name.split(":")[1]) if name.startswith("cuda:") else 0
+    with_options = provider_options(chosen, index, trt_cache_dir)
+    for _, provider_opts in with_options:
+        if "trt_engine_cache_path" in provider_opts:
+            Path(provider_opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.log_severity_level = 3
@@ -160,14 +163,8 @@ def ort_session(path: str | os.PathLike, device: torch.device | str = "cpu") -> 
         # Same choice as torch's OpenMP pool: idle workers sleep instead of spinning, which on a
         # shared CPU steals the cores from everything else (docs/benchmarks.md).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if device.type == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise DetectorError(f"device {device}: this onnxruntime has no CUDAExecutionProvider "
-                                f"(available: {', '.join(ort.get_available_providers())}); "
-                                f"install onnxruntime-gpu or use device='cpu'")
-        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        return ort.InferenceSession(str(path), sess_options=opts, providers=with_options)
     except Exception as exc:  # ORT's own exception types (InvalidGraph, NoSuchFile, ...)
-        raise DetectorError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
+        raise DetectorError(f"{path}: ONNX Runtime cannot load it on {', '.join(chosen)}: "
+                            f"{' '.join(str(exc).split())}") from None

@@ -9,7 +9,6 @@ in memory, e.g. evaluation during training).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,20 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimyolo_ros.detect.backends import (
-    Backend,
-    OnnxRuntimeBackend,
-    TorchBackend,
-    check_backend,
-    resolve_device,
-)
+from slimyolo_ros.darknet.input_size import check_img_size
+from slimyolo_ros.detect.backends import Backend, OnnxRuntimeBackend, TorchBackend, resolve_device
 from slimyolo_ros.detect.errors import DetectorError
 from slimyolo_ros.detect.letterbox import letterbox, unletterbox_boxes
 from slimyolo_ros.detect.nms import postprocess
+from slimyolo_ros.detect.options import DetectorOptions, check_max_detections, unit_interval
 from slimyolo_ros.detect.tiling import TileSpec, add_timings, check_overlap, detect_tiled, parse_tile
-
-# Largest stride of every cfg in the family; the input side must be a multiple of it.
-MAX_STRIDE = 32
 
 
 def as_bgr(img: Any) -> np.ndarray:
@@ -56,29 +48,6 @@ def as_bgr(img: Any) -> np.ndarray:
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     return img
-
-
-def unit_interval(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise DetectorError(f"{name} {value!r}: must be a number in [0, 1]") from None
-    if not 0.0 <= v <= 1.0 or math.isnan(v):
-        raise DetectorError(f"{name} {value!r}: must be in [0, 1]")
-    return v
-
-
-def check_max_detections(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise DetectorError(f"max_detections {value!r}: must be an integer >= 1")
-    return int(value)
-
-
-def check_img_size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or value < MAX_STRIDE or value % MAX_STRIDE:
-        raise DetectorError(f"img_size {value!r}: must be a positive multiple of {MAX_STRIDE}")
-    return int(value)
 
 
 def class_indices(class_names: Sequence[str], classes: Sequence[str | int] | str | None) -> list[int] | None:
@@ -113,56 +82,50 @@ class Detector:
     ``device``, ``half`` (fp16 in use), ``rect``, ``img_size``, ``backend`` say how it actually runs.
     """
 
-    def __init__(
-        self,
-        runner: Backend,
-        class_names: Sequence[str],
-        img_size: int,
-        *,
-        conf_threshold: float = 0.25,
-        nms_threshold: float = 0.45,
-        max_detections: int = 300,
-        classes: Sequence[str | int] | str | None = None,
-        rect: bool = True,
-        tile: Any = None,
-        tile_overlap: float = 0.2,
-        tile_full_frame: bool = True,
-        multi_label: bool = False,
-        fused: bool = False,
-        weights: Path | None = None,
-    ):
+    def __init__(self, runner: Backend, class_names: Sequence[str], img_size: int, options: DetectorOptions,
+                 *, weights: Path | None = None):
+        # ``options`` were checked when they were made; only what needs the model is checked here.
         self._runner = runner
+        self.options = options
         self.backend = "onnxruntime" if isinstance(runner, OnnxRuntimeBackend) else "torch"
         self.device: torch.device = runner.device
         self.half: bool = runner.half
+        self.providers: tuple[str, ...] = runner.providers
         self.model: nn.Module | None = runner.model
         self.onnx_path: Path | None = runner.onnx_path
-        self.img_size = check_img_size(img_size)
+        self.img_size = check_img_size(img_size, "img_size", DetectorError)
         self.class_names: list[str] = list(class_names)
-        self.fused, self.weights = fused, weights
-        self.conf_threshold = conf_threshold
-        self.nms_threshold = nms_threshold
-        self.max_detections = max_detections
-        self.class_filter = classes
-        self._tile: TileSpec | None = None
-        self._tile_full_frame = bool(tile_full_frame)
-        self.tile_overlap = tile_overlap
-        self.tile = tile
-        self.rect = bool(rect)
-        self.multi_label = bool(multi_label)
+        self.fused = options.fuse and self.model is not None
+        self.weights = weights
+        self._conf, self._nms = options.conf_threshold, options.nms_threshold
+        self._max_det = options.max_detections
+        self._class_idx = class_indices(self.class_names, options.classes)
+        self._tile_overlap, self._tile_full_frame = options.tile_overlap, options.tile_full_frame
+        self._tile: TileSpec | None = options.tile
+        self.rect, self.multi_label = options.rect, options.multi_label
         self.last_timings: dict[str, float] = {}
         self.last_input_shape: tuple[int, int] | None = None  # (H, W) of the last network input
         if self.device.type == "cuda":
             self.warmup()
 
+    @property
+    def provider(self) -> str:
+        """Where the network runs: the ONNX Runtime execution provider in use (the first the session
+        registered), or ``torch-cpu``/``torch-cuda`` for the torch backend."""
+        return self.providers[0] if self.providers else f"torch-{self.device.type}"
+
     @classmethod
     def from_model(cls, model: nn.Module, class_names: Sequence[str], img_size: int | None = None,
-                   **options: Any) -> Detector:
-        """A Detector around a model already in memory (e.g. evaluation during training); ``options``
-        as :func:`~slimyolo_ros.detect.load_detector`'s, ``device`` defaults to the model's. With
-        ``fuse=True`` (default) it works on a folded copy, so the caller's model is left untouched."""
-        options.setdefault("device", next(model.parameters()).device)
-        return detector_for_model(model, class_names, img_size, owned=False, **options)
+                   options: DetectorOptions | None = None, **changes: Any) -> Detector:
+        """A Detector around a model already in memory (e.g. evaluation during training), with
+        ``options`` (default DetectorOptions()) and ``changes`` to them (``conf_threshold=0.001``);
+        ``device`` defaults to the model's. With ``fuse`` (default) it works on a folded copy, so
+        the caller's model is left untouched."""
+        changes.setdefault("device", str(next(model.parameters()).device))
+        if img_size is not None:
+            changes["img_size"] = img_size
+        opts = (options or DetectorOptions()).replace(**changes)
+        return detector_for_model(model, class_names, opts, owned=False)
 
     # ----- settable parameters, validated -----
     @property
@@ -274,52 +237,41 @@ class Detector:
                          "postprocess": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
 
     def __repr__(self) -> str:
-        return (f"Detector(backend={self.backend!r}, device={str(self.device)!r}, img_size={self.img_size}, "
-                f"classes={len(self.class_names)}, conf={self._conf}, nms={self._nms}, half={self.half}, "
-                f"fused={self.fused}, rect={self.rect}, tile={self._tile})")
+        return (f"Detector(backend={self.backend!r}, device={str(self.device)!r}, "
+                f"provider={self.provider!r}, img_size={self.img_size}, classes={len(self.class_names)}, "
+                f"conf={self._conf}, nms={self._nms}, half={self.half}, fused={self.fused}, rect={self.rect}, "
+                f"tile={self._tile})")
 
 
-def detector_for_model(
-    model: nn.Module,
-    class_names: Sequence[str],
-    img_size: int | None = None,
-    *,
-    owned: bool,
-    backend: str = "torch",
-    device: str | torch.device = "auto",
-    half: bool = False,
-    fuse: bool = True,
-    channels_last: bool = True,
-    onnx_cache: str | Path | None = None,
-    weights: Path | None = None,
-    **settings: Any,
-) -> Detector:
+def detector_for_model(model: nn.Module, class_names: Sequence[str], options: DetectorOptions, *,
+                       owned: bool, weights: Path | None = None) -> Detector:
     """A Detector running ``model`` (``owned``: nobody else holds it, so its memory layout may change).
 
-    ``fuse`` folds BatchNorm into the convolutions of a copy of the model; ``channels_last`` runs the
-    torch model in NHWC layout, on a model the Detector owns (its own copy or one it loaded). With
-    ``backend="onnxruntime"`` the model is exported once to a cached ONNX file (``onnx_cache``).
-    ``settings``: the Detector's (conf_threshold, nms_threshold, rect, tile, ...)."""
-    check_backend(backend)
-    dev = resolve_device(device)
+    ``options.fuse`` folds BatchNorm into the convolutions of a copy of the model; ``channels_last``
+    runs the torch model in NHWC layout, on a model the Detector owns (its own copy or one it loaded).
+    With backend onnxruntime the model is exported once to a cached ONNX file (``onnx_cache``)."""
     names = list(class_names)
     n = getattr(model, "num_classes", 0)
     if not names:
         names = [str(i) for i in range(n)]
     elif n and len(names) != n:
         raise DetectorError(f"{len(names)} class names for a model with {n} classes")
-    size = check_img_size(img_size or getattr(model, "img_size", None) or 416)
-    if fuse:
+    size = options.img_size or check_img_size(getattr(model, "img_size", None) or 416, "the model's img_size",
+                                              DetectorError)
+    if options.fuse:
         from slimyolo_ros.detect.fuse import fuse_model
 
         model, owned = fuse_model(model), True
     else:
         model = model.eval()
     runner: Backend
-    if backend == "torch":
-        runner = TorchBackend(model, dev, half, channels_last and owned)
+    if options.backend == "torch":
+        device = resolve_device(options.device)
+        runner = TorchBackend(model, device, options.half, options.channels_last and owned)
     else:
         from slimyolo_ros.export.onnx import cached_onnx
 
-        runner = OnnxRuntimeBackend(cached_onnx(model, size, names, cache_dir=onnx_cache), dev, model)
-    return Detector(runner, names, size, fused=fuse, weights=weights, **settings)
+        onnx_path = cached_onnx(model, size, names, cache_dir=options.onnx_cache)
+        runner = OnnxRuntimeBackend(onnx_path, options.device, options.providers, options.trt_cache_dir,
+                                    model)
+    return Detector(runner, names, size, options, weights=weights)

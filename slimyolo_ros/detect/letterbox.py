@@ -14,6 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from slimyolo_ros.darknet.input_size import MAX_STRIDE
+
 
 def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
     """(new_h, new_w) of an image of ``height`` × ``width`` resized by ``scale`` (at least 1 px)."""
@@ -21,7 +23,7 @@ def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
 
 
 def letterbox_shape(height: int, width: int, size: int, rect: bool = False,
-                    stride: int = 32) -> tuple[int, int]:
+                    stride: int = MAX_STRIDE) -> tuple[int, int]:
     """(H, W) of the letterboxed input for an image of ``height`` × ``width``: ``(size, size)``, or
     with ``rect`` the resized image's sides rounded up to multiples of ``stride`` (at most ``size``)."""
     if not rect:

@@ -30,7 +30,7 @@ from slimyolo_ros.io_utils import atomic_write
 
 OPSET = 17
 # Bump when the exported graph changes shape or meaning, so stale cache files are not reused.
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"
 PARITY_TOL = 1e-4
 
 
@@ -39,41 +39,18 @@ class ExportError(SlimyoloError):
 
 
 class ExportModel(nn.Module):
-    """The network as exported: float input N×3×S×S RGB in [0, 1] → decoded ``pred`` or raw heads.
+    """The network as exported: float input N×3×S×S RGB in [0, 1] → decoded ``pred`` (float32, the
+    model's own decode, :func:`~slimyolo_ros.darknet.model.decode_head`, also for fp16 weights) or
+    the raw heads."""
 
-    In fp16 the boxes are decoded here, from the raw heads cast to fp32: the model's own decode
-    builds its grid with ``arange`` in the input dtype, and ONNX Runtime has no fp16 ``Range``
-    (fp16 pixel coordinates would also lose whole pixels at 608). The model's decode is then dead
-    code that the exporter drops.
-    """
-
-    def __init__(self, model: nn.Module, decoded: bool, decode_fp32: bool = False):
+    def __init__(self, model: nn.Module, decoded: bool):
         super().__init__()
         self.model = model
         self.decoded = decoded
-        self.decode_fp32 = decode_fp32
-        layers = [model.module_list[i] for i in getattr(model, "yolo_layers", [])]
-        self._anchors = [m.anchors.detach().float().cpu() for m in layers]
 
     def forward(self, x: torch.Tensor):
         pred, raws = self.model(x)
-        if not self.decoded:
-            return tuple(raws)
-        if not self.decode_fp32:
-            return pred
-        return torch.cat([self._decode(r.float(), a, x.shape[-2], x.shape[-1])
-                          for r, a in zip(raws, self._anchors, strict=True)], 1)
-
-    @staticmethod
-    def _decode(raw: torch.Tensor, anchors: torch.Tensor, in_h: int, in_w: int) -> torch.Tensor:
-        b, a, h, w, n = raw.shape
-        gy = torch.arange(h, dtype=torch.float32, device=raw.device).view(1, 1, h, 1)
-        gx = torch.arange(w, dtype=torch.float32, device=raw.device).view(1, 1, 1, w)
-        cx = (raw[..., 0].sigmoid() + gx) * (in_w / w)
-        cy = (raw[..., 1].sigmoid() + gy) * (in_h / h)
-        wh = raw[..., 2:4].exp() * anchors.to(raw.device).view(1, a, 1, 1, 2)
-        out = torch.cat((cx.unsqueeze(-1), cy.unsqueeze(-1), wh, raw[..., 4:].sigmoid()), -1)
-        return out.view(b, -1, n)
+        return pred if self.decoded else tuple(raws)
 
 
 def _yolo_info(model: nn.Module, img_size: int) -> tuple[list[list[list[float]]], list[float]]:
@@ -113,7 +90,7 @@ def export_onnx(
         raise ExportError(f"opset {opset}: must be >= 13")
     path = Path(path)
     src_device = next(model.parameters()).device
-    net = ExportModel(_export_copy(model, half), decoded, decode_fp32=half).eval()
+    net = ExportModel(_export_copy(model, half), decoded).eval()
     dtype = torch.float16 if half else torch.float32
     dummy = torch.rand(1, 3, img_size, img_size, generator=torch.Generator().manual_seed(0)).to(dtype)
     n_heads = len(getattr(model, "yolo_layers", []))

@@ -61,7 +61,7 @@ from slimyolo_ros.ros.convert import (
 from slimyolo_ros.ros.frame_slot import FrameSlot
 from slimyolo_ros.ros.messages import to_label_info
 from slimyolo_ros.ros.node_stats import Stats
-from slimyolo_ros.ros.parameters import PARAMETERS, resolve_path, search_dirs
+from slimyolo_ros.ros.parameters import PARAMETERS, detector_options, resolve_path, search_dirs
 from slimyolo_ros.ros.qos import (
     AUTO,
     RELIABILITY_CHOICES,
@@ -165,25 +165,16 @@ class DetectorNode(Node):
             if path is not None and not path.is_file():
                 raise StartupError(f"{label} file not found: {path} (parameter {label!r}"
                                    f"{_looked_in(p[label])})")
-        tile = None
-        if p["tile"]:
-            tile = {"size": int(p["tile_size"]), "overlap": float(p["tile_overlap"])}
-        # torch is imported here, after the file checks, so a typo fails fast.
-        from slimyolo_ros.detect import load_detector
-
         t0 = time.monotonic()
         # load_detector checks every option and names the bad one; what it logs (device auto
         # without a GPU) goes to this node's log.
         library_log, to_ros = logging.getLogger("slimyolo_ros"), _RosLogHandler(self.get_logger())
         library_log.addHandler(to_ros)
         try:
-            det = load_detector(
-                str(weights), cfg=str(cfg) if cfg else None, names=str(names) if names else None,
-                device=p["device"], half=bool(p["half"]), img_size=int(p["img_size"]) or None,
-                conf_threshold=float(p["conf_threshold"]), nms_threshold=float(p["nms_threshold"]),
-                max_detections=int(p["max_detections"]), backend=p["backend"], tile=tile,
-                rect=bool(p["rect"]),
-            )
+            # torch is imported here, after the file checks, so a typo fails fast.
+            from slimyolo_ros.detect import load_detector
+
+            det = load_detector(str(weights), detector_options(p, cfg, names))
         except SlimyoloError as exc:  # its messages name the file, the option or the device
             raise StartupError(_one_line(exc)) from None
         except Exception as exc:  # torch/pickle/OpenCV errors on a corrupt file
@@ -199,8 +190,8 @@ class DetectorNode(Node):
             det(np.zeros((480, 640, 3), np.uint8))
         warm_ms = (time.monotonic() - t0) * 1e3
         self._model_desc = (f"{weights} ({len(det.class_names)} classes, device {det.device}"
-                            f"{' fp16' if det.half else ''}, input {det.img_size}"
-                            f"{', tiled' if tile else ''}, "
+                            f"{' fp16' if det.half else ''}, provider {det.provider}, input {det.img_size}"
+                            f"{', tiled' if det.tile else ''}, "
                             f"loaded in {load_ms:.0f} ms, warm-up {warm_ms:.0f} ms)")
         return det
 
@@ -217,7 +208,7 @@ class DetectorNode(Node):
                     return SetParametersResult(successful=False, reason=_one_line(exc))
             elif param.name in ("conf_threshold", "nms_threshold"):
                 # The descriptor's range rejects most bad values, but not NaN: the Detector's check.
-                from slimyolo_ros.detect.detector import unit_interval
+                from slimyolo_ros.detect.options import unit_interval
 
                 try:
                     unit_interval(param.name, param.value)
@@ -346,7 +337,8 @@ class DetectorNode(Node):
 
     def _report_stats(self) -> None:
         s = self.stats.snapshot()
-        s.update(reliability=self._reliability, publishers=len(self._offered),
+        s.update(provider=self.detector.provider, reliability=self._reliability,
+                 publishers=len(self._offered),
                  starved=self._starvation.starved, starvation_warnings=self._starvation_warnings,
                  stamp=self.get_clock().now().nanoseconds / 1e9)
         self._stats_pub.publish(String(data=json.dumps(s)))

@@ -8,6 +8,8 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from slimyolo_ros.darknet.input_size import MAX_STRIDE
+
 PACKAGE = "slimyolo_ros"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,7 +61,7 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                              "else CPU with a warning)")),
     "half": (True, _desc("fp16 inference on CUDA (ignored on CPU)")),
     "img_size": (0, _desc("network input size (multiple of 32); 0: the model's own",
-                          integer_range=[IntegerRange(from_value=0, to_value=4096, step=32)])),
+                          integer_range=[IntegerRange(from_value=0, to_value=4096, step=MAX_STRIDE)])),
     "rect": (True, _desc("letterbox to the smallest multiple of 32 per side instead of img_size x img_size "
                          "(a 1920x1080 frame at 416 runs at 416x256)")),
     "conf_threshold": (0.25, _desc("minimum score obj*cls in [0, 1]", read_only=False,
@@ -88,6 +90,27 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                            integer_range=[IntegerRange(from_value=0, to_value=8192, step=1)])),
     "tile_overlap": (0.2, _desc("tile overlap fraction", floating_point_range=_range(0.0, 0.9))),
     "backend": ("torch", _desc("torch | onnxruntime")),
+    "providers": ("auto", _desc(
+        "ONNX Runtime execution providers (backend onnxruntime): auto (TensorRT, then CUDA, then CPU, "
+        "whichever this onnxruntime has) or a list, as a string 'tensorrt,cuda,cpu' or a string array; "
+        "full names (CUDAExecutionProvider) work too", dynamic_typing=True)),
+    "trt_cache_dir": ("~/.cache/slimyolo_ros/trt", _desc(
+        "TensorRT engine cache folder: the first start builds the fp16 engine, later starts reuse it")),
     "stats_period": (5.0, _desc("seconds between stats log lines and ~/stats messages; 0: off",
                                 floating_point_range=_range(0.0, 3600.0))),
 }
+
+
+def detector_options(p: dict[str, Any], cfg: Path | None = None, names: Path | None = None) -> Any:
+    """The DetectorOptions that the node's parameter values ``p`` ask for (``cfg``/``names``: the
+    resolved files). It names the bad value; the node turns that into its one-line start-up error.
+    ``classes`` is not among them: it changes at runtime and the node sets it as the class filter."""
+    from slimyolo_ros.detect import DetectorOptions  # torch comes with it: only once the files exist
+
+    tile = {"size": int(p["tile_size"]), "overlap": float(p["tile_overlap"])} if p["tile"] else None
+    return DetectorOptions(
+        cfg=str(cfg) if cfg else None, names=str(names) if names else None, backend=p["backend"],
+        device=p["device"], half=bool(p["half"]), img_size=int(p["img_size"]) or None, rect=bool(p["rect"]),
+        tile=tile, conf_threshold=float(p["conf_threshold"]), nms_threshold=float(p["nms_threshold"]),
+        max_detections=int(p["max_detections"]), providers=p["providers"],
+        trt_cache_dir=p["trt_cache_dir"] or None)

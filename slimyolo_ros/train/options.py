@@ -12,6 +12,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from slimyolo_ros.darknet.input_size import check_img_size
 from slimyolo_ros.errors import TrainingError
 from slimyolo_ros.evaluate.coco import EVAL_CONF_THRESHOLD, EVAL_NMS_THRESHOLD
 
@@ -152,8 +153,6 @@ def check_options(o: TrainOptions) -> None:
     """Range and consistency checks; the message names the CLI flag and the bad value."""
     checks = [
         (o.epochs >= 1, f"--epochs must be >= 1, found {o.epochs}"),
-        (o.img_size >= 32 and o.img_size % 32 == 0,
-         f"--img-size must be a multiple of 32, found {o.img_size}"),
         (o.batch >= 1, f"--batch must be >= 1, found {o.batch}"),
         (o.accumulate >= 1, f"--accumulate must be >= 1, found {o.accumulate}"),
         (o.lr > 0, f"--lr must be > 0, found {o.lr}"),
@@ -171,5 +170,6 @@ def check_options(o: TrainOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise TrainingError(message)
+    check_img_size(o.img_size, "--img-size", TrainingError)
     if not Path(o.cfg).is_file():
         raise TrainingError(f"--cfg {o.cfg}: file not found")

@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from slimyolo_ros.darknet.checkpoint import load_checkpoint, save_checkpoint
+from slimyolo_ros.darknet.input_size import MAX_STRIDE
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.errors import DatasetError, TrainingError, WeightsError
 from slimyolo_ros.evaluate.run import METRICS, evaluate_model
@@ -317,7 +318,7 @@ class _Trainer:
             drop_last=False)
         self.nb = len(self.loader)
 
-        self.gs = 32  # multi-scale sizes stay multiples of the largest stride
+        self.gs = MAX_STRIDE  # multi-scale sizes stay valid input sizes
         self.loss_fn = YoloLoss(self.model)
         self.optimizer = _build_optimizer(self.model, o)
         self.lf = _lr_lambda(o)
