@@ -239,7 +239,8 @@ class Detector:
     def __repr__(self) -> str:
         return (f"Detector(backend={self.backend!r}, device={str(self.device)!r}, "
                 f"provider={self.provider!r}, img_size={self.img_size}, classes={len(self.class_names)}, "
-                f"conf={self._conf}, nms={self._nms}, half={self.half}, fused={self.fused}, rect={self.rect}, "
+                f"conf={self._conf}, nms={self._nms}, half={self.half}, fused={self.fused}, "
+                f"rect={self.rect}, "
                 f"tile={self._tile})")
 
 

@@ -22,7 +22,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, img_size: int,
     path = Path(path)
     m = copy.deepcopy(model).cpu().eval()
     m = m.half() if half else m.float()
-    net = ExportModel(m, decoded, decode_fp32=half).eval()
+    net = ExportModel(m, decoded).eval()
     x = torch.rand(1, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         # torch.jit is deprecated in favour of torch.export, but libtorch still loads only TorchScript.
