@@ -63,7 +63,8 @@ def test_choice_of_providers(asked, available, device, expected):
 @pytest.mark.parametrize("asked,available,device,needles", [
     (["cuda"], CPU_ONLY, "auto", ["CUDAExecutionProvider is not available", "offers AzureExecutionProvider, "
                                   "CPUExecutionProvider", "onnxruntime-gpu", "Jetson"]),
-    ("tensorrt,cuda", CUDA_BUILD, "auto", ["TensorrtExecutionProvider is not available", "TensorRT libraries"]),
+    ("tensorrt,cuda", CUDA_BUILD, "auto", ["TensorrtExecutionProvider is not available",
+                                           "TensorRT libraries"]),
     ("auto", CPU_ONLY, "cuda:0", ["CUDAExecutionProvider is not available", "device 'cuda:0' needs it",
                                   "onnxruntime-gpu"]),
     (["cuda"], CUDA_BUILD, "cpu", ["run on a GPU but device is 'cpu'"]),
