@@ -289,6 +289,33 @@ def test_unfused_detector_matches_fused(coco_tiny):
     np.testing.assert_allclose(a, b, atol=1e-3)
 
 
+def test_fp16_network_decodes_in_fp32_and_agrees_with_fp32():
+    """The one decode runs in fp32 whatever the network's dtype (the node's default GPU path is fp16).
+
+    Run here with CPU fp16 convolutions (torch 2.13 has them; slow, hence 320 px). Tolerances: the
+    fp16 network moves a box centre by ~0.02 px, its size by ~0.1 % and a score by ~0.003 on this
+    model; 0.05 px is below what fp16 coordinates can even hold past 256 px (their spacing is 0.25 px).
+    """
+    import copy
+
+    from slimyolo_ros.darknet.checkpoint import load_model
+
+    model, _, _ = load_model(TINY_WEIGHTS, cfg=TINY_CFG, names=COCO_NAMES, device="cpu")
+    model.eval()
+    padded, _, _ = letterbox(grace_hopper(), 320)
+    x = torch.from_numpy(padded[None]).permute(0, 3, 1, 2).flip(1).float() / 255
+    with torch.inference_mode():
+        pred32, _ = model(x)
+        pred16, raws16 = copy.deepcopy(model).half()(x.half())
+    assert raws16[0].dtype == torch.float16 and pred16.dtype == torch.float32
+    keep = pred32[0, :, 4] > 0.05
+    assert keep.sum() >= 5
+    a, b = pred32[0, keep], pred16[0, keep]
+    assert (a[:, :2] - b[:, :2]).abs().max() < 0.05
+    assert ((a[:, 2:4] - b[:, 2:4]).abs() / a[:, 2:4]).max() < 0.01
+    assert (a[:, 4:] - b[:, 4:]).abs().max() < 0.01
+
+
 def test_device_selection():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(DetectorError, match="'tpu'"):
