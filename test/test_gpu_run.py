@@ -1,8 +1,8 @@
-"""scripts/gpu_run.sh (scripts/gpu_run.py): the prepared GPU run of issue 16, rehearsed on the CPU.
+"""scripts/gpu_run.sh (scripts/gpu_run.py): the prepared GPU run, rehearsed on the CPU.
 
 The dry run is the same script with tiny data, the ÷8 cfg and one epoch per training stage: every
 stage runs for real (synth, trainer, pruning, evaluator, Detector latency in torch and ONNX Runtime,
-the fp16 check), so the first GPU call is not the script's first run.
+the fp16 check), so the first run on a GPU is not the script's first run.
 """
 
 from __future__ import annotations
