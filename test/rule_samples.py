@@ -6,6 +6,10 @@ from slimyolo_ros.data.synth import _Scene, generate  # a private name from anot
 from slimyolo_ros.data import __name__ as data_name  # dunder names are not private
 from os import _exit  # not this project's
 
+import pytest
+
+cupy = pytest.importorskip("cupy")  # skips in CI too
+
 
 def breaks_the_rules(track_color, r, x):
     assert track_color("7") == track_color("7")  # cannot fail
@@ -23,3 +27,25 @@ def keeps_the_rules(track_color, r, x):
     assert 0.0 < r["score"] <= 1.0  # at least not zero
     assert repr(x if not 0 <= x <= 1 else r) in r["message"]  # a condition, not the claim
     assert all(a == a for a in r)  # not what the assert states (NaN checks look like this)
+
+
+@pytest.mark.skip
+def skipped_by_marker():
+    pass
+
+
+@pytest.mark.skipif(True, reason="never")
+def skipped_by_condition():
+    pass
+
+
+def skips_always(tool):
+    if tool is None:
+        pytest.skip("no tool")
+
+
+def skips_outside_ci(tool, in_ci):
+    if tool is None:
+        if in_ci():
+            pytest.fail("no tool; CI=true requires it")
+        pytest.skip("no tool")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import in_ci
 
 REPO = Path(__file__).resolve().parents[1]
 DIGESTS = Path(__file__).with_name("synth_digests.json")
@@ -80,7 +80,7 @@ def recorded() -> dict:
     if data["versions"] != versions():
         msg = (f"{DIGESTS.name} was recorded with {data['versions']}, this is {versions()}: the files may "
                "differ without any change to the generator")
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if in_ci():
             pytest.fail(msg + "; CI=true requires the recorded versions")
         pytest.skip(msg)
     return data["cases"]
