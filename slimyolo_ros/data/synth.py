@@ -1,12 +1,12 @@
 """Synthetic top-down UAV scenes written in the VisDrone-DET format.
 
-No VisDrone here, so this is what tests, the demo and the CPU benchmarks train on. Each scene: grass/field
-ground, axis-aligned roads with lane markings and sidewalks, roof blocks with shadows, then many small
-objects of the 10 VisDrone classes, trees partly covering some of them, sometimes a crowded car park or
-crowd marked as an ignored region (category 0) whose clutter is left unannotated, then global lighting
-gradients, blur, sensor noise and JPEG compression. The ground comes from ``terrain``, the objects'
-drawings from ``sprites`` and the pixel work from ``compositing``; this module lays a scene out and writes
-the dataset.
+The tests, the demo and the CPU benchmarks train on these, not on VisDrone, which the repository does not
+ship. Each scene: grass/field ground, axis-aligned roads with lane markings and sidewalks, roof blocks with
+shadows, then many small objects of the 10 VisDrone classes, trees partly covering some of them, sometimes a
+crowded car park or crowd marked as an ignored region (category 0) whose clutter is left unannotated, then
+global lighting gradients, blur, sensor noise and JPEG compression. The ground comes from ``terrain``, the
+objects' drawings from ``sprites`` and the pixel work from ``compositing``; this module lays a scene out and
+writes the dataset.
 
 Deterministic: image ``i`` of seed ``s`` is drawn from ``np.random.default_rng([s, i])`` only, so the same
 seed gives byte-identical files whatever ``n_images`` is.
