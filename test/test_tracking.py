@@ -3,7 +3,13 @@ validation, the MOT metrics against a hand-computed case, and the track drawing.
 
 from __future__ import annotations
 
+import ast
 import logging
+import os
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +25,7 @@ from slimyolo_ros.tracking import (
 )
 from slimyolo_ros.tracking.config import NODE_NAME
 
+REPO = Path(__file__).resolve().parents[1]
 DT = 0.1  # 10 fps
 
 
@@ -128,9 +135,23 @@ def test_per_class_matching_never_continues_another_class():
 
 
 # ------------------------------------------------------------------------------------------ config
-def test_shipped_config_loads():
-    cfg = load_track_config("config/track.yaml")
-    assert cfg.algorithm in ALGORITHMS
+def test_every_tracker_value_comes_from_the_file(tmp_path):
+    """The shipped file sets every tracker setting and each reaches the config; the same file with every
+    value changed loads the changed values (the shipped ones are also the defaults, so a loader that
+    ignored the file would pass the first half alone). The node's topic keys stay out of the tracker."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "config" / "track.yaml").read_text())[NODE_NAME]["ros__parameters"]
+    keys = [f.name for f in fields(TrackerConfig)]
+    assert load_track_config(REPO / "config" / "track.yaml").to_dict() == {k: params[k] for k in keys}
+    others = {"algorithm": ("ocsort", "sort"), "track_activation_threshold": (0.4, 0.5),
+              "high_conf_det_threshold": (0.45, 0.55), "minimum_iou_threshold": (0.3, 0.35),
+              "minimum_consecutive_frames": (3, 4), "track_buffer_s": (2.5, 3.0), "frame_rate": (30.0, 25.0),
+              "class_agnostic": (True, False), "min_score": (0.1, 0.15)}
+    changed = {k: next(v for v in others[k] if v != params[k]) for k in keys}
+    path = tmp_path / "track.yaml"
+    path.write_text(yaml.safe_dump({NODE_NAME: {"ros__parameters": {**params, **changed}}}))
+    assert load_track_config(path).to_dict() == changed
 
 
 @pytest.mark.parametrize("key,value,needle", [
@@ -218,4 +239,19 @@ def test_draw_tracks_labels_ids_in_a_stable_colour_with_trails():
     assert (out == colour).all(-1).sum() > 50  # box, label background and trail in the track's colour
     assert out[70, 45].any()  # the trail between the last centres (x 40..60 at y 70)
     assert img.sum() == 0  # input untouched
-    assert track_color("7") == track_color("7")
+
+
+def test_track_colours_differ_between_ids_and_hold_across_processes():
+    """Ids born together (consecutive numbers) get different colours, and an id's colour does not depend on
+    the process (no per-run string hashing): another interpreter with another hash seed agrees."""
+    ids = [str(i) for i in range(1, 41)]
+    here = [track_color(i) for i in ids]
+    assert all(a != b for a, b in zip(here, here[1:], strict=False))
+    assert len(set(here)) >= 15
+    # the module file alone: the same function without importing the detector's torch
+    code = ("import runpy, sys; f = runpy.run_path(sys.argv[1])['track_color'];"
+            "print([f(str(i)) for i in range(1, 41)])")
+    env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "slimyolo_ros" / "detect" / "draw.py")],
+                         env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert [tuple(c) for c in ast.literal_eval(out)] == here

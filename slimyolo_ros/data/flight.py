@@ -1,12 +1,12 @@
 """Synthetic UAV flights: temporally coherent sequences written in the VisDrone-VID/MOT format.
 
-One large world per sequence (the still-image renderer's ground, roads and buildings, drawn once), then
-per frame: vehicles drive along their lanes, pedestrians walk the sidewalks or cross the roads, parked
-cars and standing people stay put, new traffic enters at the world's edges and leaves at the other side.
-Tree crowns (some over the roads) are drawn above the objects, and objects overlap each other at the
-crossings, so the ``occlusion`` field is measured from what actually covers each object's pixels. The
-camera pans, yaws and changes altitude (zoom) smoothly, so every object moves in the image even when it
-stands still. Every object keeps one target id for its life; ids are never reused.
+One large world per sequence (the still scenes' ground, roads and buildings from ``terrain``, drawn
+once), then per frame: vehicles drive along their lanes, pedestrians walk the sidewalks or cross the
+roads, parked cars and standing people stay put, new traffic enters at the world's edges and leaves at
+the other side. Tree crowns (some over the roads) are drawn above the objects, and objects overlap each
+other at the crossings, so the ``occlusion`` field is measured from what actually covers each object's
+pixels. The camera pans, yaws and changes altitude (zoom) smoothly, so every object moves in the image
+even when it stands still. Every object keeps one target id for its life; ids are never reused.
 
 Output layout (what ``slimyolo_ros.bag.vid.read_vid`` and ``slimyolo bag make`` read):
 ``<out>/sequences/<name>/<frame:07d>.jpg`` (frames from 1) and ``<out>/annotations/<name>.txt`` with
@@ -25,14 +25,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from slimyolo_ros.data.synth import (
-    CLASS_LENGTH,
-    SynthConfig,
-    _alpha_box,
-    _jitter,
-    _overlap,
-    _Scene,
-    render_object,
+from slimyolo_ros.data.compositing import Window, alpha_box, blend, darken
+from slimyolo_ros.data.sprites import CLASS_LENGTH, jitter, render_object
+from slimyolo_ros.data.terrain import (
+    Road,
+    box_overlap,
+    draw_building,
+    draw_ground,
+    draw_road,
+    on_road,
+    scale_and_shadow,
 )
 from slimyolo_ros.data.visdrone import VISDRONE_CLASSES
 from slimyolo_ros.errors import DatasetError
@@ -138,43 +140,30 @@ class Flight:
 
     # world --------------------------------------------------------------------------------------
     def _world(self, rng: np.random.Generator) -> None:
-        cfg, n = self.cfg, self.cfg.world_size()
-        u = cfg.car_length
-        scene = _Scene(SynthConfig(size=(n, n), min_size=u, max_size=u), rng)
-        scene.unit = u
-        self.scene, self.unit = scene, u
-        scene.ground()
+        n = self.cfg.world_size()
+        u = self.unit = self.cfg.car_length
+        # The car length is the configured one; the draw keeps the still scenes' random stream, and with
+        # it the sun (the shadows' direction) of every seed.
+        _, shadow = scale_and_shadow(rng, u, u)
+        self.ground = np.zeros((n, n, 3), np.float32)  # BGR
+        self.roads: list[Road] = []
+        self.blocked: list[np.ndarray] = []  # buildings: no parked objects there
+        draw_ground(self.ground, rng, u)
         # Two or three roads: one horizontal and one vertical through the middle third, so that every
         # flight has a crossing where traffic overlaps.
         kinds = [True, False] + ([bool(rng.integers(2))] if rng.random() < 0.6 else [])
         for horizontal in kinds:
             lanes = int(rng.integers(2, 5))
             c = float(rng.uniform(0.3, 0.7) * n)
-            self._road(horizontal, c, lanes)
+            self.roads.append(draw_road(self.ground, rng, horizontal, c, lanes, u))
         for _ in range(int(n * n / (12 * u) ** 2)):
             bw, bh = rng.uniform(1.5, 4.0, 2) * u
             x0, y0 = rng.uniform(0, n - bw), rng.uniform(0, n - bh)
             box = np.array([x0, y0, x0 + bw, y0 + bh])
-            if not any(scene._road_hits(box + np.array([-0.3, -0.3, 0.3, 0.3]) * u)):
-                scene._building(box)
-        self.ground = scene.img  # float32 BGR
+            if not on_road(self.roads, box + np.array([-0.3, -0.3, 0.3, 0.3]) * u, u):
+                draw_building(self.ground, rng, box, shadow)
+                self.blocked.append(box.astype(np.float64))
         self._trees(rng)
-
-    def _road(self, horizontal: bool, c: float, lanes: int) -> None:
-        s, u = self.scene, self.unit
-        lane_w, walk = 0.85 * u, 0.45 * u
-        lo, hi = c - lanes * lane_w / 2, c + lanes * lane_w / 2
-        grey = float(s.rng.uniform(70, 110))
-        n = self.cfg.world_size()
-        if horizontal:
-            s._fill_rect(0, lo - walk, n, hi + walk, (175, 175, 170))
-            s._fill_rect(0, lo, n, hi, (grey, grey, grey + 3))
-        else:
-            s._fill_rect(lo - walk, 0, hi + walk, n, (175, 175, 170))
-            s._fill_rect(lo, 0, hi, n, (grey, grey, grey + 3))
-        s._markings(horizontal, lo, hi, lanes, lane_w)
-        s.roads.append({"horizontal": horizontal, "lanes": [lo + (i + 0.5) * lane_w for i in range(lanes)],
-                        "lo": lo, "hi": hi, "walk": (lo - walk / 2, hi + walk / 2)})
 
     def _trees(self, rng: np.random.Generator) -> None:
         """Crowns in a BGRA uint8 layer over the world (a third over a road); their shadows on the ground."""
@@ -183,10 +172,10 @@ class Flight:
         for _ in range(round(self.cfg.trees * self.area_scale)):
             r = rng.uniform(0.5, 1.4) * u
             if rng.random() < 0.35:
-                road = self.scene.roads[rng.integers(len(self.scene.roads))]
-                across = rng.uniform(road["lo"], road["hi"])
+                road = self.roads[rng.integers(len(self.roads))]
+                across = rng.uniform(road.lo, road.hi)
                 along = rng.uniform(0, n)
-                cx, cy = (along, across) if road["horizontal"] else (across, along)
+                cx, cy = (along, across) if road.horizontal else (across, along)
             else:
                 cx, cy = rng.uniform(0, n, 2)
             m = int(2.5 * r) + 4
@@ -196,17 +185,14 @@ class Flight:
                 bx, by = m + rng.normal(0, r * 0.4, 2)
                 radius = max(1, int(r * rng.uniform(0.5, 0.9)))
                 cv2.circle(mask, (int(bx), int(by)), radius, 255, -1, cv2.LINE_AA)
-            xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + 2 * m, n), min(y0 + 2 * m, n)
-            if xb <= xa or yb <= ya:
+            win = Window(x0, y0, 2 * m, 2 * m, n, n)
+            if win.empty:
                 continue
-            a = mask[ya - y0 : yb - y0, xa - x0 : xb - x0]
-            sh = int(0.36 * u)  # the shadow falls south-east of the crown
-            sxb, syb = min(xb + sh, n), min(yb + sh, n)
-            if sxb > xa + sh and syb > ya + sh:
-                shadow = a[: syb - ya - sh, : sxb - xa - sh].astype(np.float32)[..., None] / 255.0
-                self.ground[ya + sh : syb, xa + sh : sxb] *= 1.0 - 0.4 * shadow
-            green = np.array(_jitter(rng, (40, 85, 45), 8), np.float32)
-            layer = self.tree_layer[ya:yb, xa:xb]
+            a = win.patch(mask)
+            sh = int(0.36 * u)  # the shadow (of the crown's part inside the world) falls south-east of it
+            darken(self.ground, a.astype(np.float32) / 255.0, win.sx0 + sh, win.sy0 + sh, 0.4)
+            green = np.array(jitter(rng, (40, 85, 45), 8), np.float32)
+            layer = win.of(self.tree_layer)
             keep = a > layer[..., 3]
             shade = (1.0 + 0.25 * rng.standard_normal(a.shape).clip(-1, 1))[..., None]
             layer[..., :3][keep] = np.clip(green * shade, 0, 255).astype(np.uint8)[keep]
@@ -217,8 +203,8 @@ class Flight:
         cfg = self.cfg
         half_view = 0.5 * math.hypot(*cfg.size) / 0.8
         lo, hi = half_view + 8, cfg.world_size() - half_view - 8
-        roads = self.scene.roads
-        crossing = np.array([roads[1]["lanes"][0], roads[0]["lanes"][0]])  # vertical road x, horizontal y
+        roads = self.roads
+        crossing = np.array([roads[1].lanes[0], roads[0].lanes[0]])  # vertical road x, horizontal y
         c0 = np.clip(crossing, lo + 0.25 * (hi - lo), hi - 0.25 * (hi - lo))  # room to pan around it
         room = np.minimum(c0 - lo, hi - c0)
         self.camera = _Camera(
@@ -238,14 +224,14 @@ class Flight:
         self.next_id += 1
 
     def _lanes(self):
-        for road in self.scene.roads:
-            k = len(road["lanes"])
-            for i, c in enumerate(road["lanes"]):
+        for road in self.roads:
+            k = len(road.lanes)
+            for i, c in enumerate(road.lanes):
                 yield road, c, 1.0 if i >= k / 2 else -1.0
 
     def _vehicle(self, road: dict, lane: float, sign: float, along: float, speed: float) -> None:
         cls = int(self.obj_rng.choice(VEHICLE_MIX))
-        if road["horizontal"]:
+        if road.horizontal:
             pos, vel, heading = (along, lane), (sign * speed, 0.0), 0.0 if sign > 0 else 180.0
         else:
             pos, vel, heading = (lane, along), (0.0, sign * speed), 90.0 if sign > 0 else 270.0
@@ -268,7 +254,7 @@ class Flight:
             for _try in range(10):
                 p = rng.uniform(0.05 * n, 0.95 * n, 2)
                 box = np.concatenate([p - u, p + u])
-                if not any(self.scene._road_hits(box)) and _overlap(box, self.scene.blocked) == 0.0:
+                if not on_road(self.roads, box, u) and box_overlap(box, self.blocked) == 0.0:
                     cls = int(rng.choice((3, 3, 4, 9, 0, 1)))
                     self._spawn(cls, p, (0.0, 0.0), 90.0 * rng.integers(4) + rng.normal(0, 4))
                     break
@@ -276,17 +262,17 @@ class Flight:
     def _walker(self, along: float) -> None:
         """A pedestrian on a sidewalk, or (one in four) crossing the road."""
         rng, u = self.obj_rng, self.unit
-        road = self.scene.roads[rng.integers(len(self.scene.roads))]
+        road = self.roads[rng.integers(len(self.roads))]
         speed = rng.uniform(0.25, 0.45) * u * rng.choice([-1, 1])
         cls = int(rng.choice(PEDESTRIAN_MIX))
         if rng.random() < 0.25:
-            across = road["walk"][rng.integers(2)]
-            speed = abs(speed) * (1 if across < road["lo"] else -1)
-            horizontal = road["horizontal"]
+            across = road.walk[rng.integers(2)]
+            speed = abs(speed) * (1 if across < road.lo else -1)
+            horizontal = road.horizontal
             pos, vel = ((along, across), (0.0, speed)) if horizontal else ((across, along), (speed, 0.0))
         else:
-            side = road["walk"][rng.integers(2)]
-            pos, vel = ((along, side), (speed, 0.0)) if road["horizontal"] else ((side, along), (0.0, speed))
+            side = road.walk[rng.integers(2)]
+            pos, vel = ((along, side), (speed, 0.0)) if road.horizontal else ((side, along), (0.0, speed))
         heading = math.degrees(math.atan2(vel[1], vel[0]))
         self._spawn(cls, pos, vel, heading)
 
@@ -333,11 +319,10 @@ class Flight:
             p = self._place(o, m, (W, H))
             if p is not None:
                 placed.append((o, *p))
-                _composite(img, p[2], p[0], p[1])
+                blend(img, p[2], p[0], p[1])
         trees = cv2.warpAffine(self.tree_layer, m, (W, H), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
         cover = trees[..., 3].astype(np.float32) / 255.0
-        ta = cover[..., None]
-        img = img * (1.0 - ta) + trees[..., :3].astype(np.float32) * ta
+        blend(img, np.dstack([trees[..., :3].astype(np.float32), cover]), 0, 0)
         rows = []
         for o, x0, y0, patch in reversed(placed):  # top-most first: cover accumulates downwards
             row = _annotate(o, x0, y0, patch[..., 3], cover)
@@ -357,19 +342,6 @@ class Flight:
         self._move()
 
 
-def _composite(img: np.ndarray, patch: np.ndarray, x0: int, y0: int) -> None:
-    H, W = img.shape[:2]
-    h, w = patch.shape[:2]
-    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
-    if xb <= xa or yb <= ya:
-        return
-    p = patch[ya - y0 : yb - y0, xa - x0 : xb - x0]
-    a = p[..., 3:4]
-    region = img[ya:yb, xa:xb]
-    region *= 1.0 - a
-    region += a * p[..., :3]
-
-
 def _annotate(o: _Object, x0: int, y0: int, alpha: np.ndarray, cover: np.ndarray):
     """The object's ground-truth row, updating ``cover`` with its own pixels; None when not annotated.
 
@@ -377,16 +349,15 @@ def _annotate(o: _Object, x0: int, y0: int, alpha: np.ndarray, cover: np.ndarray
     it either) less than 10 % of it visible.
     """
     H, W = cover.shape
-    h, w = alpha.shape
     total = float(alpha.sum())
-    box = _alpha_box(alpha)
+    box = alpha_box(alpha)
     if total <= 0 or box is None:
         return None
-    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
-    if xb <= xa or yb <= ya:
+    window = Window.placed(cover, alpha, x0, y0)
+    if window.empty:
         return None
-    a = alpha[ya - y0 : yb - y0, xa - x0 : xb - x0]
-    win = cover[ya:yb, xa:xb]
+    a = window.patch(alpha)
+    win = window.of(cover)
     inside = float(a.sum())
     covered = float((a * win).sum())
     np.maximum(win, a, out=win)
