@@ -20,6 +20,7 @@ from rclpy.clock import Clock, ClockType
 from slimyolo_ros.ros.health import ACTIVE, ERROR, CounterWindow, Health, HealthLimits, judge, values
 
 PERIOD_S = 1.0
+PERIOD_PARAMETER = "diagnostic_updater.period"
 WINDOW_S = 5.0  # rates, drop share and latency are over this many seconds
 
 
@@ -32,7 +33,9 @@ class NodeDiagnostics:
                  hardware_id: str = "none") -> None:
         self._sample, self._limits, self._extra = sample, limits, extra
         self.updater = Updater(node, period=PERIOD_S)
-        period = float(node.get_parameter("diagnostic_updater.period").value)
+        # Humble's and Jazzy's diagnostic_updater declare the period parameter; older ones did not.
+        period = (float(node.get_parameter(PERIOD_PARAMETER).value) if node.has_parameter(PERIOD_PARAMETER)
+                  else PERIOD_S)
         node.destroy_timer(self.updater.timer)
         self.updater.timer = node.create_timer(period, self.updater.update,
                                                clock=Clock(clock_type=ClockType.STEADY_TIME))
