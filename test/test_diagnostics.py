@@ -51,7 +51,7 @@ def test_starvation_warns_with_the_watchs_cause():
 def test_silence_without_a_publisher_warns_after_stale_s():
     assert judge(healthy(received=0, answered=0, silent_s=4.9, publishers=0), LIMITS)[0] == OK
     level, message = judge(healthy(received=0, answered=0, silent_s=6.0, publishers=0), LIMITS)
-    assert level == WARN and "no frame received for 6 s on /cam/image_raw (no publisher)" in message
+    assert level == WARN and "nothing received for 6 s on /cam/image_raw (no publisher)" in message
     off = HealthLimits(stale_s=0.0)
     assert judge(healthy(received=0, answered=0, silent_s=600.0, publishers=0), off)[0] == OK
 

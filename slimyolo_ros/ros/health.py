@@ -77,7 +77,7 @@ def judge(h: Health, limits: HealthLimits) -> tuple[int, str]:
         return WARN, h.starvation
     if limits.stale_s > 0 and h.silent_s >= limits.stale_s:
         who = f"{h.publishers} publisher(s)" if h.publishers else "no publisher"
-        return WARN, f"no frame received for {h.silent_s:.0f} s on {h.topic or 'the input'} ({who})"
+        return WARN, f"nothing received for {h.silent_s:.0f} s on {h.topic or 'the input'} ({who})"
     problems = []
     share = drop_share(h)
     if h.received + h.lost >= MIN_FRAMES and share > limits.max_drop_share:
