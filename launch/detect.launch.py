@@ -4,6 +4,7 @@
     ros2 launch slimyolo_ros detect.launch.py params_file:=/path/my.yaml weights:=/path/model.pt
     ros2 launch slimyolo_ros detect.launch.py namespace:=uav1 use_sim_time:=true large_frames:=true
     ros2 launch slimyolo_ros detect.launch.py backend:=onnxruntime providers:=tensorrt,cuda,cpu
+    ros2 launch slimyolo_ros detect.launch.py managed:=true track:=true   # then: ros2 lifecycle set ...
 
 ``ros2 launch slimyolo_ros detect.launch.py --show-args`` lists the arguments (docs/node.md).
 """
@@ -66,6 +67,8 @@ def _nodes(context, *args, **kwargs):
     # What both nodes share: package, namespace, console output, log level.
     common = dict(package=PACKAGE, namespace=namespace, output="screen", emulate_tty=True,
                   ros_arguments=["--log-level", arg("log_level")])
+    # managed: lifecycle nodes, unconfigured until `ros2 lifecycle set <node> configure` (ros/lifecycle.py)
+    common["arguments"] = ["--managed"] if arg("managed").lower() in ("true", "1", "yes") else []
     detector = Node(
         executable="detect_node",
         name=NODE_NAME,
@@ -116,5 +119,8 @@ def generate_launch_description() -> LaunchDescription:
                                           "shared memory for camera-sized frames; the camera needs it too)"),
         DeclareLaunchArgument("track", default_value="false",
                               description="also start track_node (slimyolo_tracker) on the detections"),
+        DeclareLaunchArgument("managed", default_value="false",
+                              description="start the node(s) as lifecycle nodes: unconfigured until "
+                                          "`ros2 lifecycle set /slimyolo_detector configure`, then activate"),
         OpaqueFunction(function=_nodes),
     ])

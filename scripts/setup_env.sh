@@ -79,6 +79,19 @@ if ! stamp_ok trackers "$TRACKERS_PINS" || ! "$VENV/bin/python" -c 'import track
   stamp_set trackers "$TRACKERS_PINS"
 fi
 
+# 4c. diagnostic_updater (the nodes' /diagnostics): pure Python, not on PyPI; a wheel built unchanged from
+# github.com/ros/diagnostics (its README names the commit). --no-deps: its one dependency, diagnostic_msgs,
+# is ros-diagnostic-msgs in requirements.txt. A ROS 2 install provides it as ros-<distro>-diagnostic-updater.
+EXTRAS_WHEELS=${ROS2_EXTRAS_WHEELS:-$ROOT/../shared/wheels/ros2-extras}
+DIAG_WHEEL=$EXTRAS_WHEELS/diagnostic_updater-4.0.0-py3-none-any.whl
+if ! stamp_ok diagnostic_updater 4.0.0 || ! "$VENV/bin/python" -c 'import diagnostic_updater, diagnostic_msgs.msg' 2>/dev/null; then
+  [ -f "$DIAG_WHEEL" ] || fail "diagnostic_updater: no wheel at $DIAG_WHEEL (set ROS2_EXTRAS_WHEELS to its folder, or use a ROS 2 install's ros-<distro>-diagnostic-updater)"
+  step "installing diagnostic_updater 4.0.0 from $EXTRAS_WHEELS (pip --no-deps)"
+  "${PIP[@]}" install --no-deps "$DIAG_WHEEL" 2> >(grep -v "is ignored" >&2) || fail "pip install $DIAG_WHEEL"
+  "$VENV/bin/python" -c 'import diagnostic_updater, diagnostic_msgs.msg' || fail "import diagnostic_updater after install"
+  stamp_set diagnostic_updater 4.0.0
+fi
+
 # 5. this package, editable, so .venv/bin/slimyolo and .venv/bin/detect_node exist.
 pkg_hash=$(hash_of setup.py setup.cfg)
 if ! stamp_ok package "$pkg_hash" || [ ! -x "$VENV/bin/slimyolo" ] || [ ! -x "$VENV/bin/detect_node" ]; then

@@ -21,7 +21,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "slimyolo_ros"
 ARCHITECTURE_DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
-ROS_MODULES = {"rclpy", "sensor_msgs", "vision_msgs", "std_msgs", "launch", "rcl_interfaces"}
+ROS_MODULES = {"rclpy", "sensor_msgs", "vision_msgs", "std_msgs", "launch", "rcl_interfaces",
+               "diagnostic_updater", "diagnostic_msgs", "lifecycle_msgs"}
 ROS_ADAPTERS = {"ros", "bag"}
 LAZY_ROS_ALLOWED = {"commands", "cli", "demo"}
 MAX_FUNCTION_LINES = 100

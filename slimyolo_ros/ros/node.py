@@ -58,7 +58,9 @@ from slimyolo_ros.ros.convert import (
     compressed_to_bgr,
     image_to_bgr,
 )
+from slimyolo_ros.ros.diagnostics import detector_diagnostics
 from slimyolo_ros.ros.frame_slot import FrameSlot
+from slimyolo_ros.ros.lifecycle import node_class, release_memory
 from slimyolo_ros.ros.messages import to_label_info
 from slimyolo_ros.ros.node_stats import Stats
 from slimyolo_ros.ros.parameters import PARAMETERS, detector_options, resolve_path, search_dirs
@@ -87,7 +89,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 class DetectorNode(Node):
-    def __init__(self, **node_kwargs: Any) -> None:
+    """``managed``: build only the parameters and /diagnostics; ``setup``/``start``/``stop``/``teardown``
+    are then driven by the lifecycle transitions (ros/lifecycle.py). Unmanaged, the node sets up and
+    starts at once."""
+
+    def __init__(self, managed: bool = False, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         for name, (default, descriptor) in PARAMETERS.items():
             try:
@@ -97,15 +103,27 @@ class DetectorNode(Node):
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self._p = p
         self._check_static_parameters(p)
+        self.detector: Any = None
+        self.state = "unconfigured"
+        self._inference_error: str | None = None
+        self._starvation_text: str | None = None
+        self.add_on_set_parameters_callback(self._validate_update)
+        self.add_post_set_parameters_callback(self._apply_update)
+        self._diagnostics = detector_diagnostics(self)
+        if not managed:
+            self.setup()
+            self.start()
 
+    def setup(self) -> None:
+        """Load the model, create the publishers (lifecycle: configure). Parameters are read again:
+        the runtime ones may have been set while the node was unconfigured."""
+        self._p = p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.detector = self._load_detector(p)
         self.class_names: list[str] = list(self.detector.class_names)
         try:
             self.detector.class_filter = _class_names(p["classes"])
         except ValueError as exc:  # DetectorError names the unknown class
             raise StartupError(f"parameter 'classes': {_one_line(exc)}") from None
-        self.add_on_set_parameters_callback(self._validate_update)
-        self.add_post_set_parameters_callback(self._apply_update)
 
         from slimyolo_ros.detect.draw import draw_detections
 
@@ -123,10 +141,6 @@ class DetectorNode(Node):
         self._offered: list[str] = []
         self._starvation = StarvationWatch(float(p["starvation_timeout"]))
         self._starvation_warnings = 0
-        self._update_subscription()
-        # Steady time: the QoS decision and the starvation watch must run even while a sim-time
-        # clock (use_sim_time) is paused or not published yet.
-        self.create_timer(GRAPH_POLL_S, self._watch_publishers, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._det_pub = self.create_publisher(Detection2DArray, p["detections_topic"], 10)
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
@@ -137,15 +151,52 @@ class DetectorNode(Node):
                            if p["publish_debug_image"] else None)
         self._stats_pub = self.create_publisher(String, "~/stats", 10)
         self._last_logged: tuple[int, int, int] = (0, 0, 0)
-        if p["stats_period"] > 0:
-            self.create_timer(float(p["stats_period"]), self._report_stats)
+        self._stats_timer = (self.create_timer(float(p["stats_period"]), self._report_stats)
+                             if p["stats_period"] > 0 else None)
+        self.state = "inactive"
 
+    def start(self) -> None:
+        """Subscribe the camera and start the worker (lifecycle: activate)."""
+        p = self._p
+        self._slot = FrameSlot()
+        self._update_subscription()
+        # Steady time: the QoS decision and the starvation watch must run even while a sim-time
+        # clock (use_sim_time) is paused or not published yet.
+        self._graph_timer = self.create_timer(GRAPH_POLL_S, self._watch_publishers,
+                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._work, name="slimyolo-inference", daemon=True)
         self._worker.start()
+        self.state = "active"
         self.get_logger().info(
             f"ready: {self._sub.topic_name} ({'CompressedImage' if self._compressed else 'Image'}, "
             f"reliability {p['reliability']}) -> {self._det_pub.topic_name}; model {self._model_desc}"
         )
+
+    def stop(self) -> None:
+        """Release the camera subscription and stop the worker (lifecycle: deactivate); a frame in
+        the worker's hands is finished first, so nothing is published after this returns."""
+        self._slot.close()
+        self._worker.join(timeout=5.0)
+        self.destroy_timer(self._graph_timer)
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+        self._sub, self._reliability = None, None
+        self.stats.forget_publishers()
+        self.state = "inactive"
+
+    def teardown(self) -> None:
+        """Destroy the publishers and free the model (lifecycle: cleanup). Also after a setup that
+        failed halfway, so everything is looked up with getattr."""
+        if getattr(self, "_stats_timer", None) is not None:
+            self.destroy_timer(self._stats_timer)
+        for name in ("_det_pub", "_label_pub", "_debug_pub", "_stats_pub"):
+            if getattr(self, name, None) is not None:
+                self.destroy_publisher(getattr(self, name))
+            setattr(self, name, None)
+        cuda = self.detector is not None and self.detector.device.type == "cuda"
+        self.detector = None
+        release_memory(cuda)
+        self.state = "unconfigured"
 
     # ---- startup -------------------------------------------------------------------------
     def _check_static_parameters(self, p: dict[str, Any]) -> None:
@@ -203,7 +254,9 @@ class DetectorNode(Node):
                     string_like = (Parameter.Type.STRING_ARRAY, Parameter.Type.NOT_SET)
                     if param.type_ not in string_like and param.value:
                         raise ValueError(f"classes must be a string array, got {param.type_.name}")
-                    self.detector.check_classes(_class_names(param.value))
+                    names = _class_names(param.value)
+                    if self.detector is not None:  # unconfigured: the model checks them at configure
+                        self.detector.check_classes(names)
                 except ValueError as exc:
                     return SetParametersResult(successful=False, reason=_one_line(exc))
             elif param.name in ("conf_threshold", "nms_threshold"):
@@ -217,6 +270,8 @@ class DetectorNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_update(self, params: list[Parameter]) -> None:
+        if self.detector is None:  # unconfigured: setup() reads the new values
+            return
         for param in params:
             if param.name == "conf_threshold":
                 self.detector.conf_threshold = float(param.value)
@@ -267,10 +322,11 @@ class DetectorNode(Node):
             return
         self._starvation_warnings += 1
         window = self._starvation.last_window
-        self.get_logger().warning(starvation_message(
+        self._starvation_text = starvation_message(
             kind, self._image_topic, self._reliability or "", self._offered,
             self._starvation.timeout_s if kind == SILENT else self._starvation.last_window_s,
-            received=window[0], sent=window[0] + window[1]))
+            received=window[0], sent=window[0] + window[1])
+        self.get_logger().warning(self._starvation_text)
 
     # ---- data path -----------------------------------------------------------------------
     def _on_image(self, msg: Any, info: Any) -> None:
@@ -286,7 +342,9 @@ class DetectorNode(Node):
                 return
             try:
                 self._process(*item)
+                self._inference_error = None
             except Exception as exc:  # one broken frame must never stop the worker
+                self._inference_error = f"{type(exc).__name__}: {_one_line(exc)}"
                 self._bad_frame("internal", f"frame failed: {type(exc).__name__}: {_one_line(exc)}")
 
     def _process(self, msg: Any, t_recv: float) -> None:
@@ -316,6 +374,7 @@ class DetectorNode(Node):
             self.stats.window_processed += 1
             self.stats.busy_s += t_done - t_take
             self.stats.latency_ms.append((t_done - t_recv) * 1e3)
+            self.stats.recent_latency.append((t_done, (t_done - t_recv) * 1e3))
             self.stats.inference_ms.append((t1 - t0) * 1e3)
             for k, v in stage_ms.items():
                 self.stats.stage_ms[k].append(v)
@@ -355,8 +414,9 @@ class DetectorNode(Node):
         )
 
     def close(self) -> None:
-        self._slot.close()
-        self._worker.join(timeout=5.0)
+        if self.state == "active":
+            self._slot.close()
+            self._worker.join(timeout=5.0)
 
 
 def _looked_in(value: str) -> str:
@@ -388,7 +448,7 @@ class _RosLogHandler(logging.Handler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_node(DetectorNode, NODE_NAME, argv)
+    return run_node(node_class(DetectorNode, argv), NODE_NAME, argv)
 
 
 if __name__ == "__main__":

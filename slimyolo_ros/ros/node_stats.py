@@ -26,6 +26,8 @@ class Stats:
         self.busy_s = 0.0  # the worker's time on frames, cumulative (starvation: a busy node drops by design)
         self.window_start = time.monotonic()
         self.latency_ms: deque[float] = deque(maxlen=1000)
+        # (monotonic time, ms) of the latest frames, never cleared by snapshot(): /diagnostics' window
+        self.recent_latency: deque[tuple[float, float]] = deque(maxlen=1000)
         self.inference_ms: deque[float] = deque(maxlen=1000)
         # per processed frame: where its time in the node went (STAGES), for ~/stats and benchmarks
         self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=1000) for k in STAGES}

@@ -84,6 +84,13 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "starvation_timeout": (5.0, _desc("warn once when a publisher is on the image topic but no frame arrived "
                                       "for this many seconds, or most of its frames are lost; 0: off",
                                       floating_point_range=_range(0.0, 3600.0))),
+    "diagnostics_max_drop_share": (0.5, _desc(
+        "/diagnostics warns when more than this share of the frames sent to the node is dropped "
+        "(the node slower than the camera, or frames lost on the way)",
+        floating_point_range=_range(0.0, 1.0))),
+    "diagnostics_latency_budget_ms": (1000.0, _desc(
+        "/diagnostics warns when latency p95 (frame received to detections published) exceeds this; 0: off",
+        floating_point_range=_range(0.0, 60000.0))),
     "tile": (False, _desc("tiled inference: overlapping tiles at network resolution + merged NMS "
                           "(small objects in 4K frames)")),
     "tile_size": (0, _desc("tile side in pixels; 0: img_size",

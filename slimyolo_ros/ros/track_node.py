@@ -30,6 +30,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Detection2DArray
 
 from slimyolo_ros.errors import SlimyoloError
+from slimyolo_ros.ros.diagnostics import MessageCounts, tracker_diagnostics
+from slimyolo_ros.ros.lifecycle import node_class
 from slimyolo_ros.ros.messages import to_detection2d_array
 from slimyolo_ros.ros.spin import run_node
 from slimyolo_ros.tracking import MultiObjectTracker, TrackConfigError, TrackerConfig
@@ -48,7 +50,10 @@ def _stamp_s(header: Any) -> float:
 
 
 class TrackerNode(Node):
-    def __init__(self, **node_kwargs: Any) -> None:
+    """``managed``: parameters and /diagnostics only; ros/lifecycle.py then drives ``setup``/``start``/
+    ``stop``/``teardown``. Unmanaged, the node sets up and starts at once."""
+
+    def __init__(self, managed: bool = False, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         defaults = {**TrackerConfig().to_dict(), **_TOPIC_PARAMS}
         # Dynamic typing: `track_buffer_s: 2` (an integer) must mean 2.0 s, and a wrong type must reach
@@ -56,6 +61,18 @@ class TrackerNode(Node):
         any_type = ParameterDescriptor(dynamic_typing=True)
         for name, default in defaults.items():
             self.declare_parameter(name, default, any_type)
+        self.tracker: MultiObjectTracker | None = None
+        self.pub: Any = None
+        self.sub: Any = None
+        self.state = "unconfigured"
+        self.counts = MessageCounts()
+        self._diagnostics = tracker_diagnostics(self)
+        if not managed:
+            self.setup()
+            self.start()
+
+    def setup(self) -> None:
+        """Build the tracker from the parameters and create the publisher (lifecycle: configure)."""
         values = {f.name: self.get_parameter(f.name).value for f in fields(TrackerConfig)}
         # A YAML float written as an integer (track_buffer_s: 2) arrives as int: same meaning.
         for f in fields(TrackerConfig):
@@ -75,16 +92,35 @@ class TrackerNode(Node):
         qos_in = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
                             reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
                             else ReliabilityPolicy.BEST_EFFORT)
+        self._qos_in = qos_in
         self.class_index: dict[str, int] = {}
         self.class_names: list[str] = []
         self._last_warn: dict[str, float] = {}
         self.pub = self.create_publisher(Detection2DArray, self.get_parameter("tracks_topic").value, 10)
+        self.state = "inactive"
+
+    def start(self) -> None:
+        """Subscribe the detections (lifecycle: activate)."""
         self.sub = self.create_subscription(Detection2DArray, self.get_parameter("detections_topic").value,
-                                            self._on_detections, qos_in)
+                                            self._on_detections, self._qos_in)
+        self.state = "active"
         cfg = self.tracker.config
         mode = "class-agnostic" if cfg.class_agnostic else "per class"
         self.get_logger().info(f"tracking with {cfg.algorithm} ({mode}, buffer {cfg.track_buffer_s:g} s): "
                                f"{self.sub.topic_name} -> {self.pub.topic_name}")
+
+    def stop(self) -> None:
+        """Release the detections subscription (lifecycle: deactivate)."""
+        self.destroy_subscription(self.sub)
+        self.sub = None
+        self.state = "inactive"
+
+    def teardown(self) -> None:
+        """Drop the tracker and its tracks, destroy the publisher (lifecycle: cleanup)."""
+        if self.pub is not None:
+            self.destroy_publisher(self.pub)
+        self.pub, self.tracker = None, None
+        self.state = "unconfigured"
 
     def _to_numpy(self, msg: Detection2DArray) -> np.ndarray:
         rows = []
@@ -108,6 +144,7 @@ class TrackerNode(Node):
         return np.asarray(rows, np.float32).reshape(-1, 6)
 
     def _on_detections(self, msg: Detection2DArray) -> None:
+        t0 = self.counts.received()
         try:
             dets = self._to_numpy(msg)
             stamp = _stamp_s(msg.header)
@@ -122,6 +159,7 @@ class TrackerNode(Node):
             out = Detection2DArray()
             out.header = msg.header
         self.pub.publish(out)
+        self.counts.answered(t0)
 
     def _warn(self, kind: str, text: str) -> None:
         now = time.monotonic()
@@ -131,7 +169,7 @@ class TrackerNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_node(TrackerNode, NODE_NAME, argv)
+    return run_node(node_class(TrackerNode, argv), NODE_NAME, argv)
 
 
 if __name__ == "__main__":
