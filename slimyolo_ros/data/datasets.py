@@ -42,13 +42,16 @@ def detect_format(root: str | Path) -> str:
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"{root}: dataset not found")
+    visdrone = (root / "images").is_dir() and (root / "annotations").is_dir()
     if is_yolo_root(root):
         return "yolo"
-    if is_coco_root(root):
-        return "coco"
     if is_vid_root(root):
         return "visdrone-vid"
-    if (root / "images").is_dir() and (root / "annotations").is_dir():
+    if visdrone and any((root / "annotations").glob("*.txt")):
+        return "visdrone-det"
+    if is_coco_root(root):
+        return "coco"
+    if visdrone:  # no annotation file at all: every image is background
         return "visdrone-det"
     raise DatasetError(f"{root}: not a dataset this reads: expected images/ + annotations/ (VisDrone-DET), "
                        f"sequences/ + annotations/ (VisDrone-VID), data.yaml or images/ + labels/ (YOLO), "
