@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"image": str(image_path), "width": int(img.shape[1]), "height": int(img.shape[0]),
                           "weights": str(args.weights), "backend": det.backend, "device": str(det.device),
                           "img_size": det.img_size, "conf_threshold": det.conf_threshold,
-                          "nms_threshold": det.nms_threshold,
+                          "nms_threshold": det.nms_threshold, "class_names": list(names),
                           "timings_ms": {k: round(v, 3) for k, v in det.last_timings.items()},
                           "detections": rows, "annotated": args.out}))
         return 0
