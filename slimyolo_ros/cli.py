@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "eval": "COCO-style mAP, P/R/F1 of a model on a VisDrone-format dataset",
     "prune": "SlimYOLOv3 channel pruning of a sparsity-trained model",
     "slim": "the whole SlimYOLOv3 pipeline: sparsity -> prune -> fine-tune, iterated",
+    "reproduce": "the SlimYOLOv3 paper's VisDrone experiment, end to end and resumable",
     "export": "export a model to ONNX, Darknet or TorchScript",
     "bag": "rosbag2: make a bag from a dataset, replay it through the node and score it",
 }
