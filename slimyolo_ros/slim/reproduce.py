@@ -181,6 +181,8 @@ def run_baseline(out: Path, cfg: Path, plan: Plan, img_size: int, batch: int, de
                        **{k: v for k, v in train_options.items() if k in ("workers", "progress")})
     else:
         start = {"weights": backbone, "cutoff": BACKBONE_CUTOFF} if backbone else {}
+        log.info("baseline: from %s", f"{backbone} (layers 0..{BACKBONE_CUTOFF - 1})" if backbone else
+                 "random weights (no --backbone)")
         result = train(cfg, plan.train, plan.val, plan.baseline_epochs, img_size, batch, run, device=device,
                        **start, **train_options)
     atomic_write_json(marker, {"best": result["best"], "last": result["last"]})
