@@ -261,7 +261,9 @@ def reproduce(data: str | Path, out: str | Path, cfg: str | Path, backbone: str 
     dev = init_distributed(device)[1]
     plan = make_plan(out, cfg, Path(data), img_size, batch, dev, epochs_scale, probe_seconds)
     say_plan(plan, batch, img_size)
-    opts = dict(train_options or {})
+    # ~10 evaluations per 100 epochs (and always after the last): evaluating VisDrone-val after each of the
+    # baseline's ~1200 epochs would add hours and only picks best.pt
+    opts = {"eval_every": max(1, plan.sparsity_epochs // 10), **(train_options or {})}
     best = run_baseline(out, cfg, plan, img_size, batch, device, backbone, opts)
     name = cfg.stem
     _prescore_baseline(out / "slim", best, name, plan, img_size)
