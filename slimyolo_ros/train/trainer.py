@@ -234,7 +234,8 @@ def train(cfg: str | os.PathLike | None, data: str | os.PathLike | None, val: st
           weights: str | os.PathLike | None = None, resume: bool = False, device: str = "auto",
           sparsity: float = 0.0, sparsity_schedule: str = "constant",
           callbacks: Sequence[TrainCallback] = (), **kwargs: Any) -> dict:
-    """Train a Darknet cfg on a VisDrone-format dataset; see the module docstring for the outputs.
+    """Train a Darknet cfg on a dataset in any format ``data.datasets.read_dataset`` reads (its class names
+    size the [yolo] heads); see the module docstring for the outputs.
 
     ``kwargs`` are the other :class:`TrainOptions` fields. With ``resume=True`` the options stored in
     ``out/last.pt`` are used (``epochs`` may be raised to train longer; ``device``, ``workers`` and
