@@ -68,6 +68,20 @@ def test_pruned_checkpoint_onnx_and_detect_carry_the_names(trained, ros_env):
         assert {d["class_name"] for d in result["detections"]} <= set(NAMES)
 
 
+def test_eval_scores_the_model_on_its_own_dataset(trained, ros_env):
+    out = slimyolo("eval", "--weights", str(trained["pt"]), "--data", str(trained["data"]), "--device", "cpu",
+                   "--json", env=ros_env)
+    assert "differ from the dataset's" not in out.stderr, out.stderr[-2000:]
+    assert 0 <= json.loads(out.stdout)["map50"] <= 1
+    other = trained["tmp"] / "other.yaml"  # the same files under other names: said, not silently matched
+    other.write_text((trained["data"] / "data.yaml").read_text().replace("vehicle", "boat")
+                     .replace("path: .", f"path: {trained['data']}"))
+    out = slimyolo("eval", "--weights", str(trained["pt"]), "--data", str(other), "--device", "cpu", "--json",
+                   env=ros_env)
+    said = "(person, vehicle, two-wheeler) differ from the dataset's (person, boat, two-wheeler)"
+    assert said in out.stderr, out.stderr[-2000:]
+
+
 def test_the_node_publishes_the_datasets_names_on_label_info(trained, ros_env, tmp_path):
     from ros_helpers.probe import LATCHED, NodeProcess, Probe, node_env, wait_for
     from vision_msgs.msg import LabelInfo

@@ -11,7 +11,7 @@ import sys
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help=".pt checkpoint, Darknet .weights (needs --cfg) or .onnx")
     p.add_argument("--cfg", default=None, help="Darknet cfg (default: the one stored in the .pt checkpoint)")
-    p.add_argument("--data", required=True, help="VisDrone-DET folder with images/ and annotations/")
+    p.add_argument("--data", required=True, help="VisDrone-DET/-VID, YOLO or COCO (docs/datasets.md)")
     p.add_argument("--names", default=None, help=".names file (default: the checkpoint's class names)")
     p.add_argument("--img-size", type=int, default=None, help="network input side (default: the model's)")
     p.add_argument("--conf", type=float, default=0.001,
@@ -54,11 +54,12 @@ def format_table(r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_visdrone
+    from slimyolo_ros.data.datasets import read_dataset
     from slimyolo_ros.errors import DatasetError
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s: %(message)s")
-    samples = read_visdrone(args.data, skip_bad=args.skip_bad)  # before torch is imported: fail fast
+    dataset = read_dataset(args.data, split="val", skip_bad=args.skip_bad)  # before torch: fail fast
+    samples = dataset.samples
     n_skipped = samples.n_skipped
     if args.limit is not None:
         if args.limit < 1:
@@ -71,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
                              half=args.half, img_size=args.img_size, conf_threshold=args.conf,
                              nms_threshold=args.nms, max_detections=args.max_det, backend=args.backend,
                              tile=args.tile, rect=not args.square)
-    if list(detector.class_names) != list(VISDRONE_CLASSES):
+    if list(detector.class_names) != dataset.class_names:
         logging.getLogger("slimyolo.eval").warning(
-            "the model's class names (%s) differ from VisDrone's (%s): classes are matched by index",
-            ", ".join(detector.class_names), ", ".join(VISDRONE_CLASSES))
+            "the model's class names (%s) differ from the dataset's (%s): classes are matched by index",
+            ", ".join(detector.class_names), ", ".join(dataset.class_names))
     result = evaluate_detector(detector, samples, progress=sys.stderr.isatty())
     result.update({
         "weights": str(args.weights),
