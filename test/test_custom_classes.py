@@ -68,6 +68,31 @@ def test_pruned_checkpoint_onnx_and_detect_carry_the_names(trained, ros_env):
         assert {d["class_name"] for d in result["detections"]} <= set(NAMES)
 
 
+def test_a_checkpoint_for_other_classes_starts_all_but_the_heads(trained, ros_env):
+    """Fine-tuning a VisDrone model on the 3-class data: the body is loaded, the heads start fresh."""
+    import torch
+
+    from slimyolo_ros.darknet.checkpoint import save_checkpoint
+    from slimyolo_ros.darknet.model import Darknet
+    from slimyolo_ros.data.visdrone import VISDRONE_CLASSES
+
+    tmp = trained["tmp"]
+    torch.manual_seed(11)
+    visdrone = Darknet.from_file(tmp / "tiny10.cfg")
+    save_checkpoint(tmp / "visdrone.pt", visdrone, list(VISDRONE_CLASSES), 64)
+    run = slimyolo("train", "--cfg", str(tmp / "tiny10.cfg"), "--data", str(trained["data"]), "--weights",
+                   str(tmp / "visdrone.pt"), "--epochs", "1", "--img-size", "64", "--batch", "4",
+                   "--lr", "1e-12", "--no-ema", "--out", str(tmp / "transfer"), "--no-progress", env=ros_env)
+    assert "trained for 10 classes (pedestrian, people" in run.stderr and "which start fresh for the " \
+        "dataset's 3" in run.stderr, run.stderr[-2000:]
+    got = load_checkpoint(tmp / "transfer" / "last.pt")["state_dict"]
+    want = visdrone.state_dict()
+    for key in ("module_list.0.conv.weight", "module_list.2.conv.weight", "module_list.3.conv.weight"):
+        assert torch.allclose(got[key], want[key], atol=1e-6), key  # lr 1e-12: the loaded body, unchanged
+    head = "module_list.4.conv.weight"
+    assert got[head].shape[0] == 3 * (5 + 3) and want[head].shape[0] == 3 * (5 + 10)
+
+
 def test_eval_scores_the_model_on_its_own_dataset(trained, ros_env):
     out = slimyolo("eval", "--weights", str(trained["pt"]), "--data", str(trained["data"]), "--device", "cpu",
                    "--json", env=ros_env)

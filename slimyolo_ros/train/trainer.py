@@ -309,10 +309,11 @@ class _Trainer:
                                    f"from those of --data {o.data} ({', '.join(self.class_names)})")
             self.val_samples = val_set.samples
         self.model = build_model(o.cfg, self.class_names)
+        fresh_heads = False
         if o.weights and self.resume_ckpt is None:
-            self._load_initial_weights(o.weights, o.cutoff)
-        if self.resume_ckpt is None and (not o.weights or o.cutoff is not None):
-            initialize_head_biases(self.model, o.img_size)  # heads a backbone file did not set
+            fresh_heads = self._load_initial_weights(o.weights, o.cutoff)
+        if self.resume_ckpt is None and (not o.weights or o.cutoff is not None or fresh_heads):
+            initialize_head_biases(self.model, o.img_size)  # heads the initial weights did not set
         self.model.to(self.device)
         self.teacher = self._load_teacher() if o.teacher_weights else None
 
@@ -376,10 +377,14 @@ class _Trainer:
             prm.requires_grad_(False)
         return teacher.eval()
 
-    def _load_initial_weights(self, weights: str, cutoff: int | None) -> None:
+    def _load_initial_weights(self, weights: str, cutoff: int | None) -> bool:
+        """Load ``weights``; True when the [yolo] heads were left as initialised (a checkpoint trained on
+        another class count: everything but the convs before the [yolo] layers is loaded)."""
         path = Path(weights)
         if path.suffix == ".pt":
             ck = load_checkpoint(path)
+            if len(ck.get("class_names") or []) not in (0, len(self.class_names)):
+                return self._load_all_but_heads(path, ck)
             try:
                 self.model.load_state_dict(ck["state_dict"], strict=True)
             except RuntimeError as exc:
@@ -390,6 +395,22 @@ class _Trainer:
             from slimyolo_ros.darknet.weights import load_darknet_weights
 
             load_darknet_weights(self.model, path, cutoff=cutoff)
+        return False
+
+    def _load_all_but_heads(self, path: Path, ck: dict) -> bool:
+        heads = tuple(f"module_list.{i - 1}." for i in self.model.yolo_layers)
+        own = self.model.state_dict()
+        body = {k: v for k, v in ck["state_dict"].items() if not k.startswith(heads)}
+        wrong = sorted((set(own) ^ set(body)) - {k for k in own if k.startswith(heads)}) + \
+            [k for k in body if k in own and body[k].shape != own[k].shape]
+        if wrong:
+            raise WeightsError(f"{path}: state_dict does not fit {self.opt.cfg} outside the [yolo] heads "
+                               f"either (first difference: {wrong[0]})")
+        self.model.load_state_dict(body, strict=False)
+        log.info("%s: trained for %d classes (%s); loaded all but the %d convs before the [yolo] layers, "
+                 "which start fresh for the dataset's %d", path, len(ck["class_names"]),
+                 ", ".join(map(str, ck["class_names"])), len(heads), len(self.class_names))
+        return True
 
     def _restore(self, ck: dict) -> None:
         self.model.load_state_dict(ck["model_state"])
