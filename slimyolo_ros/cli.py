@@ -18,10 +18,11 @@ COMMANDS: dict[str, str] = {
     "info": "layer table, params and GFLOPs of a cfg",
     "detect": "run the Detector on one image",
     "synth": "generate a synthetic UAV dataset in VisDrone format",
-    "train": "train (optionally with BN sparsity) a cfg on a VisDrone-format dataset",
+    "train": "train (optionally with BN sparsity) a cfg on a VisDrone, YOLO-format or COCO dataset",
     "eval": "COCO-style mAP, P/R/F1 of a model on a VisDrone-format dataset",
     "prune": "SlimYOLOv3 channel pruning of a sparsity-trained model",
     "slim": "the whole SlimYOLOv3 pipeline: sparsity -> prune -> fine-tune, iterated",
+    "reproduce": "the SlimYOLOv3 paper's VisDrone experiment, end to end and resumable",
     "export": "export a model to ONNX, Darknet or TorchScript",
     "bag": "rosbag2: make a bag from a dataset, replay it through the node and score it",
 }

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                           "weights": str(args.weights), "backend": det.backend, "device": str(det.device),
                           "provider": det.provider,
                           "img_size": det.img_size, "conf_threshold": det.conf_threshold,
-                          "nms_threshold": det.nms_threshold,
+                          "nms_threshold": det.nms_threshold, "class_names": list(names),
                           "timings_ms": {k: round(v, 3) for k, v in det.last_timings.items()},
                           "detections": rows, "annotated": args.out}))
         return 0

@@ -12,7 +12,7 @@ from slimyolo_ros.commands.detector_args import add_detector_arguments, options_
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help=".pt checkpoint, Darknet .weights (needs --cfg) or .onnx")
-    p.add_argument("--data", required=True, help="VisDrone-DET folder with images/ and annotations/")
+    p.add_argument("--data", required=True, help="VisDrone-DET/-VID, YOLO or COCO (docs/datasets.md)")
     add_detector_arguments(p, conf=0.001, nms=0.5, conf_help=": mAP needs the low-score tail")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed annotation lines with a warning")
@@ -43,11 +43,12 @@ def format_table(r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_visdrone
+    from slimyolo_ros.data.datasets import read_dataset
     from slimyolo_ros.errors import DatasetError
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s: %(message)s")
-    samples = read_visdrone(args.data, skip_bad=args.skip_bad)  # before torch is imported: fail fast
+    dataset = read_dataset(args.data, split="val", skip_bad=args.skip_bad)  # before torch: fail fast
+    samples = dataset.samples
     n_skipped = samples.n_skipped
     if args.limit is not None:
         if args.limit < 1:
@@ -56,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
     from slimyolo_ros.detect import load_detector
     from slimyolo_ros.evaluate.run import evaluate_detector
 
-    options = options_from_args(args)  # a bad option fails before the (slow) dataset scoring
+    options = options_from_args(args)  # a bad option fails before the model loads
     detector = load_detector(args.weights, options)
-    if list(detector.class_names) != list(VISDRONE_CLASSES):
+    if list(detector.class_names) != dataset.class_names:
         logging.getLogger("slimyolo.eval").warning(
-            "the model's class names (%s) differ from VisDrone's (%s): classes are matched by index",
-            ", ".join(detector.class_names), ", ".join(VISDRONE_CLASSES))
+            "the model's class names (%s) differ from the dataset's (%s): classes are matched by index",
+            ", ".join(detector.class_names), ", ".join(dataset.class_names))
     result = evaluate_detector(detector, samples, progress=sys.stderr.isatty())
     result.update({
         "weights": str(args.weights),

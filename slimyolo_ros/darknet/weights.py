@@ -69,10 +69,14 @@ def load_darknet_weights(model, path: str | os.PathLike, cutoff: int | None = No
     if body % 4:
         raise WeightsError(f"{path}: {body} bytes after the header is not a whole number of float32 "
                            f"(expected {expected} floats for {scope})")
-    if found < expected or (cutoff is None and found != expected):
-        what = "truncated" if found < expected else "oversized"
-        raise WeightsError(f"{path}: {what}: expected {expected} floats for {len(convs)} conv layers of "
-                           f"{scope} ({getattr(model, 'source', '<cfg>')}), found {found}")
+    if found < expected:
+        raise WeightsError(f"{path}: truncated: expected {expected} floats for {len(convs)} conv layers of "
+                           f"{scope} ({getattr(model, 'source', '<cfg>')}), found {found}: "
+                           f"{_ran_out(model, convs, found)}")
+    if cutoff is None and found != expected:
+        raise WeightsError(f"{path}: oversized: expected {expected} floats for {len(convs)} conv layers of "
+                           f"{scope} ({getattr(model, 'source', '<cfg>')}), found {found} (a backbone file "
+                           f"such as darknet53.conv.74 needs --cutoff)")
     floats = np.frombuffer(data, "<f4", found, offset)
     pos = 0
     with torch.no_grad():
@@ -84,6 +88,20 @@ def load_darknet_weights(model, path: str | os.PathLike, cutoff: int | None = No
     model.header = (major, minor, revision)
     model.seen = seen
     return {"major": major, "minor": minor, "revision": revision, "seen": seen, "floats": pos}
+
+
+def _ran_out(model, convs: list[int], found: int) -> str:
+    """Which layer the file ends in, e.g. 'the file ends inside layer 73 ([convolutional] on cfg line 560,
+    floats 40000000..40620640)'."""
+    pos = 0
+    for k, i in enumerate(convs):
+        n = sum(t.numel() for t in _conv_tensors(model.module_list[i]))
+        if pos + n > found:
+            where = "ends inside" if found > pos else "ends before"
+            return (f"the file {where} layer {i} ([convolutional] on cfg line {model.module_defs[i].line}, "
+                    f"conv {k + 1} of {len(convs)}, floats {pos}..{pos + n})")
+        pos += n
+    return "the file ends early"
 
 
 def darknet_weights_bytes(model, cutoff: int | None = None, seen: int | None = None) -> bytes:

@@ -58,7 +58,7 @@ class Sample:
 
     image_path: Path
     boxes: np.ndarray  # float32 N×4 x1, y1, x2, y2
-    classes: np.ndarray  # int64 N, index into VISDRONE_CLASSES
+    classes: np.ndarray  # int64 N, index into the class names of the dataset (VISDRONE_CLASSES here)
     ignore: np.ndarray  # float32 M×4 x1, y1, x2, y2 (category-0 regions)
     width: int
     height: int

@@ -32,7 +32,7 @@ import torch
 from slimyolo_ros.darknet.checkpoint import load_checkpoint, load_model
 from slimyolo_ros.darknet.complexity import count_gflops, count_params
 from slimyolo_ros.darknet.model import Darknet
-from slimyolo_ros.data.visdrone import read_visdrone
+from slimyolo_ros.data.datasets import read_dataset
 from slimyolo_ros.errors import PruneError
 from slimyolo_ros.evaluate.run import METRICS, evaluate_model
 from slimyolo_ros.io_utils import atomic_write_json
@@ -120,7 +120,7 @@ class _Pipeline:
     def __init__(self, c: SlimConfig, base_name: str):
         self.c = c
         self.base_name = base_name
-        self.samples = read_visdrone(c.val)
+        self.samples = read_dataset(c.val, split="val").samples
         self.weights: str | os.PathLike | None = None  # the baseline's, once known
         self.rows: list[dict] = []
 

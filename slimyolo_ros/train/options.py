@@ -35,8 +35,10 @@ class TrainOptions:
     ``--NAME`` flag; every other field a ``--NAME VALUE`` argument typed by its annotation."""
 
     cfg: str = _opt(help="Darknet cfg (required unless --resume)")
-    data: str = _opt(help="training set root (VisDrone layout: images/, annotations/)")
-    val: str = _opt(help="validation set root, evaluated every --eval-every epochs")
+    data: str = _opt(help="training set: VisDrone-DET/-VID root, YOLO format (data.yaml, or images/ + "
+                          "labels/ + a .names file) or COCO json; its class names size the [yolo] heads")
+    val: str = _opt(help="validation set (same formats), evaluated every --eval-every epochs; default: the "
+                         "val: split of --data's data.yaml")
     epochs: int = _opt(help="number of epochs (with --resume: raise it to train longer)")
     img_size: int = _opt(help="training/eval input size, a multiple of 32")
     batch: int = _opt(help="total batch size (split over DDP processes)")

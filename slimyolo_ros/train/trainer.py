@@ -146,13 +146,23 @@ def recalibrate_bn(model: nn.Module, batches, device: torch.device) -> None:
 
 
 # ------------------------------------------------------------------------------------ data
-def _load_samples(root: str, what: str, skip_bad: bool):
-    from slimyolo_ros.data.visdrone import read_visdrone
+def _load_dataset(root: str, what: str, skip_bad: bool, split: str):
+    from slimyolo_ros.data.datasets import read_dataset
 
-    samples = read_visdrone(root, skip_bad=skip_bad)
-    if len(samples) == 0:
-        raise DatasetError(f"{root}: the {what} set holds no images (expected {root}/images/*.jpg)")
-    return samples
+    dataset = read_dataset(root, split=split, skip_bad=skip_bad)
+    log.info("%s set %s", what, dataset.describe())
+    return dataset
+
+
+def build_model(cfg: str | os.PathLike, class_names: Sequence[str]) -> Darknet:
+    """The cfg's network with its [yolo] heads sized for ``class_names`` (a log line says what changed)."""
+    from slimyolo_ros.darknet.cfg import load_cfg
+    from slimyolo_ros.darknet.classes import set_classes
+
+    sections, changes = set_classes(load_cfg(cfg), len(class_names), source=str(cfg))
+    if changes:
+        log.info("%s: adapted to the dataset's %d classes: %s", cfg, len(class_names), "; ".join(changes))
+    return Darknet(sections, source=str(cfg))
 
 
 def _unpack_batch(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -225,7 +235,8 @@ def train(cfg: str | os.PathLike | None, data: str | os.PathLike | None, val: st
           weights: str | os.PathLike | None = None, resume: bool = False, device: str = "auto",
           sparsity: float = 0.0, sparsity_schedule: str = "constant",
           callbacks: Sequence[TrainCallback] = (), **kwargs: Any) -> dict:
-    """Train a Darknet cfg on a VisDrone-format dataset; see the module docstring for the outputs.
+    """Train a Darknet cfg on a dataset in any format ``data.datasets.read_dataset`` reads (its class names
+    size the [yolo] heads); see the module docstring for the outputs.
 
     ``kwargs`` are the other :class:`TrainOptions` fields. With ``resume=True`` the options stored in
     ``out/last.pt`` are used (``epochs`` may be raised to train longer; ``device``, ``workers`` and
@@ -281,7 +292,6 @@ class _Trainer:
     # -------------------------------------------------------------------------------- setup
     def _setup(self) -> None:
         from slimyolo_ros.data.dataset import YoloDataset, collate
-        from slimyolo_ros.data.visdrone import VISDRONE_CLASSES
 
         o = self.opt
         self.dist, self.device = init_distributed(o.device)
@@ -289,20 +299,25 @@ class _Trainer:
         seed_everything(o.seed + self.dist.rank)
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # fixed-size batches: let cuDNN pick the fastest kernels
-        self.model = Darknet.from_file(o.cfg)
-        self.class_names = list(VISDRONE_CLASSES)
-        if self.model.num_classes != len(self.class_names):
-            raise TrainingError(f"{o.cfg}: the [yolo] layers have classes={self.model.num_classes} but the "
-                                f"VisDrone dataset has {len(self.class_names)} classes")
+        train_set = _load_dataset(o.data, "training", o.skip_bad, "train")
+        self.class_names = list(train_set.class_names)
+        self.train_samples = train_set.samples
+        self.val_samples = None
+        if self.dist.main:
+            val_set = _load_dataset(o.val, "validation", o.skip_bad, "val")
+            if val_set.class_names != self.class_names:
+                raise DatasetError(f"--val {o.val}: its classes ({', '.join(val_set.class_names)}) differ "
+                                   f"from those of --data {o.data} ({', '.join(self.class_names)})")
+            self.val_samples = val_set.samples
+        self.model = build_model(o.cfg, self.class_names)
+        fresh_heads = False
         if o.weights and self.resume_ckpt is None:
-            self._load_initial_weights(o.weights, o.cutoff)
-        elif self.resume_ckpt is None:
-            initialize_head_biases(self.model, o.img_size)
+            fresh_heads = self._load_initial_weights(o.weights, o.cutoff)
+        if self.resume_ckpt is None and (not o.weights or o.cutoff is not None or fresh_heads):
+            initialize_head_biases(self.model, o.img_size)  # heads the initial weights did not set
         self.model.to(self.device)
         self.teacher = self._load_teacher() if o.teacher_weights else None
 
-        self.train_samples = _load_samples(o.data, "training", o.skip_bad)
-        self.val_samples = _load_samples(o.val, "validation", o.skip_bad) if self.dist.main else None
         self.dataset = YoloDataset(self.train_samples, o.img_size, augment=o.augment, mosaic=o.mosaic,
                                    flip_ud=o.flip_ud)
         per_rank = max(1, o.batch // self.dist.world)
@@ -363,10 +378,14 @@ class _Trainer:
             prm.requires_grad_(False)
         return teacher.eval()
 
-    def _load_initial_weights(self, weights: str, cutoff: int | None) -> None:
+    def _load_initial_weights(self, weights: str, cutoff: int | None) -> bool:
+        """Load ``weights``; True when the [yolo] heads were left as initialised (a checkpoint trained on
+        another class count: everything but the convs before the [yolo] layers is loaded)."""
         path = Path(weights)
         if path.suffix == ".pt":
             ck = load_checkpoint(path)
+            if len(ck.get("class_names") or []) not in (0, len(self.class_names)):
+                return self._load_all_but_heads(path, ck)
             try:
                 self.model.load_state_dict(ck["state_dict"], strict=True)
             except RuntimeError as exc:
@@ -377,6 +396,22 @@ class _Trainer:
             from slimyolo_ros.darknet.weights import load_darknet_weights
 
             load_darknet_weights(self.model, path, cutoff=cutoff)
+        return False
+
+    def _load_all_but_heads(self, path: Path, ck: dict) -> bool:
+        heads = tuple(f"module_list.{i - 1}." for i in self.model.yolo_layers)
+        own = self.model.state_dict()
+        body = {k: v for k, v in ck["state_dict"].items() if not k.startswith(heads)}
+        wrong = sorted((set(own) ^ set(body)) - {k for k in own if k.startswith(heads)}) + \
+            [k for k in body if k in own and body[k].shape != own[k].shape]
+        if wrong:
+            raise WeightsError(f"{path}: state_dict does not fit {self.opt.cfg} outside the [yolo] heads "
+                               f"either (first difference: {wrong[0]})")
+        self.model.load_state_dict(body, strict=False)
+        log.info("%s: trained for %d classes (%s); loaded all but the %d convs before the [yolo] layers, "
+                 "which start fresh for the dataset's %d", path, len(ck["class_names"]),
+                 ", ".join(map(str, ck["class_names"])), len(heads), len(self.class_names))
+        return True
 
     def _restore(self, ck: dict) -> None:
         self.model.load_state_dict(ck["model_state"])
