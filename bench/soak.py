@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.table import grid  # noqa: E402
-from slimyolo_ros.bag.runner import PROFILE_ENV  # noqa: E402
+from slimyolo_ros.harness import PROFILE_ENV  # noqa: E402
 from slimyolo_ros.io_utils import atomic_write_text  # noqa: E402
 
 START, END = "<!-- bench:soak start -->", "<!-- bench:soak end -->"

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> tuple[dict, dict, Path, Path]:
     from slimyolo_ros.bag.make import make_bag
     from slimyolo_ros.bag.replay import ReplayConfig, replay, replay_track
-    from slimyolo_ros.bag.runner import default_params
+    from slimyolo_ros.harness import default_params
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

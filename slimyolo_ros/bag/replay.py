@@ -38,7 +38,10 @@ import numpy as np
 
 from slimyolo_ros.bag.make import GT_TOPIC
 from slimyolo_ros.bag.report import annotate_detections, annotate_tracks, record
-from slimyolo_ros.bag.runner import (
+from slimyolo_ros.bag.score import Run, score, score_tracks
+from slimyolo_ros.bag.source import Source, check_image, image_frames, open_reader, open_source, warm_frame
+from slimyolo_ros.bag.types import COMPRESSED_IMAGE, BagError
+from slimyolo_ros.harness import (
     Client,
     NodeDiedError,
     NodeUnderTest,
@@ -53,9 +56,6 @@ from slimyolo_ros.bag.runner import (
     ready,
     ros_environment,
 )
-from slimyolo_ros.bag.score import Run, score, score_tracks
-from slimyolo_ros.bag.source import Source, check_image, image_frames, open_reader, open_source, warm_frame
-from slimyolo_ros.bag.types import COMPRESSED_IMAGE, BagError
 from slimyolo_ros.io_utils import atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from slimyolo_ros.bag.make import (
     IMAGE_TOPIC,
     SEQUENCES_KEY,
 )
-from slimyolo_ros.bag.runner import restamp
 from slimyolo_ros.bag.types import COMPRESSED_IMAGE, DETECTION2D_ARRAY, BagError, typestore
+from slimyolo_ros.harness import restamp
 
 _WARMUP_OFFSET_NS = 1_000_000_000  # the warm-up frame's stamp lies 1 s before the first frame
 
