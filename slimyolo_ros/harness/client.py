@@ -12,14 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from slimyolo_ros.harness.stamps import stamp_of
+from slimyolo_ros.ros.qos import BEST_EFFORT, RELIABLE, profile
 
 
 def qos(depth: int = 10, reliable: bool = True, latched: bool = False) -> Any:
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+    return profile(RELIABLE if reliable else BEST_EFFORT, depth, latched)
 
 
 class Client:
@@ -112,12 +109,12 @@ class Client:
         """Class names from a LabelInfo topic (latched), live."""
         from vision_msgs.msg import LabelInfo
 
+        from slimyolo_ros.ros.detections import label_names
+
         got: list[tuple[float, list[str]]] = []
-        self.node.create_subscription(
-            LabelInfo, topic,
-            lambda m: got.append((time.perf_counter(),
-                                  [c.class_name for c in sorted(m.class_map, key=lambda c: c.class_id)])),
-            qos(1, latched=True))
+        self.node.create_subscription(LabelInfo, topic,
+                                      lambda m: got.append((time.perf_counter(), label_names(m))),
+                                      qos(1, latched=True))
         return got
 
     def send(self, pub: Any, stamp: int, raw: bytes) -> float:
