@@ -65,11 +65,11 @@ def installed_members(api: dict) -> set[str]:
 
 def _guarded(stack: list[ast.AST], name: str) -> bool:
     """Inside the body of ``if hasattr(<x>, "name"):`` that has an ``else:`` fallback."""
-    for parent, child in zip(stack, stack[1:]):
+    for parent, child in zip(stack, stack[1:], strict=False):
         if isinstance(parent, ast.If) and parent.orelse and child in parent.body:
             for call in ast.walk(parent.test):
-                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "hasattr"
-                        and len(call.args) == 2 and isinstance(call.args[1], ast.Constant)
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                        and call.func.id == "hasattr" and len(call.args) == 2 and isinstance(call.args[1], ast.Constant)
                         and call.args[1].value == name):
                     return True
     return False
@@ -94,7 +94,8 @@ def rclpy_uses(source: str, api: dict, newer: set[str]) -> Iterator[tuple[int, s
                     if a.name not in modules:
                         yield node.lineno, f"import {a.name}", _guarded(stack, a.name.rpartition(".")[2])
                     aliases[a.asname or "rclpy"] = a.name if a.asname else "rclpy"
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "rclpy" and not node.level:
+        elif (isinstance(node, ast.ImportFrom) and not node.level
+              and (node.module or "").split(".")[0] == "rclpy"):
             for a in node.names:
                 if f"{node.module}.{a.name}" in modules:
                     aliases[a.asname or a.name] = f"{node.module}.{a.name}"
@@ -107,7 +108,7 @@ def rclpy_uses(source: str, api: dict, newer: set[str]) -> Iterator[tuple[int, s
         while isinstance(base, ast.Attribute):
             chain.insert(0, base.attr)
             base = base.value
-        if isinstance(base, ast.Name) and base.id in aliases and isinstance(node.value, (ast.Name, ast.Attribute)):
+        if isinstance(base, ast.Name) and base.id in aliases:
             path = aliases[base.id]
             for attr in chain:
                 if f"{path}.{attr}" in modules:
@@ -164,8 +165,8 @@ def test_the_check_finds_unguarded_newer_names_and_accepts_the_guard(api, newer)
     )
     found = violations(COMPAT, unguarded, api, newer)
     assert [f.split(": ", 1)[1] for f in found] == [
-        "from rclpy.node import NoSuchThing", ".add_post_set_parameters_callback", "rclpy.spin_all_the_things",
-        ".add_post_set_parameters_callback"], found
+        "from rclpy.node import NoSuchThing", ".add_post_set_parameters_callback",
+        "rclpy.spin_all_the_things", ".add_post_set_parameters_callback"], found
     guarded = ("def f(node, a, b):\n"
                "    if hasattr(node, 'add_post_set_parameters_callback'):\n"
                "        node.add_post_set_parameters_callback(b)\n"

@@ -176,8 +176,8 @@ def _format_tracking(t: dict) -> list[str]:
 
 def format_track_report(r: dict) -> str:
     """The readable summary of :func:`replay_track`: one block per mode."""
-    added = ", ".join(r["detector_params_added"]) or "none"
-    lines = [f"bag eval --track {r['bag']} (detector parameters added for tracking: {added})"]
+    conf = r["detector_conf_threshold"]
+    lines = [f"bag eval --track {r['bag']} (detector conf_threshold {conf['value']:g}, from {conf['from']})"]
     for mode in ("lockstep", "realtime"):
         if r.get(mode):
             lines += ["", f"[{mode}]", format_report(r[mode])]
