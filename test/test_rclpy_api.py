@@ -69,8 +69,8 @@ def _guarded(stack: list[ast.AST], name: str) -> bool:
         if isinstance(parent, ast.If) and parent.orelse and child in parent.body:
             for call in ast.walk(parent.test):
                 if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
-                        and call.func.id == "hasattr" and len(call.args) == 2 and isinstance(call.args[1], ast.Constant)
-                        and call.args[1].value == name):
+                        and call.func.id == "hasattr" and len(call.args) == 2
+                        and isinstance(call.args[1], ast.Constant) and call.args[1].value == name):
                     return True
     return False
 
