@@ -282,7 +282,8 @@ def test_rosbags_and_rclpy_messages_are_built_and_read_alike():
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 1_700_000_000, 250_000_000
     ros_msg = to_message(dets, header, names, ids)
-    assert deserialize_message(ts.serialize_cdr(bag_msg, DETECTION2D_ARRAY), Detection2DArray) == ros_msg
+    raw = bytes(ts.serialize_cdr(bag_msg, DETECTION2D_ARRAY))
+    assert deserialize_message(raw, Detection2DArray) == ros_msg
     assert ts.deserialize_cdr(serialize_message(ros_msg), DETECTION2D_ARRAY).detections[1].id == "3"
     for m in (bag_msg, ros_msg):
         got = read(m)
