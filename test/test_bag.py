@@ -470,3 +470,38 @@ def test_track_scoring_needs_target_ids():
     t = score_tracks(run, src, ["car"])
     assert t["overall"] is None and t["answered"] == 1 and t["tracks"] == 1
     assert any("without a target id" in w and "still" in w for w in run.warnings)
+
+
+def test_the_detectors_threshold_when_tracking_is_a_stated_setting(tmp_path):
+    """config/track_detector.yaml's value unless --track-conf-threshold or --node-arg conf_threshold says
+    otherwise; the source is named; a value outside [0, 1] is an error naming where it came from."""
+    import yaml
+
+    from slimyolo_ros.bag.replay import ReplayConfig, detector_overrides, track_conf_threshold
+    from slimyolo_ros.bag.types import BagError
+
+    shipped = REPO / "config" / "track_detector.yaml"
+    value = yaml.safe_load(shipped.read_text())["slimyolo_detector"]["ros__parameters"]["conf_threshold"]
+    base = ReplayConfig(bag=tmp_path / "b", track=True, node_params=["nms_threshold:=0.5"])
+    assert track_conf_threshold(base) == (value, str(shipped))
+    assert detector_overrides(base) == [f"conf_threshold:={float(value)!r}", "nms_threshold:=0.5"]
+    flag = ReplayConfig(bag=tmp_path / "b", track=True, track_conf_threshold=1.0)
+    assert track_conf_threshold(flag) == (1.0, "--track-conf-threshold")
+    assert detector_overrides(flag) == ["conf_threshold:=1.0"]  # a double for the node, not the integer 1
+    mine = ReplayConfig(bag=tmp_path / "b", track=True, track_conf_threshold=0.2,
+                        node_params=["conf_threshold:=0.3"])
+    assert track_conf_threshold(mine) == (0.3, "--node-arg conf_threshold")
+    assert detector_overrides(mine) == ["conf_threshold:=0.3"]
+    assert detector_overrides(ReplayConfig(bag=tmp_path / "b", node_params=["x:=1"])) == ["x:=1"]
+    for bad, source in ((ReplayConfig(bag=tmp_path / "b", track=True, track_conf_threshold=1.5),
+                         "--track-conf-threshold"),
+                        (ReplayConfig(bag=tmp_path / "b", track=True, node_params=["conf_threshold:=high"]),
+                         "--node-arg conf_threshold")):
+        with pytest.raises(BagError, match=f"{source}: conf_threshold .* is not a number in"):
+            track_conf_threshold(bad)
+
+
+def test_track_conf_threshold_on_the_command_line(tmp_path):
+    r = subprocess.run([*SLIMYOLO, "bag", "eval", "--bag", str(tmp_path / "none"), "--track",
+                        "--track-conf-threshold", "abc"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--track-conf-threshold: invalid float value: 'abc'" in r.stderr, r.stderr
