@@ -9,11 +9,8 @@ one test have expired (1 s buffer) before the next begins.
 from __future__ import annotations
 
 import math
-import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,9 +18,9 @@ import pytest
 import rclpy
 from conftest import in_ci
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from ros_helpers.probe import Probe, wait_for
 from std_msgs.msg import Header
 from vision_msgs.msg import (
     BoundingBox2D,
@@ -33,6 +30,8 @@ from vision_msgs.msg import (
     ObjectHypothesisWithPose,
 )
 
+from slimyolo_ros.harness import NodeUnderTest, node_command
+
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,16 +39,6 @@ NODE = REPO / ".venv" / "bin" / "track_node"
 FRAME_ID = "uav/camera_optical"
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DT = 0.1
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def detection(cx: float, cy: float, w: float = 20, h: float = 20, score: float = 0.9,
@@ -65,50 +54,26 @@ def detection(cx: float, cy: float, w: float = 20, h: float = 20, score: float =
 
 
 class TrackerRig:
-    """The node process and a probe node here."""
+    """The node process and a probe node here, both through the node-under-test harness."""
 
     def __init__(self, env: dict[str, str], log: Path, *params: str, cmd: list[str] | None = None,
                  input_topic: str = "/detections") -> None:
         """``cmd``: how the node is started (default: track_node with config/track.yaml and ``params``);
         it runs in its own process group, so close() stops a launch and everything it started."""
         if cmd is None:
-            cmd = [str(NODE), "--ros-args", "--params-file", str(REPO / "config" / "track.yaml")]
-            for p in params:
-                cmd += ["-p", p]
+            cmd = node_command([str(NODE)], REPO / "config" / "track.yaml", overrides=params)
         self.log_path = log
-        self._log = open(log, "w")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = Node("track_test_probe", context=self.context)
-        self.pub = self.node.create_publisher(Detection2DArray, input_topic, RELIABLE)
-        self.lock = threading.Lock()
-        self.received: list[Detection2DArray] = []
-        self.node.create_subscription(Detection2DArray, "/tracks", self._on_tracks, RELIABLE)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.process = NodeUnderTest(cmd, env, log, name="track_node", process_group=True)
+        self.proc = self.process.proc
+        self.probe = Probe("track_test_probe")
+        self.node, self.lock = self.probe.node, self.probe.lock
+        self.pub = self.probe.publisher(Detection2DArray, input_topic, RELIABLE)
+        self.received = self.probe.collect(Detection2DArray, "/tracks", RELIABLE)
         wait_for(lambda: "tracking with" in self.text() or self.proc.poll() is not None, 120, "node start")
         assert self.proc.poll() is None, self.text()
         wait_for(lambda: self.pub.get_subscription_count() > 0 and
                  self.node.count_publishers("/tracks") > 0, 60, "discovery")
         self.stamp = 0.0
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if not self.context.ok():
-                    return
-                raise
-
-    def _on_tracks(self, msg: Detection2DArray) -> None:
-        with self.lock:
-            self.received.append(msg)
 
     def text(self) -> str:
         return self.log_path.read_text()
@@ -137,7 +102,7 @@ class TrackerRig:
         with self.lock:
             new = self.received[start:]
         assert len(new) == 1, f"{len(new)} outputs for one input"
-        out = new[0]
+        out = new[0][1]
         assert (out.header.stamp.sec, out.header.stamp.nanosec) == key and out.header.frame_id == frame_id
         return out
 
@@ -145,17 +110,9 @@ class TrackerRig:
         self.stamp = math.floor(self.stamp) + 100.0
 
     def close(self) -> int:
-        """Ctrl-C to the process group, as a terminal sends it; the exit code (killed after 20 s)."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            code = self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            code = self.proc.wait()
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._log.close()
+        """Ctrl-C to the process group, as a terminal sends it; the exit code (SIGTERM after 20 s)."""
+        code = self.process.stop(sigint_wait=20.0)
+        self.probe.close()
         return code
 
 

@@ -112,16 +112,24 @@ def node_command(base: Sequence[str], params_file: Path | None = None,
 
 class NodeUnderTest:
     """A node executable as a subprocess with its output in a log file; a context manager that stops
-    it on exit. ``command`` is the full command line (see :func:`node_command`)."""
+    it on exit. ``command`` is the full command line (see :func:`node_command`).
+
+    ``process_group``: the command runs in its own process group and the stop signals go to the whole
+    group, as a terminal's Ctrl-C does: for ``ros2 launch`` and everything it starts. Its SIGINT is the
+    default action even when this process was started with SIGINT ignored (a background job)."""
 
     def __init__(self, command: Sequence[str], env: Mapping[str, str] | None = None,
-                 log: Path | None = None, cwd: Path | None = None, name: str = "node") -> None:
+                 log: Path | None = None, cwd: Path | None = None, name: str = "node",
+                 process_group: bool = False) -> None:
         self.command = list(command)
         self.name = name
         self.log = Path(log) if log else None
+        self.process_group = process_group
         self._fh = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.command, env=dict(env) if env is not None else None, cwd=cwd,
-                                     stdout=self._fh, stderr=subprocess.STDOUT)
+                                     stdout=self._fh, stderr=subprocess.STDOUT,
+                                     start_new_session=process_group,
+                                     preexec_fn=_default_sigint if process_group else None)
 
     def __enter__(self) -> NodeUnderTest:
         return self
@@ -171,22 +179,35 @@ class NodeUnderTest:
             time.sleep(0.1)
         return text
 
-    def stop(self) -> int:
+    def _signal(self, sig: int) -> None:
+        if not self.process_group:
+            self.proc.send_signal(sig)
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:  # the group is gone already
+            pass
+
+    def stop(self, sigint_wait: float = 10.0) -> int:
         """SIGINT (the node's clean shutdown path), then SIGTERM, then SIGKILL; returns the exit code."""
         if self.proc.poll() is None:
-            for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5)):
-                self.proc.send_signal(sig)
+            for sig, wait in ((signal.SIGINT, sigint_wait), (signal.SIGTERM, 5)):
+                self._signal(sig)
                 try:
                     self.proc.wait(wait)
                     break
                 except subprocess.TimeoutExpired:
                     continue
             else:
-                self.proc.kill()
+                self._signal(signal.SIGKILL)
                 self.proc.wait()
         if self._fh is not subprocess.DEVNULL and not self._fh.closed:
             self._fh.close()
         return self.proc.returncode
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Pipeline:
