@@ -56,7 +56,8 @@ def reliability_name(policy: Any) -> str:
 
 def profile(reliability: str = RELIABLE, depth: int = 10, latched: bool = False) -> Any:
     """An rclpy QoSProfile: keep-last ``depth``, ``reliable`` or ``best_effort``, volatile or (``latched``)
-    transient local. Every publisher and subscription of the package takes its QoS from here."""
+    transient local: the QoS of every subscription and publisher of the package that needs more than a
+    depth."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     if reliability not in (RELIABLE, BEST_EFFORT):

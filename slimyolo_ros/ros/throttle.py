@@ -11,15 +11,17 @@ from collections.abc import Callable
 class ThrottledWarnings:
     """``warn(kind, text)`` logs through ``log`` at most once per ``period_s`` per kind."""
 
-    def __init__(self, log: Callable[[str], object], period_s: float = 5.0) -> None:
+    def __init__(self, log: Callable[[str], object], period_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._log = log
         self.period_s = period_s
+        self._clock = clock
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
 
     def warn(self, kind: str, text: str) -> bool:
         """Log ``text`` unless ``kind`` was logged less than ``period_s`` ago; True when logged."""
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last.get(kind, -math.inf) < self.period_s:
             self._held[kind] = self._held.get(kind, 0) + 1
             return False
