@@ -81,6 +81,7 @@ class TrackerNode(Node):
                 raise SlimyoloError(f"parameters: {name} {topic!r} is not a topic name")
         if reliability not in (RELIABLE, BEST_EFFORT):
             raise SlimyoloError(f"parameters: reliability {reliability!r} is not reliable or best_effort")
+        self.tracker.warm_up()  # before subscribing: the first message must not wait for the imports
         self.classes = ClassIndex()
         self._warnings = ThrottledWarnings(self.get_logger().warning, WARN_PERIOD_S)
         self.pub = self.create_publisher(Detection2DArray, self.get_parameter("tracks_topic").value,
