@@ -179,7 +179,8 @@ class NodeUnderTest:
             time.sleep(0.1)
         return text
 
-    def _signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
+        """``sig`` to the process, or to its whole group with ``process_group``."""
         if not self.process_group:
             self.proc.send_signal(sig)
             return
@@ -192,14 +193,14 @@ class NodeUnderTest:
         """SIGINT (the node's clean shutdown path), then SIGTERM, then SIGKILL; returns the exit code."""
         if self.proc.poll() is None:
             for sig, wait in ((signal.SIGINT, sigint_wait), (signal.SIGTERM, 5)):
-                self._signal(sig)
+                self.send_signal(sig)
                 try:
                     self.proc.wait(wait)
                     break
                 except subprocess.TimeoutExpired:
                     continue
             else:
-                self._signal(signal.SIGKILL)
+                self.send_signal(signal.SIGKILL)
                 self.proc.wait()
         if self._fh is not subprocess.DEVNULL and not self._fh.closed:
             self._fh.close()
