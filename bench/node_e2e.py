@@ -1,6 +1,6 @@
 """The real ``detect_node`` end to end: serialised Image published -> its Detection2DArray back.
 
-Uses the node-under-test runner (slimyolo_ros/bag/runner.py). Frames go one at a time (lockstep),
+Uses the node-under-test harness (slimyolo_ros/harness/). Frames go one at a time (lockstep),
 so the number is latency, not throughput under drops; both clocks are in this process. Each
 variant is a list of ``name:=value`` node parameters (``[]`` = the shipped defaults); variants run
 in alternating rounds (ABC, CBA, ...), each round a fresh node per variant, so a load change on the
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import REPO, Timing, peak_rss_mib
-from slimyolo_ros.bag.runner import (
+from slimyolo_ros.harness import (
     Client,
     NodeUnderTest,
     executable,

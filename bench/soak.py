@@ -25,7 +25,6 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.table import grid  # noqa: E402
-from slimyolo_ros.bag.runner import PROFILE_ENV  # noqa: E402
+from slimyolo_ros.harness import PROFILE_ENV, NodeUnderTest  # noqa: E402
 from slimyolo_ros.io_utils import atomic_write_text  # noqa: E402
 
 START, END = "<!-- bench:soak start -->", "<!-- bench:soak end -->"
@@ -78,13 +77,11 @@ def build_workspace(ws: Path, env: dict[str, str]) -> None:
                            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
 
 
-def launch(ws: Path, env: dict[str, str], log: Path, large_frames: bool) -> subprocess.Popen:
+def launch(ws: Path, env: dict[str, str], log: Path, large_frames: bool) -> NodeUnderTest:
     setup = shlex.quote(str(ws / "install" / "setup.bash"))
     cmd = (f"source {setup} && exec ros2 launch slimyolo_ros detect.launch.py "
            f"image_topic:={TOPIC} device:=cpu large_frames:={str(large_frames).lower()}")
-    return subprocess.Popen(["bash", "-c", cmd], cwd=ws, env=env, stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return NodeUnderTest(["bash", "-c", cmd], env, log, cwd=ws, name="ros2 launch", process_group=True)
 
 
 def node_process(group: int, timeout: float = 120.0) -> psutil.Process:
@@ -172,7 +169,8 @@ def soak(args: argparse.Namespace) -> dict:
     log = ws / "launch.log"
     if args.large_frames:  # the camera (this process) too: a sample travels in its writer's segment
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_large_frames.xml")
-    proc = launch(ws, env, log, args.large_frames)
+    launched = launch(ws, env, log, args.large_frames)
+    proc = launched.proc
     cam = None
     try:
         node = node_process(proc.pid)
@@ -199,12 +197,7 @@ def soak(args: argparse.Namespace) -> dict:
         if cam is not None:
             cam.close()
         t0 = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        launched.stop(sigint_wait=30.0)  # Ctrl-C to the launch's process group, as a terminal sends it
         stop_s = time.monotonic() - t0
     text = log.read_text(errors="replace")
     return {"command": shlex.join(["python", "bench/soak.py", *sys.argv[1:]]),

@@ -122,8 +122,9 @@ def _summary(acc: dict, track: dict, bag: Path, out: Path) -> str:
 def _tracking_lines(track: dict) -> list[str]:
     from slimyolo_ros.evaluate.mot import format_mot
 
-    added = ", ".join(track["detector_params_added"]) or "none"
-    lines = [f"tracking (track_node, config/track.yaml; detector {added}), all in %"]
+    conf = track["detector_conf_threshold"]
+    lines = [f"tracking (track_node, config/track.yaml; detector conf_threshold {conf['value']:g} from "
+             f"{conf['from']}), all in %"]
     for mode, what in (("lockstep", "every frame"), ("realtime", "the answered frames")):
         t = (track.get(mode) or {}).get("tracking") or {}
         o = t.get("overall")
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps({"lockstep": acc, "realtime": track["realtime"], "track_lockstep": track["lockstep"],
-                          "detector_params_added": track["detector_params_added"],
+                          "detector_conf_threshold": track["detector_conf_threshold"],
                           "wall_s": time.perf_counter() - t0}))
     else:
         print(_summary(acc, track, bag, out))
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> tuple[dict, dict, Path, Path]:
     from slimyolo_ros.bag.make import make_bag
     from slimyolo_ros.bag.replay import ReplayConfig, replay, replay_track
-    from slimyolo_ros.bag.runner import default_params
+    from slimyolo_ros.harness import default_params
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

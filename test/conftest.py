@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from slimyolo_ros.bag.runner import use_large_frames_profile
+from slimyolo_ros.harness import use_large_frames_profile
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "slimyolov3"

@@ -4,8 +4,8 @@
   lists every subpackage there is (so the page cannot go stale);
 - no import cycle between the subpackages of slimyolo_ros (imports inside functions count too: a lazy
   import is still a dependency);
-- ROS is imported only by the ROS adapters (``ros/``, ``bag/``); the command-line layer may import it
-  lazily, inside a function, so the core stays usable without ROS;
+- ROS is imported only by the ROS adapters (``ros/``, ``harness/``, ``bag/``); the command-line layer
+  may import it lazily, inside a function, so the core stays usable without ROS;
 - a Detector is built through ``load_detector`` (or ``Detector.from_model``), never its constructor,
   outside detect/;
 - no function is longer than 100 lines.
@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "slimyolo_ros"
 ARCHITECTURE_DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 ROS_MODULES = {"rclpy", "sensor_msgs", "vision_msgs", "std_msgs", "launch", "rcl_interfaces",
                "diagnostic_updater", "diagnostic_msgs", "lifecycle_msgs"}
-ROS_ADAPTERS = {"ros", "bag"}
+ROS_ADAPTERS = {"ros", "harness", "bag"}
 LAZY_ROS_ALLOWED = {"commands", "cli", "demo"}
 MAX_FUNCTION_LINES = 100
 
@@ -127,7 +127,7 @@ def test_ros_is_imported_only_by_the_ros_adapters():
             if module.split(".")[0] in ROS_MODULES and not (lazy and unit in LAZY_ROS_ALLOWED):
                 bad.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module}"
                            + (" (inside a function)" if lazy else ""))
-    assert not bad, "ROS imported outside ros/ and bag/:\n" + "\n".join(bad)
+    assert not bad, "ROS imported outside ros/, harness/ and bag/:\n" + "\n".join(bad)
 
 
 def test_detectors_are_built_only_through_the_factory():

@@ -17,8 +17,23 @@ from slimyolo_ros.bag.make import DEFAULT_START_NS, make_bag
 from slimyolo_ros.bag.types import typestore
 from slimyolo_ros.data.synth import generate
 from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_visdrone, write_annotation
+from slimyolo_ros.ros.detections import ClassIndex, read, to_message
 
 SLIMYOLO = [sys.executable, "-m", "slimyolo_ros.cli"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def detection_array(ns: int, frame_id: str, boxes, names, scores=None, ids=None):
+    """A rosbags Detection2DArray through the codec: boxes N×4 with class names (score 1 by default)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    classes = ClassIndex()
+    rows = np.column_stack([boxes, np.ones(len(boxes)) if scores is None else scores, classes.indices(names)])
+    return to_message(rows, msgs.header(ns, frame_id), classes.names, ids, types=typestore().types)
+
+
+def read_detections(msg):
+    """(boxes, class names, scores) of a Detection2DArray."""
+    return read(msg)[:3]
 
 
 def _read(bag: Path) -> dict[str, list]:
@@ -58,11 +73,11 @@ def test_make_mcap_bgr8_round_trip(tiny_det, tmp_path):
         assert img.encoding == "bgr8" and (img.width, img.height) == (320, 240)
         np.testing.assert_array_equal(msgs.decode_image(img, "sensor_msgs/msg/Image"),
                                       cv2.imread(str(s.image_path)))
-        boxes, names, scores = msgs.read_detections(gt)
+        boxes, names, scores = read_detections(gt)
         np.testing.assert_allclose(boxes, s.boxes, atol=1e-3)
         assert names == [VISDRONE_CLASSES[c] for c in s.classes]
         assert np.all(scores == 1.0)
-        ign_boxes, ign_names, _ = msgs.read_detections(ign)
+        ign_boxes, ign_names, _ = read_detections(ign)
         np.testing.assert_allclose(ign_boxes, s.ignore, atol=1e-3)
         assert set(ign_names) <= {"ignored"}
     assert sum(len(s.ignore) for s in samples) > 0  # ignore_prob=1: the ignore topic was exercised
@@ -112,7 +127,7 @@ def test_make_vid_sequences_and_missing_annotations(tmp_path):
     assert summary["frames"] == 5 and summary["frames_with_ground_truth"] == 3  # uav_b has no annotations
     got = _read(bag)
     gts = [m for _, m in got["/ground_truth"]]
-    boxes, names, _ = msgs.read_detections(gts[1])
+    boxes, names, _ = read_detections(gts[1])
     assert names == ["car", "pedestrian"] and [d.id for d in gts[1].detections] == ["7", "9"]
     np.testing.assert_allclose(boxes, [[10, 10, 30, 20], [40, 30, 50, 50]])
     assert len(gts[0].detections) == 0 and len(gts[2].detections) == 0
@@ -231,7 +246,7 @@ def test_lockstep_equals_offline_eval_and_records(tiny_det, model, tmp_path, ros
     by_stamp = {msgs.stamp_ns(m.header): m for _, m in got["/detections"]}
     for (_, img), s in zip(got["/camera/image_raw"], read_visdrone(tiny_det), strict=True):
         offline = det(read_image(s.image_path))
-        boxes, names, scores = msgs.read_detections(by_stamp[msgs.stamp_ns(img.header)])
+        boxes, names, scores = read_detections(by_stamp[msgs.stamp_ns(img.header)])
         assert len(boxes) == len(offline)
         order = np.lexsort((offline[:, 0], -offline[:, 4]))
         mine = np.lexsort((boxes[:, 0], -scores))
@@ -255,7 +270,7 @@ def _write_bag(path: Path, frames: list[tuple[str, bool]], size=(64, 48)) -> Non
             m.encoding = enc  # the same bytes, declared in an encoding the node cannot read
             wr.write(img_c, ns, ts.serialize_cdr(m, "sensor_msgs/msg/Image"))
             if has_gt:
-                gt = msgs.detection_array(ns, "camera", [[5, 5, 20, 20]], ["car"])
+                gt = detection_array(ns, "camera", [[5, 5, 20, 20]], ["car"])
                 wr.write(gt_c, ns, ts.serialize_cdr(gt, "vision_msgs/msg/Detection2DArray"))
 
 
@@ -266,7 +281,7 @@ def test_eval_bag_without_image_topic(tmp_path, ros_env):
     bag = tmp_path / "gt_only"
     with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as wr:
         c = wr.add_connection("/ground_truth", "vision_msgs/msg/Detection2DArray", typestore=ts)
-        wr.write(c, 1, ts.serialize_cdr(msgs.detection_array(1, "camera", [], []),
+        wr.write(c, 1, ts.serialize_cdr(detection_array(1, "camera", [], []),
                                         "vision_msgs/msg/Detection2DArray"))
     r = _bag_eval(["--bag", str(bag), "--params", str(tmp_path / "none.yaml")], ros_env, timeout=60)
     assert r.returncode == 2
@@ -359,7 +374,7 @@ def _rescore(vid: Path, rec: Path) -> dict:
     seqs: dict[str, list] = {}
     for i, f in enumerate(read_vid(vid)):
         m = tracks[DEFAULT_START_NS + i * 100_000_000]
-        boxes, names, _ = msgs.read_detections(m)
+        boxes, names, _ = read_detections(m)
         seqs.setdefault(f.sequence, []).append(MotFrame(
             f.sample.boxes, f.sample.classes, f.track_ids, boxes,
             np.asarray([VISDRONE_CLASSES.index(n) for n in names], np.int64), [d.id for d in m.detections],
@@ -378,11 +393,18 @@ def test_eval_track_flight_bag_lockstep_and_realtime(tiny_flight, model, tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads(r.stdout)
     assert rep == json.loads((out / "report.json").read_text()) and rep["error"] is None
-    # the params file says conf_threshold 0.001; tracking mode gives the detector its own, stated
-    assert rep["detector_params_added"] == ["conf_threshold:=0.1"]
+    # the params file says conf_threshold 0.001; tracking mode gives the detector the one in
+    # config/track_detector.yaml, and says so
+    import yaml
+
+    shipped = yaml.safe_load((REPO / "config" / "track_detector.yaml").read_text())
+    value = shipped["slimyolo_detector"]["ros__parameters"]["conf_threshold"]
+    assert rep["detector_conf_threshold"] == {"value": value,
+                                              "from": str(REPO / "config" / "track_detector.yaml")}
     for mode in ("lockstep", "realtime"):
         t = rep[mode]["tracking"]
-        assert "conf_threshold:=0.1" in rep[mode]["node_command"]
+        assert f"conf_threshold:={value!r}" in rep[mode]["node_command"]
+        assert rep[mode]["detector_conf_threshold"] == rep["detector_conf_threshold"]
         assert t["sequences"] == ["flight_0004_000", "flight_0004_001"]
         assert t["answered"] + t["dropped"] == 16 and t["frames_scored"] == t["answered"] > 0
         for m in (t["overall"], *t["per_class"].values()):
@@ -396,7 +418,7 @@ def test_eval_track_flight_bag_lockstep_and_realtime(tiny_flight, model, tmp_pat
     # the lockstep pass is recorded: every frame's tracks carry ids, the detector's boxes all score >= 0.1
     got = _read(rec)
     assert len(got["/tracks"]) == 16 and all(d.id for _, m in got["/tracks"] for d in m.detections)
-    assert all(s >= 0.1 - 1e-6 for _, m in got["/detections"] for s in msgs.read_detections(m)[2])
+    assert all(s >= 0.1 - 1e-6 for _, m in got["/detections"] for s in read_detections(m)[2])
     # and scoring them independently, flight by flight, gives the report's numbers
     again = _rescore(vid, rec)["overall"]
     for k in ("HOTA", "MOTA", "IDF1", "IDSW"):
@@ -415,7 +437,7 @@ def test_track_scoring_keeps_the_bags_sequences_apart():
     for i, tid in enumerate(["7", "7", "8", "8"]):
         stamp = DEFAULT_START_NS + i * 100_000_000
         frames.append(Frame(i, stamp, stamp, "sensor_msgs/msg/Image", 64, 48))
-        raw = ts.serialize_cdr(msgs.detection_array(stamp, "camera", box + i, ["car"], [0.9], ids=[tid]),
+        raw = ts.serialize_cdr(detection_array(stamp, "camera", box + i, ["car"], [0.9], ids=[tid]),
                                "vision_msgs/msg/Detection2DArray")
         tracks[stamp] = (1.0 + i, bytes(raw))
         gt[stamp], ids[stamp] = (box + i, ["car"]), ["1"]
@@ -438,7 +460,7 @@ def test_track_scoring_needs_target_ids():
 
     ts = typestore()
     stamp = DEFAULT_START_NS
-    raw = ts.serialize_cdr(msgs.detection_array(stamp, "camera", [[1, 1, 9, 9]], ["car"], [0.9], ids=["3"]),
+    raw = ts.serialize_cdr(detection_array(stamp, "camera", [[1, 1, 9, 9]], ["car"], [0.9], ids=["3"]),
                            "vision_msgs/msg/Detection2DArray")
     run = Run(command=[], log=None, frames=[Frame(0, stamp, stamp, "sensor_msgs/msg/Image", 16, 16)],
                tracks={stamp: (1.0, bytes(raw))}, published={stamp: 0.9})
@@ -448,3 +470,38 @@ def test_track_scoring_needs_target_ids():
     t = score_tracks(run, src, ["car"])
     assert t["overall"] is None and t["answered"] == 1 and t["tracks"] == 1
     assert any("without a target id" in w and "still" in w for w in run.warnings)
+
+
+def test_the_detectors_threshold_when_tracking_is_a_stated_setting(tmp_path):
+    """config/track_detector.yaml's value unless --track-conf-threshold or --node-arg conf_threshold says
+    otherwise; the source is named; a value outside [0, 1] is an error naming where it came from."""
+    import yaml
+
+    from slimyolo_ros.bag.replay import ReplayConfig, detector_overrides, track_conf_threshold
+    from slimyolo_ros.bag.types import BagError
+
+    shipped = REPO / "config" / "track_detector.yaml"
+    value = yaml.safe_load(shipped.read_text())["slimyolo_detector"]["ros__parameters"]["conf_threshold"]
+    base = ReplayConfig(bag=tmp_path / "b", track=True, node_params=["nms_threshold:=0.5"])
+    assert track_conf_threshold(base) == (value, str(shipped))
+    assert detector_overrides(base) == [f"conf_threshold:={float(value)!r}", "nms_threshold:=0.5"]
+    flag = ReplayConfig(bag=tmp_path / "b", track=True, track_conf_threshold=1.0)
+    assert track_conf_threshold(flag) == (1.0, "--track-conf-threshold")
+    assert detector_overrides(flag) == ["conf_threshold:=1.0"]  # a double for the node, not the integer 1
+    mine = ReplayConfig(bag=tmp_path / "b", track=True, track_conf_threshold=0.2,
+                        node_params=["conf_threshold:=0.3"])
+    assert track_conf_threshold(mine) == (0.3, "--node-arg conf_threshold")
+    assert detector_overrides(mine) == ["conf_threshold:=0.3"]
+    assert detector_overrides(ReplayConfig(bag=tmp_path / "b", node_params=["x:=1"])) == ["x:=1"]
+    for bad, source in ((ReplayConfig(bag=tmp_path / "b", track=True, track_conf_threshold=1.5),
+                         "--track-conf-threshold"),
+                        (ReplayConfig(bag=tmp_path / "b", track=True, node_params=["conf_threshold:=high"]),
+                         "--node-arg conf_threshold")):
+        with pytest.raises(BagError, match=f"{source}: conf_threshold .* is not a number in"):
+            track_conf_threshold(bad)
+
+
+def test_track_conf_threshold_on_the_command_line(tmp_path):
+    r = subprocess.run([*SLIMYOLO, "bag", "eval", "--bag", str(tmp_path / "none"), "--track",
+                        "--track-conf-threshold", "abc"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--track-conf-threshold: invalid float value: 'abc'" in r.stderr, r.stderr

@@ -87,7 +87,7 @@ def test_table_renders_selected_rows_and_nested_fields(bench, tmp_path, capsys) 
 
 @pytest.mark.ros
 def test_node_e2e_runs_the_real_node_with_a_variant_and_pairs_the_rounds(bench, tmp_path) -> None:
-    """The real detect_node through the shared runner: serialised frames (stamp patched into the CDR
+    """The real detect_node through the shared harness: serialised frames (stamp patched into the CDR
     bytes per frame) come back matched by stamp for the defaults and a rect:=false variant, with the
     node's own stage timings; a wrong stamp offset or a broken parse would time out here."""
     from bench.node_e2e import E2E, ab_rounds, paired_ratios

@@ -34,7 +34,7 @@ def test_demo_small_flight(tmp_path, ros_env):
         assert (out / "flight_bag" / "flight_bag.mcap").is_file()
     assert len(acc["annotated"]) >= 1 and cv2.imread(acc["annotated"][0]).shape == (240, 320, 3)
     # the flight is tracked: detector + tracker, lockstep and real time, MOT metrics and frames with ids
-    assert res["detector_params_added"] == ["conf_threshold:=0.1"]
+    assert res["detector_conf_threshold"]["from"].endswith("config/track_detector.yaml")
     for rep in (res["track_lockstep"], live):
         t = rep["tracking"]
         assert t["sequences"] == ["flight_2026_000"] and t["frames_scored"] == t["answered"] > 0

@@ -24,6 +24,8 @@ from ros_helpers.camera import CameraProcess, answered_after_first, default_dds_
 from ros_helpers.probe import Probe, node_env, wait_for
 from vision_msgs.msg import Detection2DArray
 
+from slimyolo_ros.harness import NodeUnderTest
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]  # colcon build and ros2 launch: minutes
 
 sys.path.insert(0, str(REPO))
@@ -101,20 +103,13 @@ def test_colcon_installs_what_ros2_launch_and_run_look_for(workspace, user_env):
         assert f"'{arg}'" in out, out
 
 
-class Launch:
-    """``ros2 launch`` in its own process group, output in a log file."""
+class Launch(NodeUnderTest):
+    """``ros2 launch`` in its own process group (the harness's), output in a log file."""
 
     def __init__(self, ws: Path, env: dict[str, str], log: Path, args: str) -> None:
-        self.log = log
-        self._fh = open(log, "wb")
-        self.proc = subprocess.Popen(
-            sourced(ws, f"exec ros2 launch slimyolo_ros detect.launch.py {args}"), cwd=ws, env=env,
-            stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        super().__init__(sourced(ws, f"exec ros2 launch slimyolo_ros detect.launch.py {args}"), env, log,
+                         cwd=ws, name="ros2 launch", process_group=True)
         self.pgid = self.proc.pid
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
 
     def group(self) -> list[psutil.Process]:
         out = []
@@ -127,12 +122,9 @@ class Launch:
         return out
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
-        self._fh.close()
+        self.stop()  # closes the log
 
 
 @pytest.fixture(scope="module")

@@ -15,28 +15,28 @@ from ros_helpers.images import bgr_to_compressed
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from slimyolo_ros.ros.cdr import serialize_detection2d_array
 from slimyolo_ros.ros.convert import (
     ImageDecodeError,
     bgr_to_image,
     compressed_to_bgr,
     image_to_bgr,
 )
-from slimyolo_ros.ros.messages import to_detection2d_array, to_label_info
+from slimyolo_ros.ros.detections import (
+    BadDetections,
+    ClassIndex,
+    label_info,
+    label_names,
+    read,
+    to_array,
+    to_cdr,
+    to_message,
+)
 
 H, W = 7, 5
 
 
 def detection2d_array_to_numpy(msg, class_names) -> np.ndarray:
-    """Detection2DArray -> N×6 float32 ``x1, y1, x2, y2, score, class_index`` (unknown names: -1)."""
-    index = {n: i for i, n in enumerate(class_names)}
-    rows = []
-    for d in msg.detections:
-        cx, cy, w, h = d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x, d.bbox.size_y
-        hyp = d.results[0].hypothesis if d.results else None
-        rows.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2,
-                     hyp.score if hyp else 0.0, index.get(hyp.class_id, -1) if hyp else -1])
-    return np.asarray(rows, dtype=np.float32).reshape(-1, 6)
+    return to_array(msg, ClassIndex(class_names))
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def test_detection2d_array_fields():
     from rclpy.serialization import deserialize_message
     from vision_msgs.msg import Detection2DArray
 
-    msg = deserialize_message(serialize_detection2d_array(dets, header, ["person", "car"]), Detection2DArray)
+    msg = deserialize_message(to_cdr(dets, header, ["person", "car"]), Detection2DArray)
     assert msg.header.frame_id == "uav/cam" and msg.header.stamp.nanosec == 123456789
     assert len(msg.detections) == 2
     d0, d1 = msg.detections
@@ -221,7 +221,7 @@ def test_detection2d_array_fields():
     assert d1.bbox.center.position.x == pytest.approx(101.0) and d1.bbox.size_y == pytest.approx(3.0)
     np.testing.assert_allclose(detection2d_array_to_numpy(msg, ["person", "car"]), dets, atol=1e-4)
 
-    empty = deserialize_message(serialize_detection2d_array(np.zeros((0, 6), np.float32), header, ["person"]),
+    empty = deserialize_message(to_cdr(np.zeros((0, 6), np.float32), header, ["person"]),
                                 Detection2DArray)
     assert empty.detections == [] and empty.header.frame_id == "uav/cam"
 
@@ -229,7 +229,7 @@ def test_detection2d_array_fields():
 @pytest.mark.parametrize("frame_id", ["", "c", "uav/camera_optical", "kamera_ø"])
 @pytest.mark.parametrize("n", [0, 1, 2, 37])
 def test_hand_serialised_detections_equal_rclpy_serialisation(frame_id, n):
-    """The node publishes serialize_detection2d_array's bytes: they must read back as exactly the message
+    """The node publishes to_cdr's bytes: they must read back as exactly the message
     rclpy serialises from the message object, with the same length (same layout), for every alignment
     case (frame_id and class-name lengths mod 4 and 8), an out-of-range class index, and scores outside
     [0, 1]. (Not compared byte for byte: Fast CDR leaves alignment padding uninitialised.)"""
@@ -246,8 +246,8 @@ def test_hand_serialised_detections_equal_rclpy_serialisation(frame_id, n):
     dets[:, 5] = rng.integers(0, len(names) + 1, n)  # len(names): out of range -> its number as the name
     header = Header(frame_id=frame_id)
     header.stamp.sec, header.stamp.nanosec = -3 if n == 1 else 1700000000 + n, 999999999
-    raw = serialize_detection2d_array(dets, header, names)
-    reference = serialize_message(to_detection2d_array(dets, header, names))
+    raw = to_cdr(dets, header, names)
+    reference = serialize_message(to_message(dets, header, names))
     assert len(raw) == len(reference)
     back = deserialize_message(raw, Detection2DArray)
     assert back == deserialize_message(reference, Detection2DArray)
@@ -260,6 +260,49 @@ def test_hand_serialised_detections_equal_rclpy_serialisation(frame_id, n):
 
 
 def test_label_info_maps_ids_to_names():
-    msg = to_label_info(["person", "car", "bus"], 0.3)
+    msg = label_info(["person", "car", "bus"], 0.3)
     assert [(c.class_id, c.class_name) for c in msg.class_map] == [(0, "person"), (1, "car"), (2, "bus")]
     assert msg.threshold == pytest.approx(0.3)
+    assert label_names(msg) == ["person", "car", "bus"]
+
+
+def test_rosbags_and_rclpy_messages_are_built_and_read_alike():
+    """The codec serves the bag tools' rosbags messages as it serves the nodes' rclpy messages: the same
+    detections built with either serialise to the same message, and read back the same."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from vision_msgs.msg import Detection2DArray
+
+    from slimyolo_ros.bag.msgs import header as bag_header
+    from slimyolo_ros.bag.types import DETECTION2D_ARRAY, typestore
+
+    ts = typestore()
+    dets = np.array([[10, 20, 50, 100, 0.9, 1], [0, 0, 4, 4, 0.5, 7]], np.float32)
+    names, ids = ["person", "car"], ["12", "3"]
+    bag_msg = to_message(dets, bag_header(1_700_000_000_250_000_000, "cam"), names, ids, types=ts.types)
+    header = Header(frame_id="cam")
+    header.stamp.sec, header.stamp.nanosec = 1_700_000_000, 250_000_000
+    ros_msg = to_message(dets, header, names, ids)
+    raw = bytes(ts.serialize_cdr(bag_msg, DETECTION2D_ARRAY))
+    assert deserialize_message(raw, Detection2DArray) == ros_msg
+    assert ts.deserialize_cdr(serialize_message(ros_msg), DETECTION2D_ARRAY).detections[1].id == "3"
+    for m in (bag_msg, ros_msg):
+        got = read(m)
+        assert got.names == ["car", "7"] and got.ids == ids
+        classes = ClassIndex(names)
+        np.testing.assert_allclose(to_array(m, classes), [[10, 20, 50, 100, 0.9, 1], [0, 0, 4, 4, 0.5, 2]],
+                                   atol=1e-6)
+        assert classes.names == ["person", "car", "7"]  # a name the index did not know gets the next index
+
+
+@pytest.mark.parametrize("field,value,needle", [("size_x", float("nan"), "detections[0].bbox"),
+                                                ("size_y", -1.0, "detections[0].bbox"),
+                                                ("score", float("inf"), "detections[0].results score")])
+def test_unusable_detections_are_named(field, value, needle):
+    msg = to_message(np.array([[1, 1, 5, 5, 0.5, 0]], np.float32), Header(), ["car"])
+    d = msg.detections[0]
+    if field == "score":
+        d.results[0].hypothesis.score = value
+    else:
+        setattr(d.bbox, field, value)
+    with pytest.raises(BadDetections, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        to_array(msg, ClassIndex())

@@ -9,19 +9,18 @@ one test have expired (1 s buffer) before the next begins.
 from __future__ import annotations
 
 import math
-import os
-import signal
 import subprocess
-import threading
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import rclpy
+from conftest import in_ci
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from ros_helpers.probe import Probe, wait_for
 from std_msgs.msg import Header
 from vision_msgs.msg import (
     BoundingBox2D,
@@ -31,6 +30,8 @@ from vision_msgs.msg import (
     ObjectHypothesisWithPose,
 )
 
+from slimyolo_ros.harness import NodeUnderTest, node_command
+
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,16 +39,6 @@ NODE = REPO / ".venv" / "bin" / "track_node"
 FRAME_ID = "uav/camera_optical"
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DT = 0.1
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def detection(cx: float, cy: float, w: float = 20, h: float = 20, score: float = 0.9,
@@ -63,50 +54,26 @@ def detection(cx: float, cy: float, w: float = 20, h: float = 20, score: float =
 
 
 class TrackerRig:
-    """The node process (a local start: the shared runner is being rewritten) and a probe node here."""
+    """The node process and a probe node here, both through the node-under-test harness."""
 
     def __init__(self, env: dict[str, str], log: Path, *params: str, cmd: list[str] | None = None,
                  input_topic: str = "/detections") -> None:
         """``cmd``: how the node is started (default: track_node with config/track.yaml and ``params``);
         it runs in its own process group, so close() stops a launch and everything it started."""
         if cmd is None:
-            cmd = [str(NODE), "--ros-args", "--params-file", str(REPO / "config" / "track.yaml")]
-            for p in params:
-                cmd += ["-p", p]
+            cmd = node_command([str(NODE)], REPO / "config" / "track.yaml", overrides=params)
         self.log_path = log
-        self._log = open(log, "w")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = Node("track_test_probe", context=self.context)
-        self.pub = self.node.create_publisher(Detection2DArray, input_topic, RELIABLE)
-        self.lock = threading.Lock()
-        self.received: list[Detection2DArray] = []
-        self.node.create_subscription(Detection2DArray, "/tracks", self._on_tracks, RELIABLE)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.process = NodeUnderTest(cmd, env, log, name="track_node", process_group=True)
+        self.proc = self.process.proc
+        self.probe = Probe("track_test_probe")
+        self.node, self.lock = self.probe.node, self.probe.lock
+        self.pub = self.probe.publisher(Detection2DArray, input_topic, RELIABLE)
+        self.received = self.probe.collect(Detection2DArray, "/tracks", RELIABLE)
         wait_for(lambda: "tracking with" in self.text() or self.proc.poll() is not None, 120, "node start")
         assert self.proc.poll() is None, self.text()
         wait_for(lambda: self.pub.get_subscription_count() > 0 and
                  self.node.count_publishers("/tracks") > 0, 60, "discovery")
         self.stamp = 0.0
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if not self.context.ok():
-                    return
-                raise
-
-    def _on_tracks(self, msg: Detection2DArray) -> None:
-        with self.lock:
-            self.received.append(msg)
 
     def text(self) -> str:
         return self.log_path.read_text()
@@ -135,7 +102,7 @@ class TrackerRig:
         with self.lock:
             new = self.received[start:]
         assert len(new) == 1, f"{len(new)} outputs for one input"
-        out = new[0]
+        out = new[0][1]
         assert (out.header.stamp.sec, out.header.stamp.nanosec) == key and out.header.frame_id == frame_id
         return out
 
@@ -143,17 +110,9 @@ class TrackerRig:
         self.stamp = math.floor(self.stamp) + 100.0
 
     def close(self) -> int:
-        """Ctrl-C to the process group, as a terminal sends it; the exit code (killed after 20 s)."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            code = self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            code = self.proc.wait()
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._log.close()
+        """Ctrl-C to the process group, as a terminal sends it; the exit code (SIGTERM after 20 s)."""
+        code = self.process.stop(sigint_wait=20.0)
+        self.probe.close()
         return code
 
 
@@ -254,8 +213,117 @@ def test_a_bad_message_is_survived(rig):
     assert len(out.detections) == 1
 
 
+def _service(rig, srv_type, name: str, request):
+    client = rig.node.create_client(srv_type, f"/slimyolo_tracker/{name}")
+    wait_for(client.service_is_ready, 30, f"/slimyolo_tracker/{name}")
+    future = client.call_async(request)
+    wait_for(future.done, 30, f"a reply from /slimyolo_tracker/{name}")
+    return future.result()
+
+
+def test_the_running_node_has_the_parameters_config_documents(rig):
+    """What the running node declares (its parameter services) against config/track.yaml: the same names,
+    the file's values in force (but the test's track_buffer_s:=1), each with a description, the tracker's
+    numbers with their ranges, topics and QoS read-only."""
+    import yaml
+    from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    documented = yaml.safe_load((REPO / "config" / "track.yaml").read_text())
+    documented = documented["slimyolo_tracker"]["ros__parameters"]
+    names = set(_service(rig, ListParameters, "list_parameters", ListParameters.Request()).result.names)
+    rclpy_own = set(rig.node.get_parameters_by_prefix(""))  # what every rclpy node declares (use_sim_time)
+    assert names - rclpy_own == set(documented)
+    order = sorted(documented)
+    values = _service(rig, GetParameters, "get_parameters", GetParameters.Request(names=order)).values
+    running = {n: parameter_value_to_python(v) for n, v in zip(order, values, strict=True)}
+    assert running == {**documented, "track_buffer_s": 1}
+    described = _service(rig, DescribeParameters, "describe_parameters",
+                         DescribeParameters.Request(names=order)).descriptors
+    by_name = {d.name: d for d in described}
+    assert all(by_name[n].description for n in order)
+    assert {n for n in order if by_name[n].read_only} == {"detections_topic", "tracks_topic", "reliability"}
+    for name in ("track_activation_threshold", "high_conf_det_threshold", "minimum_iou_threshold",
+                 "min_score"):
+        r = by_name[name].floating_point_range
+        assert len(r) == 1 and (r[0].from_value, r[0].to_value) == (0.0, 1.0), name
+    assert by_name["minimum_consecutive_frames"].integer_range[0].from_value == 1
+
+
+def _ros2(env: dict[str, str], *args: str) -> str:
+    ros2 = Path(sys.executable).parent / "ros2"
+    if not ros2.is_file():
+        msg = f"no ros2 CLI in {ros2.parent} (make setup installs it)"
+        if in_ci():
+            pytest.fail(msg + "; CI=true requires it")
+        pytest.skip(msg)
+    deadline = time.monotonic() + 60
+    while True:  # the CLI may not have discovered the node yet
+        proc = subprocess.run([str(ros2), *args], env=env, capture_output=True, text=True, timeout=120)
+        out = proc.stdout + proc.stderr
+        if "Node not found" not in out or time.monotonic() > deadline:
+            return out
+        time.sleep(1.0)
+
+
+def test_ros2_param_set_is_validated_then_applied(rig, ros_env):
+    """A bad value at runtime is refused with the reason (by its range, or by TrackerConfig for what a
+    range cannot say), a good one is applied: the tracker drops detections below the new min_score."""
+    refused = (("algorithm", "kalman", "'kalman'"),
+               ("track_activation_threshold", "1.5", "track_activation_threshold"),
+               ("track_activation_threshold", "2", "track_activation_threshold 2.0 is not in [0, 1]"),
+               ("minimum_consecutive_frames", "0", "minimum_consecutive_frames"),
+               ("tracks_topic", "elsewhere", "read-only"))
+    for name, value, needle in refused:
+        out = _ros2(ros_env, "param", "set", "/slimyolo_tracker", name, value)
+        assert "Setting parameter failed" in out and needle in out, out
+    rig.next_test()
+    assert len([rig.send([detection(100, 100, score=0.9)]) for _ in range(4)][-1].detections) == 1
+    out = _ros2(ros_env, "param", "set", "/slimyolo_tracker", "min_score", "0.95")
+    assert "Set parameter successful" in out, out
+    wait_for(lambda: "tracks start over" in rig.text(), 10, "the log line of the change")
+    rig.next_test()
+    assert all(rig.send([detection(100, 100, score=0.9)]).detections == [] for _ in range(4))
+    assert "Double value is: 0.95" in _ros2(ros_env, "param", "get", "/slimyolo_tracker", "min_score")
+    out = _ros2(ros_env, "param", "set", "/slimyolo_tracker", "min_score", "0.05")
+    assert "Set parameter successful" in out, out
+    rig.next_test()
+    assert len([rig.send([detection(100, 100, score=0.9)]) for _ in range(4)][-1].detections) == 1
+
+
+@pytest.mark.parametrize("post_set_callbacks", [True, False], ids=["iron_and_later", "humble_fallback"])
+def test_parameter_updates_are_validated_then_applied_on_every_distro(post_set_callbacks, monkeypatch):
+    """The node in this process, on both paths of ros/compat.on_parameter_update: with Iron's post-set
+    callbacks, and as on Humble (whose Node has no add_post_set_parameters_callback; removed here from
+    rclpy's Node class for real). Both refuse a bad value with the reason and apply a good one."""
+    from rclpy.parameter import Parameter
+
+    from slimyolo_ros.ros.track_node import TrackerNode
+
+    if not post_set_callbacks:
+        monkeypatch.delattr(Node, "add_post_set_parameters_callback")
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = TrackerNode(context=context)
+        assert hasattr(node, "add_post_set_parameters_callback") == post_set_callbacks
+        [bad] = node.set_parameters([Parameter("algorithm", value="kalman")])
+        assert not bad.successful and "kalman" in bad.reason
+        assert node.tracker.config.algorithm == "bytetrack"
+        assert node.get_parameter("algorithm").value == "bytetrack"
+        [bad] = node.set_parameters([Parameter("min_score", value=float("nan"))])
+        assert not bad.successful and node.tracker.config.min_score == 0.05
+        [good] = node.set_parameters([Parameter("algorithm", value="sort")])
+        assert good.successful
+        assert node.tracker.config.algorithm == "sort" and node.get_parameter("algorithm").value == "sort"
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
 @pytest.mark.parametrize("param,needle", [
-    ("track_activation_threshold:=1.7", "track_activation_threshold 1.7"),
+    ("track_activation_threshold:=1.7", "track_activation_threshold"),
+    ("track_activation_threshold:=2", "track_activation_threshold 2.0 is not in [0, 1]"),
     ("track_buffer_s:=abc", "track_buffer_s 'abc'"),
     ("algorithm:=kalman", "'kalman'"),
     ("reliability:=sometimes", "reliability 'sometimes'"),
@@ -266,19 +334,5 @@ def test_bad_parameter_is_one_clear_startup_error(ros_env, param, needle):
     text = proc.stdout + proc.stderr
     assert proc.returncode == 2, text
     errors = [ln for ln in text.splitlines() if "ERROR" in ln]
-    assert len(errors) == 1 and needle in errors[0], text
+    assert len(errors) == 1 and needle in errors[0] and param.split(":=")[1] in errors[0], text
     assert "Traceback" not in text
-
-
-def test_every_declared_parameter_is_documented_in_config():
-    import yaml
-
-    from slimyolo_ros.ros.track_node import _TOPIC_PARAMS
-    from slimyolo_ros.tracking import TrackerConfig
-
-    declared = set(TrackerConfig().to_dict()) | set(_TOPIC_PARAMS)
-    in_yaml = set(yaml.safe_load((REPO / "config" / "track.yaml").read_text())["slimyolo_tracker"]
-                  ["ros__parameters"])
-    assert in_yaml == declared
-
-

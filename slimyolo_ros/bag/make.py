@@ -26,12 +26,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
 from slimyolo_ros.bag import msgs
 from slimyolo_ros.bag.types import DETECTION2D_ARRAY, BagError, typestore
 from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_image, read_visdrone
+from slimyolo_ros.ros.detections import to_message
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,13 @@ CLASS_NAMES_KEY = "slimyolo_ros.class_names"
 SEQUENCES_KEY = "slimyolo_ros.sequences"
 DEFAULT_START_NS = 1_735_689_600 * 1_000_000_000
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+
+
+def ground_truth_rows(boxes: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Ground-truth boxes N×4 and class indices as the codec's N×6 rows, score 1."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.concatenate([boxes, np.ones((len(boxes), 1)), np.asarray(classes, np.float64).reshape(-1, 1)],
+                          axis=1)
 
 
 def _frames(root: Path):
@@ -123,10 +132,12 @@ def make_bag(data: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0,
                 counts[image_topic] += 1
                 if sample is None:
                     continue
-                names = [VISDRONE_CLASSES[c] for c in sample.classes.tolist()]
-                gt = msgs.detection_array(ns, frame_id, sample.boxes, names, ids=track_ids)
+                hdr = msgs.header(ns, frame_id)
+                gt = to_message(ground_truth_rows(sample.boxes, sample.classes), hdr, VISDRONE_CLASSES,
+                                ids=track_ids, types=ts.types)
                 writer.write(conns[GT_TOPIC], ns, ts.serialize_cdr(gt, DETECTION2D_ARRAY))
-                ign = msgs.detection_array(ns, frame_id, sample.ignore, [IGNORED_CLASS] * len(sample.ignore))
+                ign = to_message(ground_truth_rows(sample.ignore, np.zeros(len(sample.ignore))), hdr,
+                                 [IGNORED_CLASS], types=ts.types)
                 writer.write(conns[IGNORE_TOPIC], ns, ts.serialize_cdr(ign, DETECTION2D_ARRAY))
                 counts[GT_TOPIC] += 1
                 counts[IGNORE_TOPIC] += 1

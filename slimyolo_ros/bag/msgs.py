@@ -1,4 +1,5 @@
-"""rosbags message objects for the bag tools: images and Detection2DArray, built and read back.
+"""rosbags message objects for the bag tools: headers and images, built and read back (Detection2DArray:
+ros/detections.py with the typestore's types).
 
 These are rosbags' own message classes (pure Python, CDR via the typestore), not rclpy's:
 writing and reading bags needs no ROS install.
@@ -6,12 +7,10 @@ writing and reading bags needs no ROS install.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import cv2
 import numpy as np
 
-from slimyolo_ros.bag.types import COMPRESSED_IMAGE, DETECTION2D_ARRAY, IMAGE, typestore
+from slimyolo_ros.bag.types import COMPRESSED_IMAGE, IMAGE, typestore
 
 # encoding -> (channels, conversion from BGR); what `bag make` writes and the node decodes.
 RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
@@ -54,50 +53,6 @@ def image_message(img_bgr: np.ndarray | None, encoding: str, ns: int, frame_id: 
     msg = t[IMAGE](header=header(ns, frame_id), height=h, width=w, encoding=encoding, is_bigendian=0,
                    step=w * channels, data=pixels.reshape(-1))
     return IMAGE, msg
-
-
-def detection_array(ns: int, frame_id: str, boxes_xyxy: np.ndarray, class_ids: Sequence[str],
-                    scores: Sequence[float] | None = None, ids: Sequence[str] | None = None):
-    """A vision_msgs/Detection2DArray (rosbags object): one hypothesis per box, centre/size in pixels."""
-    t = typestore().types
-    hdr = header(ns, frame_id)
-    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
-    dets = []
-    for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-        hyp = t["vision_msgs/msg/ObjectHypothesisWithPose"](
-            hypothesis=t["vision_msgs/msg/ObjectHypothesis"](
-                class_id=str(class_ids[i]), score=1.0 if scores is None else float(scores[i])),
-            pose=t["geometry_msgs/msg/PoseWithCovariance"](
-                pose=t["geometry_msgs/msg/Pose"](
-                    position=t["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
-                    orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
-                covariance=np.zeros(36, np.float64)),
-        )
-        bbox = t["vision_msgs/msg/BoundingBox2D"](
-            center=t["vision_msgs/msg/Pose2D"](
-                position=t["vision_msgs/msg/Point2D"](x=(x1 + x2) / 2, y=(y1 + y2) / 2), theta=0.0),
-            size_x=x2 - x1, size_y=y2 - y1)
-        dets.append(t["vision_msgs/msg/Detection2D"](header=hdr, results=[hyp], bbox=bbox,
-                                                       id="" if ids is None else str(ids[i])))
-    return t[DETECTION2D_ARRAY](header=hdr, detections=dets)
-
-
-def read_detections(msg) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(boxes N×4 xyxy float32, class_ids, scores N float32) from a Detection2DArray: the best
-    hypothesis of each detection (the node writes one)."""
-    boxes, names, scores = [], [], []
-    for d in msg.detections:
-        cx, cy = d.bbox.center.position.x, d.bbox.center.position.y
-        w, h = d.bbox.size_x, d.bbox.size_y
-        boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
-        if d.results:
-            best = max(d.results, key=lambda r: r.hypothesis.score)
-            names.append(best.hypothesis.class_id)
-            scores.append(best.hypothesis.score)
-        else:
-            names.append("")
-            scores.append(0.0)
-    return (np.asarray(boxes, np.float32).reshape(-1, 4), names, np.asarray(scores, np.float32))
 
 
 def decode_image(msg, typename: str) -> np.ndarray:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,10 @@ import numpy as np
 
 from slimyolo_ros.bag.make import GT_TOPIC
 from slimyolo_ros.bag.report import annotate_detections, annotate_tracks, record
-from slimyolo_ros.bag.runner import (
+from slimyolo_ros.bag.score import Run, score, score_tracks
+from slimyolo_ros.bag.source import Source, check_image, image_frames, open_reader, open_source, warm_frame
+from slimyolo_ros.bag.types import COMPRESSED_IMAGE, BagError
+from slimyolo_ros.harness import (
     Client,
     NodeDiedError,
     NodeUnderTest,
@@ -53,9 +57,6 @@ from slimyolo_ros.bag.runner import (
     ready,
     ros_environment,
 )
-from slimyolo_ros.bag.score import Run, score, score_tracks
-from slimyolo_ros.bag.source import Source, check_image, image_frames, open_reader, open_source, warm_frame
-from slimyolo_ros.bag.types import COMPRESSED_IMAGE, BagError
 from slimyolo_ros.io_utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,8 @@ log = logging.getLogger(__name__)
 DETECTIONS_TOPIC = "/detections"  # where the node's output is remapped during a replay
 LABEL_INFO_TOPIC = "/label_info"
 TRACKS_TOPIC = "/tracks"  # the tracker's output during a replay with track=True
-# What the detector is told in track mode unless the user sets conf_threshold: the shipped model scores
-# true objects 0.1-0.3, and ByteTrack's second (low-score) stage only gets input below its 0.25 split when
-# the detector publishes it (docs/tracking.md: measured on the demo flight).
-TRACK_DETECTOR_PARAMS = ("conf_threshold:=0.1",)
+# The detector's conf_threshold in track mode, unless --track-conf-threshold or --node-arg sets it.
+TRACK_DETECTOR_PARAMS = "track_detector.yaml"
 _LOCKSTEP_MAX_MISSES = 3  # consecutive unanswered frames before lockstep gives up on the node
 
 
@@ -87,6 +86,7 @@ class ReplayConfig:
     track_params: Path | None = None  # tracker parameters file; None: the package's config/track.yaml
     track_node_params: list[str] = field(default_factory=list)  # extra "name:=value" for track_node
     track_node_command: list[str] | None = None  # override the tracker executable
+    track_conf_threshold: float | None = None  # detector's conf_threshold in track mode; None: the config's
 
 
 def _node_command(cfg: ReplayConfig, params: Path, src: Source) -> list[str]:
@@ -105,12 +105,45 @@ def _node_command(cfg: ReplayConfig, params: Path, src: Source) -> list[str]:
 
 
 def detector_overrides(cfg: ReplayConfig) -> list[str]:
-    """The detector's -p overrides: in track mode TRACK_DETECTOR_PARAMS first (unless the user sets the
-    same parameter), then the user's, which win."""
+    """The detector's -p overrides: in track mode its conf_threshold (:func:`track_conf_threshold`), then
+    the user's."""
     if not cfg.track:
         return list(cfg.node_params)
-    given = {p.split(":=", 1)[0] for p in cfg.node_params}
-    return [p for p in TRACK_DETECTOR_PARAMS if p.split(":=", 1)[0] not in given] + list(cfg.node_params)
+    value, _ = track_conf_threshold(cfg)
+    # repr: 1.0 stays a double on the command line ("1" would be an integer, which the node refuses)
+    return [f"conf_threshold:={value!r}"] + [p for p in cfg.node_params
+                                              if p.split(":=", 1)[0] != "conf_threshold"]
+
+
+def track_conf_threshold(cfg: ReplayConfig) -> tuple[float, str]:
+    """The detector's conf_threshold in track mode and where it comes from: ``--node-arg
+    conf_threshold:=...``, else ``--track-conf-threshold``, else config/track_detector.yaml."""
+    given = [p.split(":=", 1)[1] for p in cfg.node_params if p.split(":=", 1)[0] == "conf_threshold"]
+    if given:
+        value, source = given[-1], "--node-arg conf_threshold"
+    elif cfg.track_conf_threshold is not None:
+        value, source = cfg.track_conf_threshold, "--track-conf-threshold"
+    else:
+        path = default_params(TRACK_DETECTOR_PARAMS)
+        value, source = _yaml_conf_threshold(path), str(path)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0:
+        raise BagError(f"{source}: conf_threshold {value!r} is not a number in [0, 1]")
+    return number, source
+
+
+def _yaml_conf_threshold(path: Path) -> object:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+        return doc["slimyolo_detector"]["ros__parameters"]["conf_threshold"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise BagError(f"{path}: no slimyolo_detector: ros__parameters: conf_threshold "
+                       f"({type(exc).__name__}: {exc})") from None
 
 
 def _track_command(cfg: ReplayConfig, src: Source) -> list[str]:
@@ -272,9 +305,9 @@ def replay_track(cfg: ReplayConfig, modes: tuple[str, ...] = ("lockstep", "realt
     detector's drops are gaps for the tracker); one report per mode under ``cfg.out/<mode>/``, and the
     combined one in ``cfg.out/report.json``."""
     out = Path(cfg.out) if cfg.out else None
+    value, source = track_conf_threshold(cfg)
     combined: dict = {"bag": str(cfg.bag), "track": True, "error": None,
-                      "detector_params_added": [p for p in detector_overrides(dataclasses.replace(
-                          cfg, track=True)) if p not in cfg.node_params]}
+                      "detector_conf_threshold": {"value": value, "from": source}}
     for mode in ("lockstep", "realtime"):
         if mode not in modes:
             combined[mode] = None
@@ -307,6 +340,8 @@ def _facts(cfg: ReplayConfig, src: Source, run: Run, params: Path) -> dict:
         "params": str(params),
         "node_command": run.command,
         "track_node_command": run.track_command,
+        "detector_conf_threshold": (dict(zip(("value", "from"), track_conf_threshold(cfg), strict=True))
+                                    if cfg.track else None),
         "error": run.error,
         "warnings": run.warnings,
     }

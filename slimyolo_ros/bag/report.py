@@ -10,13 +10,13 @@ import tempfile
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from slimyolo_ros.bag import msgs
-from slimyolo_ros.bag.score import Run, read_tracks
+from slimyolo_ros.bag.score import Run, read_message, read_tracks
 from slimyolo_ros.bag.source import Source, by_sequence
 from slimyolo_ros.bag.types import DETECTION2D_ARRAY, BagError, typestore
 from slimyolo_ros.io_utils import atomic_write_bytes
+from slimyolo_ros.ros.detections import ClassIndex, to_array
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def annotate_detections(out: Path, keep: dict, answers: dict, gt: dict, names: l
 
     ts = typestore()
     paths = []
-    index = {n: i for i, n in enumerate(names)}
+    classes = ClassIndex(names)
     for stamp, (raw, typename) in sorted(keep.items()):
         try:
             img = msgs.decode_image(ts.deserialize_cdr(raw, typename), typename)
@@ -39,14 +39,8 @@ def annotate_detections(out: Path, keep: dict, answers: dict, gt: dict, names: l
             for x1, y1, x2, y2 in gt[stamp][0].round().astype(int).tolist():
                 cv2.rectangle(img, (x1, y1), (x2, y2), (255, 255, 255), 1)
         if stamp in answers:
-            boxes, dnames, scores = msgs.read_detections(
-                ts.deserialize_cdr(answers[stamp][1], DETECTION2D_ARRAY))
-            cls = np.asarray([index.get(n, -1) for n in dnames], np.float32)
-            shown = scores >= min_score
-            boxes, scores, cls = boxes[shown], scores[shown], cls[shown]
-            det = np.concatenate([boxes, scores[:, None], cls[:, None]], axis=1) if len(boxes) \
-                else np.zeros((0, 6), np.float32)
-            img = draw_detections(img, det, names)
+            det = to_array(read_message(answers[stamp][1]), classes)
+            img = draw_detections(img, det[det[:, 4] >= min_score], classes.names)
         else:
             cv2.putText(img, "dropped: no answer", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 255), 2)
         paths.append(str(write_png(out / f"frame_{stamp}.png", img)))
@@ -60,14 +54,14 @@ def annotate_tracks(out: Path, run: Run, src: Source, names: list[str], trail: i
 
     ts = typestore()
     paths = []
-    index = {n: i for i, n in enumerate(names)}
+    classes = ClassIndex(names)
     for seq, frames in by_sequence(run.frames, src.sequences):
         history = TrailHistory(trail)
         for f in frames:
             if f.stamp not in run.tracks:
                 continue
-            boxes, tnames, _, ids = read_tracks(run.tracks[f.stamp][1])
-            trails = history.update(boxes, ids)
+            found = read_tracks(run.tracks[f.stamp][1])
+            trails = history.update(found.boxes, found.ids)
             if f.stamp not in run.keep:
                 continue
             raw, typename = run.keep[f.stamp]
@@ -76,8 +70,8 @@ def annotate_tracks(out: Path, run: Run, src: Source, names: list[str], trail: i
             except Exception as exc:  # a frame we cannot show must not lose the report
                 log.warning("annotated frame %d: %s", f.stamp, exc)
                 continue
-            cls = np.asarray([index.get(n, -1) for n in tnames], np.int64)
-            img = draw_tracks(img, boxes, ids, cls, names, trails)
+            img = draw_tracks(img, found.boxes, found.ids, classes.indices(found.names), classes.names,
+                              trails)
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
             if ok:
                 out.mkdir(parents=True, exist_ok=True)
@@ -182,8 +176,8 @@ def _format_tracking(t: dict) -> list[str]:
 
 def format_track_report(r: dict) -> str:
     """The readable summary of :func:`replay_track`: one block per mode."""
-    added = ", ".join(r["detector_params_added"]) or "none"
-    lines = [f"bag eval --track {r['bag']} (detector parameters added for tracking: {added})"]
+    conf = r["detector_conf_threshold"]
+    lines = [f"bag eval --track {r['bag']} (detector conf_threshold {conf['value']:g}, from {conf['from']})"]
     for mode in ("lockstep", "realtime"):
         if r.get(mode):
             lines += ["", f"[{mode}]", format_report(r[mode])]

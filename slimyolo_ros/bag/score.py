@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from slimyolo_ros.bag import msgs
 from slimyolo_ros.bag.make import GT_TOPIC
 from slimyolo_ros.bag.source import Frame, Source, by_sequence
 from slimyolo_ros.bag.types import DETECTION2D_ARRAY, typestore
+from slimyolo_ros.ros.detections import ClassIndex, Detections, read, to_array
 
 
 @dataclass
@@ -44,18 +44,9 @@ def score(run: Run, src: Source) -> dict:
     """Latency, counts and (with ground truth) COCO mAP over the answered frames."""
     frames, published, answers = run.frames, run.published, run.answers
     gt, ignore, has_gt = src.gt, src.ignore, src.has_gt
-    ts = typestore()
     # Class names: the dataset's list as stored in the bag, else the model's (LabelInfo), then any
     # name only the detections or the ground truth use, so no box is lost to an unknown name.
-    names: list[str] = list(src.class_names or run.label_names or [])
-    index = {n: i for i, n in enumerate(names)}
-
-    def idx(n: str) -> int:
-        if n not in index:
-            index[n] = len(names)
-            names.append(n)
-        return index[n]
-
+    classes = ClassIndex(src.class_names or run.label_names or [])
     lat, det_counts, gt_counts = [], Counter(), Counter()
     samples, dets = [], []
     with_dets = 0
@@ -67,9 +58,10 @@ def score(run: Run, src: Source) -> dict:
             continue
         t, raw = answers[f.stamp]
         lat.append((t - published[f.stamp]) * 1000.0)
-        boxes, dnames, scores = msgs.read_detections(ts.deserialize_cdr(raw, DETECTION2D_ARRAY))
-        with_dets += bool(len(boxes))
-        det_counts.update(dnames)
+        msg = read_message(raw)
+        found = read(msg)
+        with_dets += bool(len(found.boxes))
+        det_counts.update(found.names)
         if not has_gt:
             continue
         if f.stamp not in gt:
@@ -78,12 +70,10 @@ def score(run: Run, src: Source) -> dict:
         gboxes, gnames = gt[f.stamp]
         gt_counts.update(gnames)
         samples.append(Sample(image_path=Path(f"frame_{f.index:06d}_{f.stamp}"), boxes=gboxes,
-                              classes=np.asarray([idx(n) for n in gnames], np.int64),
+                              classes=classes.indices(gnames),
                               ignore=ignore.get(f.stamp, np.zeros((0, 4), np.float32)),
                               width=f.width, height=f.height))
-        cls = np.asarray([idx(n) for n in dnames], np.float32)
-        dets.append(np.concatenate([boxes, scores[:, None], cls[:, None]], axis=1).astype(np.float32)
-                    if len(boxes) else np.zeros((0, 6), np.float32))
+        dets.append(to_array(msg, classes))
     if no_gt:
         run.warnings.append(f"{no_gt} answered frame(s) have no {GT_TOPIC} message with their stamp: "
                         "left out of the mAP")
@@ -106,14 +96,14 @@ def score(run: Run, src: Source) -> dict:
     if samples:
         from slimyolo_ros.evaluate.coco import evaluate
 
-        metrics = evaluate(samples, dets, names)
+        metrics = evaluate(samples, dets, classes.names)
         report["map50"] = float(metrics["map50"])
         report["map"] = float(metrics["map"])
         for k in ("precision", "recall", "f1", "conf_threshold"):
             if k in metrics:
                 report[k] = None if metrics[k] is None else float(metrics[k])
         report["per_class"] = metrics.get("per_class", {})
-    report["class_names"] = names
+    report["class_names"] = classes.names
     return report
 
 
@@ -122,12 +112,7 @@ def score_tracks(run: Run, src: Source, names: list[str]) -> dict:
     the ground truth's target ids, each sequence on its own, over the frames the tracker answered."""
     from slimyolo_ros.evaluate.mot import MotFrame, evaluate_mot
 
-    names = list(names)
-    index = {n: i for i, n in enumerate(names)}
-
-    def idx(n: str) -> int:
-        return index.setdefault(n, len(index))
-
+    classes = ClassIndex(names)
     seqs, lat, track_ids, warnings = [], [], set(), []
     no_ids = False
     for _, frames in by_sequence(run.frames, src.sequences):
@@ -137,25 +122,24 @@ def score_tracks(run: Run, src: Source, names: list[str]) -> dict:
                 continue
             t, raw = run.tracks[f.stamp]
             lat.append((t - run.published[f.stamp]) * 1000.0)
-            boxes, tnames, _, ids = read_tracks(raw)
-            track_ids.update(ids)
+            found = read_tracks(raw)
+            track_ids.update(found.ids)
             if f.stamp not in src.gt:
                 continue
             gboxes, gnames = src.gt[f.stamp]
             gids = src.gt_ids.get(f.stamp, [])
             no_ids = no_ids or any(not i for i in gids)
-            mot.append(MotFrame(gboxes, np.asarray([idx(n) for n in gnames], np.int64), gids, boxes,
-                                np.asarray([idx(n) for n in tnames], np.int64), ids,
+            mot.append(MotFrame(gboxes, classes.indices(gnames), gids, found.boxes,
+                                classes.indices(found.names), found.ids,
                                 src.ignore.get(f.stamp, np.zeros((0, 4), np.float32))))
         if mot:
             seqs.append(mot)
-    names = sorted(index, key=index.get)
     result: dict = {"overall": None, "per_class": {}}
     if no_ids:
         warnings.append(f"{src.bag}: {GT_TOPIC} has objects without a target id (Detection2D.id): "
                         "no MOT metrics (make the bag from a VisDrone-VID root, e.g. slimyolo synth --video)")
     elif seqs:
-        result = evaluate_mot(seqs, names)
+        result = evaluate_mot(seqs, classes.names)
     run.warnings.extend(warnings)
     answered = sum(1 for f in run.frames if f.stamp in run.tracks)
     return {**result, "frames": len(run.frames), "answered": answered, "dropped": len(run.frames) - answered,
@@ -163,11 +147,14 @@ def score_tracks(run: Run, src: Source, names: list[str]) -> dict:
             "tracks": len(track_ids - {""}), "latency_ms": percentiles(lat)}
 
 
-def read_tracks(raw: bytes) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
-    """(boxes, class names, scores, track ids) of one serialised Detection2DArray from track_node."""
-    m = typestore().deserialize_cdr(raw, DETECTION2D_ARRAY)
-    boxes, names, scores = msgs.read_detections(m)
-    return boxes, names, scores, [str(d.id) for d in m.detections]
+def read_message(raw: bytes):
+    """One serialised Detection2DArray (a node's answer) as a rosbags message."""
+    return typestore().deserialize_cdr(raw, DETECTION2D_ARRAY)
+
+
+def read_tracks(raw: bytes) -> Detections:
+    """Boxes, class names, scores and track ids of one serialised Detection2DArray from track_node."""
+    return read(read_message(raw))
 
 
 def percentiles(values: list[float]) -> dict:

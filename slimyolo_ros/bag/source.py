@@ -20,8 +20,9 @@ from slimyolo_ros.bag.make import (
     IMAGE_TOPIC,
     SEQUENCES_KEY,
 )
-from slimyolo_ros.bag.runner import restamp
 from slimyolo_ros.bag.types import COMPRESSED_IMAGE, DETECTION2D_ARRAY, BagError, typestore
+from slimyolo_ros.harness import restamp
+from slimyolo_ros.ros import detections
 
 _WARMUP_OFFSET_NS = 1_000_000_000  # the warm-up frame's stamp lies 1 s before the first frame
 
@@ -119,12 +120,12 @@ def _read_ground_truth(reader) -> tuple[dict[int, tuple], dict[int, np.ndarray],
     if gt_conns or ign_conns:
         for conn, _, raw in reader.messages(connections=gt_conns + ign_conns):
             m = ts.deserialize_cdr(raw, conn.msgtype)
-            boxes, names, _ = msgs.read_detections(m)
+            got = detections.read(m)
             if conn.topic == GT_TOPIC:
-                gt[msgs.stamp_ns(m.header)] = (boxes, names)
-                ids[msgs.stamp_ns(m.header)] = [str(d.id) for d in m.detections]
+                gt[msgs.stamp_ns(m.header)] = (got.boxes, got.names)
+                ids[msgs.stamp_ns(m.header)] = got.ids
             else:
-                ignore[msgs.stamp_ns(m.header)] = boxes
+                ignore[msgs.stamp_ns(m.header)] = got.boxes
     return gt, ignore, bool(gt_conns), ids
 
 

@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "the detector gets conf_threshold:=0.1 unless --node-arg sets it")
     ev.add_argument("--track-params", type=Path, default=None,
                     help="tracker parameters file (default: config/track.yaml of the package)")
+    ev.add_argument("--track-conf-threshold", type=float, default=None, metavar="C",
+                    help="the detector's conf_threshold while tracking (default: config/track_detector.yaml; "
+                         "a --node-arg conf_threshold:=... wins); the report states the value used")
     ev.add_argument("--track-arg", action="append", default=[], metavar="NAME:=VALUE",
                     help="extra track_node parameter, repeatable; e.g. algorithm:=sort")
     ev.add_argument("--json", action="store_true", help="print one JSON object (the report)")
@@ -82,7 +85,7 @@ def _eval(args: argparse.Namespace) -> int:
     cfg = ReplayConfig(bag=args.bag, params=args.params, rate=None if args.lockstep else (args.rate or 1.0),
                        record=args.record, out=out, annotated_frames=args.frames, timeout=args.timeout,
                        node_params=list(args.node_arg), track_params=args.track_params,
-                       track_node_params=list(args.track_arg))
+                       track_node_params=list(args.track_arg), track_conf_threshold=args.track_conf_threshold)
     if args.track:
         # Both modes unless one was asked for.
         modes = ("lockstep",) if args.lockstep else ("realtime",) if args.rate else ("lockstep", "realtime")

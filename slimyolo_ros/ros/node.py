@@ -40,7 +40,6 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray, LabelInfo
@@ -51,29 +50,30 @@ from slimyolo_ros.errors import SlimyoloError
 # idle starve them and the node itself (measured in docs/benchmarks.md). Set before torch (imported with
 # the Detector) initialises OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from slimyolo_ros.ros.cdr import serialize_detection2d_array
+from slimyolo_ros.ros.compat import on_parameter_update
 from slimyolo_ros.ros.convert import (
     ImageDecodeError,
     bgr_to_image,
     compressed_to_bgr,
     image_to_bgr,
 )
+from slimyolo_ros.ros.detections import label_info, to_cdr
 from slimyolo_ros.ros.diagnostics import detector_diagnostics
 from slimyolo_ros.ros.frame_slot import FrameSlot
 from slimyolo_ros.ros.lifecycle import node_class, release_memory
-from slimyolo_ros.ros.messages import to_label_info
 from slimyolo_ros.ros.node_stats import Stats
 from slimyolo_ros.ros.parameters import PARAMETERS, detector_options, resolve_path, search_dirs
 from slimyolo_ros.ros.qos import (
     AUTO,
     RELIABILITY_CHOICES,
-    RELIABLE,
     choose_reliability,
     describe_change,
+    profile,
     reliability_name,
 )
 from slimyolo_ros.ros.spin import run_node
 from slimyolo_ros.ros.starvation import SILENT, StarvationWatch, starvation_message
+from slimyolo_ros.ros.throttle import ThrottledWarnings
 
 NODE_NAME = "slimyolo_detector"
 WARN_PERIOD_S = 5.0  # one warning per kind of bad frame per this many seconds
@@ -107,8 +107,7 @@ class DetectorNode(Node):
         self.state = "unconfigured"
         self._inference_error: str | None = None
         self._starvation_text: str | None = None
-        self.add_on_set_parameters_callback(self._validate_update)
-        self.add_post_set_parameters_callback(self._apply_update)
+        on_parameter_update(self, self._validate_update, self._apply_update)
         self._diagnostics = detector_diagnostics(self)
         if not managed:
             self.setup()
@@ -129,8 +128,7 @@ class DetectorNode(Node):
 
         self._draw = draw_detections
         self.stats = Stats()
-        self._warned: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._warnings = ThrottledWarnings(self.get_logger().warning, WARN_PERIOD_S)
         self._slot = FrameSlot()
         self._compressed = bool(p["compressed"])
 
@@ -142,10 +140,8 @@ class DetectorNode(Node):
         self._starvation = StarvationWatch(float(p["starvation_timeout"]))
         self._starvation_warnings = 0
         self._det_pub = self.create_publisher(Detection2DArray, p["detections_topic"], 10)
-        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                             reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._label_pub = self.create_publisher(LabelInfo, p["label_info_topic"], latched)
+        self._label_pub = self.create_publisher(LabelInfo, p["label_info_topic"],
+                                                profile(depth=1, latched=True))
         self._publish_label_info()
         self._debug_pub = (self.create_publisher(Image, p["debug_image_topic"], 1)
                            if p["publish_debug_image"] else None)
@@ -285,7 +281,7 @@ class DetectorNode(Node):
             self.get_logger().info(f"parameter {param.name} = {param.value}")
 
     def _publish_label_info(self) -> None:
-        msg = to_label_info(self.class_names, self.detector.conf_threshold)
+        msg = label_info(self.class_names, self.detector.conf_threshold)
         msg.header.stamp = self.get_clock().now().to_msg()
         self._label_pub.publish(msg)
 
@@ -303,11 +299,8 @@ class DetectorNode(Node):
         if self._sub is not None:
             self.destroy_subscription(self._sub)
             self.stats.forget_publishers()  # frames missed while switching are no transport loss
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
-                         reliability=ReliabilityPolicy.RELIABLE if want == RELIABLE
-                         else ReliabilityPolicy.BEST_EFFORT)
         self._sub = self.create_subscription(CompressedImage if self._compressed else Image,
-                                             self._image_topic, self._on_image, qos)
+                                             self._image_topic, self._on_image, profile(want, depth=1))
         if self._p["reliability"] == AUTO:
             self.get_logger().info(describe_change(self._image_topic, self._reliability, want, self._offered))
         self._reliability = want
@@ -359,8 +352,8 @@ class DetectorNode(Node):
         t0 = time.monotonic()
         dets = self.detector(img)
         t1 = time.monotonic()
-        # CDR bytes, not a message object: the generic conversion is on the critical path (ros/cdr.py)
-        out = serialize_detection2d_array(dets, msg.header, self.class_names)
+        # CDR bytes, not a message object: the generic conversion is on the critical path (ros/detections.py)
+        out = to_cdr(dets, msg.header, self.class_names)
         t2 = time.monotonic()
         self._det_pub.publish(out)
         t_done = time.monotonic()
@@ -385,14 +378,7 @@ class DetectorNode(Node):
     def _bad_frame(self, kind: str, text: str) -> None:
         with self.stats.lock:
             self.stats.bad += 1
-        now = time.monotonic()
-        if now - self._warned.get(kind, -1e9) < WARN_PERIOD_S:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
-            return
-        self._warned[kind] = now
-        more = self._suppressed.pop(kind, 0)
-        suffix = f" (+{more} more of this kind in the last {WARN_PERIOD_S:.0f} s)" if more else ""
-        self.get_logger().warning(text + suffix)
+        self._warnings.warn(kind, text)
 
     def _report_stats(self) -> None:
         s = self.stats.snapshot()

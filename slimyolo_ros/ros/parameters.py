@@ -1,5 +1,5 @@
 """detect_node's parameters: each one's default, type, range and description (what ``ros2 param
-describe`` shows), and where a relative model path is looked for."""
+describe`` shows); a relative model path is looked for by ros/package_files.py."""
 
 from __future__ import annotations
 
@@ -9,37 +9,8 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from slimyolo_ros.darknet.input_size import MAX_STRIDE
-
-PACKAGE = "slimyolo_ros"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def resolve_path(value: str) -> Path:
-    """A model path as given, else relative to the installed share dir, else to the source tree.
-
-    So ``models/x.pt`` means the package's shipped model both after ``colcon build`` (share/
-    slimyolo_ros/models) and in a source checkout (``pip install -e .`` installs no share dir).
-    When it exists nowhere, the first place looked is returned (for the error message).
-    """
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    candidates = search_dirs()
-    found = next((d / path for d in candidates if (d / path).exists()), None)
-    return found or (candidates[0] / path if candidates else path)
-
-
-def search_dirs() -> list[Path]:
-    dirs = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        dirs.append(Path(get_package_share_directory(PACKAGE)))
-    except Exception:  # not installed with colcon / no AMENT_PREFIX_PATH
-        pass
-    if (REPO / "package.xml").is_file():  # running from a source checkout
-        dirs.append(REPO)
-    return dirs
+from slimyolo_ros.ros.package_files import resolve_path as resolve_path
+from slimyolo_ros.ros.package_files import search_dirs as search_dirs
 
 
 def _desc(description: str, read_only: bool = True, **kw: Any) -> ParameterDescriptor:

@@ -54,6 +54,20 @@ def reliability_name(policy: Any) -> str:
         policy, "unknown")
 
 
+def profile(reliability: str = RELIABLE, depth: int = 10, latched: bool = False) -> Any:
+    """An rclpy QoSProfile: keep-last ``depth``, ``reliable`` or ``best_effort``, volatile or (``latched``)
+    transient local: the QoS of every subscription and publisher of the package that needs more than a
+    depth."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    if reliability not in (RELIABLE, BEST_EFFORT):
+        raise ValueError(f"reliability {reliability!r} is not {RELIABLE} or {BEST_EFFORT}")
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliability == RELIABLE
+                      else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
 def describe_change(topic: str, old: str | None, new: str, offered: list[str]) -> str:
     """The one log line for a (re)decision in auto mode."""
     if offered:

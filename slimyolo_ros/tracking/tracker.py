@@ -86,6 +86,14 @@ class MultiObjectTracker:
         self._ids = {}
         self._last_stamp = None
 
+    def warm_up(self) -> None:
+        """Import the tracking libraries and build one library tracker now, so the first frame is not the
+        one that pays for it (importing supervision takes seconds on a loaded onboard CPU, long enough
+        for a node's input queue to overflow). Changes no state."""
+        import supervision  # noqa: F401 - the import is the point
+
+        _make_library_tracker(self.config)
+
     def _tracker_for(self, key: int):
         if key not in self._trackers:
             self._trackers[key] = _make_library_tracker(self.config)

@@ -26,7 +26,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
-from slimyolo_ros.bag.runner import PROFILE_ENV
+from slimyolo_ros.harness import PROFILE_ENV
 from slimyolo_ros.ros.convert import bgr_to_image
 
 

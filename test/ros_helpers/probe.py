@@ -1,4 +1,4 @@
-"""The tests' view of slimyolo_ros/bag/runner.py: the same node-under-test runner bag replay and the
+"""The tests' view of slimyolo_ros/harness/: the same node-under-test harness bag replay and the
 benchmark use, with test-style failures (AssertionError naming what was awaited)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slimyolo_ros.bag.runner import Client, NodeDiedError, NodeUnderTest, qos, wait_until
+from slimyolo_ros.harness import Client, NodeDiedError, NodeUnderTest, qos, wait_until
 
 RELIABLE = qos(50)
 LATCHED = qos(1, latched=True)
