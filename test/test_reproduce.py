@@ -4,6 +4,7 @@ count scaled down to one; killed after the baseline and run again, it resumes an
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -69,7 +70,7 @@ def test_rehearsal_is_killed_after_the_baseline_and_resumes_to_the_table(tmp_pat
     assert table["tiny-slim-95"]["params"] < table["tiny-slim-50"]["params"] < table["tiny"]["params"]
     for r in table.values():
         assert r["gflops_416"] < r["gflops_608"] < r["gflops_832"]
-        assert all(r[f"latency_ms_{s}"] > 0 for s in SIZES) and 0 <= r["map50"] <= 1
+        assert all(r[f"latency_ms_{s}"] > 0 for s in SIZES) and math.isfinite(r["map50"])
     assert "| tiny-slim-90 | finetuned |" in (out / "reproduce_table.md").read_text()
 
 
