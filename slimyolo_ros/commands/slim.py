@@ -2,7 +2,7 @@
 
     slimyolo slim --cfg CFG --data ROOT --val ROOT (--weights W | --baseline-epochs E)
         --ratios 0.5,0.5 --layer-keep 0.1 --sparsity 0.001 --sparsity-epochs E1 --finetune-epochs E2
-        --img-size N --batch B [--channel-multiple N] --out DIR [--resume] [--json]
+        --img-size N --batch B [--round-to N] --out DIR [--resume] [--json]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "weight W next to the ground-truth loss (default 0: off)")
     parser.add_argument("--img-size", type=int, default=416)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--channel-multiple", type=int, default=1,
+    parser.add_argument("--round-to", type=int, default=1,
                         help="round kept channel counts up to a multiple of N")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lr", type=float, default=None, help="learning rate of every training stage")
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     report = slim(args.cfg, args.data, args.val, args.out, args.ratios, args.img_size, args.batch,
                   weights=args.weights, baseline_epochs=args.baseline_epochs, layer_keep=args.layer_keep,
                   sparsity=args.sparsity, sparsity_epochs=args.sparsity_epochs,
-                  finetune_epochs=args.finetune_epochs, channel_multiple=args.channel_multiple,
+                  finetune_epochs=args.finetune_epochs, round_to=args.round_to,
                   sparsity_schedule=args.sparsity_schedule, device=args.device, resume=args.resume,
                   train_options=train_options, latency_repeats=max(1, args.latency_repeats),
                   independent=args.independent, distill=args.distill)

@@ -103,7 +103,7 @@ class SlimConfig:
     sparsity_epochs: int = 10
     finetune_epochs: int = 10
     baseline_epochs: int = 0
-    channel_multiple: int = 1
+    round_to: int = 1
     sparsity_schedule: str = "constant"
     device: str = "auto"
     resume: bool = False
@@ -180,7 +180,7 @@ class _Pipeline:
         if self._done(prune_dir) is None:
             sparse, names, _ = load_model(sparse_w)
             _, report = prune_to_dir(sparse, names, c.img_size, prune_dir, ratio, c.layer_keep,
-                                     channel_multiple=c.channel_multiple, title=f"Prune report: {tag}")
+                                     round_to=c.round_to, title=f"Prune report: {tag}")
             _finish(prune_dir, {"pt": str(prune_dir / "pruned.pt"),
                                 "gflops_reduction_pct": report["complexity"][0]["gflops_reduction_pct"]})
         self.score(prune_dir, f"{tag} pruned", "pruned", prune_dir / "pruned.pt", trained=False)
@@ -219,7 +219,7 @@ def _finish(path: Path, result: dict) -> dict:
 def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike,
          ratios: Sequence[float], img_size: int, batch: int, weights: str | os.PathLike | None = None,
          baseline_epochs: int = 0, layer_keep: float = 0.1, sparsity: float = 1e-3,
-         sparsity_epochs: int = 10, finetune_epochs: int = 10, channel_multiple: int = 1,
+         sparsity_epochs: int = 10, finetune_epochs: int = 10, round_to: int = 1,
          sparsity_schedule: str = "constant", device: str = "auto", resume: bool = False,
          name: str | None = None, train_options: dict[str, Any] | None = None,
          latency_repeats: int = 5, independent: bool = False, distill: float = 0.0) -> dict:
@@ -237,7 +237,7 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
     if weights is None and baseline_epochs <= 0:
         raise PruneError("give --weights (a trained baseline) or --baseline-epochs > 0")
     c = SlimConfig(Path(cfg), str(data), str(val), Path(out), list(ratios), img_size, batch, layer_keep,
-                   sparsity, sparsity_epochs, finetune_epochs, baseline_epochs, channel_multiple,
+                   sparsity, sparsity_epochs, finetune_epochs, baseline_epochs, round_to,
                    sparsity_schedule, device, resume, latency_repeats, independent, distill,
                    dict(train_options or {}))
     c.out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike
                          "sparsity_epochs": sparsity_epochs,
                          "finetune_epochs": finetune_epochs, "baseline_epochs": baseline_epochs,
                          "distill": distill,
-                         "img_size": img_size, "batch": batch, "channel_multiple": channel_multiple,
+                         "img_size": img_size, "batch": batch, "round_to": round_to,
                          "mode": "independent" if independent else "iterative",
                          "val_images": len(pipeline.samples), "torch_threads": torch.get_num_threads()},
               "rows": pipeline.rows}

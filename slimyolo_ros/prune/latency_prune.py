@@ -1,0 +1,122 @@
+"""``prune_to_latency``: prune a sparsity-trained model so that it runs within ``target_ms`` on the
+target (backend, device, threads, input size).
+
+latency table (measured once per target, cached) -> widths with the most importance under the budget
+(knapsack over the shortcut groups, per-layer floor) -> surgery -> the pruned network measured end to
+end. The table sums conv times only (no routes, upsampling, decode, layout changes), so the end-to-end
+time can be over the budget: then the budget given to the selection shrinks by the measured
+overshoot and it tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from slimyolo_ros.darknet.channel_graph import ChannelGraph, channel_graph
+from slimyolo_ros.darknet.model import Darknet
+from slimyolo_ros.errors import PruneError
+from slimyolo_ros.prune.importance import IMPORTANCE, Importance
+from slimyolo_ros.prune.latency_backends import check_backend, interleaved_medians, model_runner
+from slimyolo_ros.prune.latency_problem import latency_model
+from slimyolo_ros.prune.latency_select import select_widths
+from slimyolo_ros.prune.latency_table import LatencyTable, measure_missing, table_key
+from slimyolo_ros.prune.plan import ChannelPlan
+from slimyolo_ros.prune.slimming import bn_gammas
+from slimyolo_ros.prune.surgery import apply_plan
+from slimyolo_ros.prune.thresholds import check_ratios
+
+log = logging.getLogger(__name__)
+
+
+def importance_kept(graph: ChannelGraph, gammas: Mapping[int, np.ndarray], plan: ChannelPlan,
+                    importance: Importance) -> float:
+    """Share of the prunable groups' total importance that ``plan`` keeps (comparable across modes)."""
+    kept = total = 0.0
+    for group in graph.groups:
+        if group.fixed or not group.convs:
+            continue
+        score = importance(group, gammas)
+        kept += float(score[plan.conv_masks[group.convs[0]]].sum())
+        total += float(score.sum())
+    return kept / total if total else 1.0
+
+
+def measure_model(model: Darknet, backend: str, device: str, threads: int, img_size: int,
+                  repeats: int = 5) -> float:
+    """Median end-to-end forward (ms) of ``model`` on the target."""
+    return interleaved_medians({0: model_runner(backend, device, threads, model, img_size)},
+                               warmup=1, repeats=repeats)[0]
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """Where and how fast: the budget and the target it is measured on."""
+
+    target_ms: float
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    img_size: int = 416
+    threads: int | None = None  # default: torch's current intra-op threads
+    importance: str = "gamma-sum"
+    cache_dir: str | os.PathLike | None = None
+    repeats: int = 5  # timed runs per table entry and per end-to-end measurement (median)
+    points: int = 5  # table grid points per width axis
+    tries: int = 4
+
+
+def prune_to_latency(model: Darknet, target: LatencyTarget, layer_keep: float = 0.1, round_to: int = 8,
+                     fold: bool = True) -> tuple[Darknet, ChannelPlan, dict]:
+    """The pruned model, its plan and what happened (table, every try: budget, predicted, measured)."""
+    t = target
+    target_ms, backend, device, img_size = t.target_ms, t.backend, t.device, t.img_size
+    importance = t.importance
+    if not (isinstance(target_ms, (int, float)) and target_ms > 0):
+        raise PruneError(f"--target-ms {target_ms!r}: must be a positive number of milliseconds")
+    check_ratios(0.0, layer_keep)
+    check_backend(backend, device)
+    if importance not in IMPORTANCE:
+        raise PruneError(f"importance {importance!r}: expected one of {', '.join(IMPORTANCE)}")
+    if round_to < 1:
+        raise PruneError(f"--round-to {round_to}: must be >= 1")
+    threads = t.threads or torch.get_num_threads()
+    graph = channel_graph(model)
+    gammas = bn_gammas(model)
+    lm = latency_model(model, graph, gammas, IMPORTANCE[importance], img_size, round_to, layer_keep,
+                      t.points)
+    table = LatencyTable.load(table_key(backend, device, threads, img_size), t.cache_dir)
+    measured_now = measure_missing(table, lm.wanted(), backend, device, threads, t.repeats)
+    problem = lm.problem(table)
+    info = {"mode": "latency", "target_ms": float(target_ms), "backend": backend, "device": device,
+            "threads": threads, "img_size": img_size, "round_to": round_to, "layer_keep": layer_keep,
+            "importance": importance, "fold": fold, "prunable_layers": sorted(gammas),
+            "table": {"path": str(table.path), "key": table.key, "entries": len(table.entries),
+                      "measured_now": measured_now, "points_per_axis": t.points},
+            "predicted_full_ms": round(problem.total([int(w[-1]) for w in lm.widths]), 3), "tries": []}
+    budget = float(target_ms)
+    for attempt in range(1, t.tries + 1):
+        widths, sel = select_widths(problem, budget)
+        plan = lm.plan(widths)
+        pruned = apply_plan(model, plan, fold=fold)
+        ms = measure_model(pruned, backend, device, threads, img_size, t.repeats)
+        info["tries"].append({"budget_ms": round(budget, 3), "predicted_ms": round(sel["predicted_ms"], 3),
+                              "measured_ms": round(ms, 3), "method": sel["method"]})
+        log.info("try %d: budget %.1f ms, table predicts %.1f ms, measured %.1f ms (target %.1f)",
+                 attempt, budget, sel["predicted_ms"], ms, target_ms)
+        if ms <= target_ms:
+            break
+        budget *= 0.98 * target_ms / ms  # the overshoot the table did not see, and a margin for noise
+    last = info["tries"][-1]
+    info.update(predicted_ms=last["predicted_ms"], measured_ms=last["measured_ms"],
+                within_budget=last["measured_ms"] <= target_ms,
+                prediction_error_pct=round(100 * (last["predicted_ms"] / last["measured_ms"] - 1), 1),
+                importance_kept=round(importance_kept(graph, gammas, plan, IMPORTANCE[importance]), 6))
+    if not info["within_budget"]:
+        log.warning("measured %.1f ms after %d tries, over the %.1f ms target", last["measured_ms"], t.tries,
+                    target_ms)
+    return pruned, plan, info
