@@ -252,3 +252,61 @@ def test_measured_table_holds_every_grid_point(tmp_path):
     head_spec = next(sp for sp in lm.layers if sp.out_group is None)
     assert head_spec.couts == [graph.group_of[head_spec.index].channels]
     assert len(next(sp for sp in lm.layers if sp.out_group is not None).couts) == 2
+
+
+def test_over_budget_tightens_and_tries_again(narrow_model, tmp_path):
+    """The table is filled from the formula (so nothing is timed); the end-to-end 'measurement' is the
+    table's prediction plus a fixed overhead the table cannot see, as routes and the decode are."""
+    from slimyolo_ros.prune.latency_prune import LatencyTarget, prune_to_latency
+
+    model = narrow_model
+    graph, gammas = channel_graph(model), bn_gammas(model)
+    lm = latency_model(model, graph, gammas, gamma_sum, IMG, 8, 0.1, points=5)
+    key = table_key("onnxruntime", "cpu", 1, IMG)
+    table = formula_table(lm, key)
+    table.path = cache_path(key, tmp_path)
+    table.save()
+    p = lm.problem(table)
+    full = p.total([int(w[-1]) for w in lm.widths])
+    overhead = 0.1 * full
+
+    def measure(pruned):
+        # The formula is bilinear in the widths, so the table's interpolation of it is exact.
+        widths = [pruned.module_list[g.convs[0]].conv.out_channels for g in lm.free]
+        return p.total(widths) + overhead
+
+    target = LatencyTarget(0.6 * full, img_size=IMG, threads=1, cache_dir=tmp_path, tries=5)
+    pruned, plan, info = prune_to_latency(model, target, layer_keep=0.1, round_to=8, measure=measure)
+    assert info["table"]["measured_now"] == 0  # every entry came from the cache file
+    tries = info["tries"]
+    assert len(tries) >= 2 and tries[0]["measured_ms"] > target.target_ms
+    assert tries[1]["budget_ms"] < tries[0]["budget_ms"]
+    assert info["within_budget"] and info["measured_ms"] <= target.target_ms
+    assert 0 < info["importance_kept"] < 1
+    assert [m.conv.out_channels for m in pruned.module_list if hasattr(m, "conv")] == \
+        [plan.kept(i) for i, m in enumerate(pruned.module_list) if hasattr(m, "conv")]
+
+
+@pytest.mark.slow  # measures a (small) latency table
+def test_prune_command_with_a_latency_target(tmp_path, capsys):
+    from slimyolo_ros.cli import main
+    from slimyolo_ros.darknet.checkpoint import load_model, save_checkpoint
+
+    model = randomised(narrow_spp3(16, 32), seed=6)
+    save_checkpoint(tmp_path / "m.pt", model, [f"c{i}" for i in range(model.num_classes)], 32)
+    common = ["prune", "--weights", str(tmp_path / "m.pt"), "--img-size", "32",
+              "--out", str(tmp_path / "out")]
+    # A budget no machine misses: the run's plumbing, not its speed, is under test.
+    rc = main(common + ["--target-ms", "100000", "--threads", "1", "--latency-repeats", "1",
+                        "--latency-cache", str(tmp_path / "cache"), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    t = report["thresholds"]
+    assert t["mode"] == "latency" and t["round_to"] == 8 and t["within_budget"]
+    assert t["table"]["measured_now"] == t["table"]["entries"] > 0
+    assert t["measured_ms"] > 0 and t["predicted_ms"] > 0
+    pruned, _, _ = load_model(tmp_path / "out" / "pruned.pt")
+    assert pruned.cfg_text() == (tmp_path / "out" / "pruned.cfg").read_text()
+    with pytest.raises(SystemExit):  # one or the other
+        main(common + ["--target-ms", "10", "--global-percent", "0.5"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,8 +71,13 @@ class LatencyTarget:
 
 
 def prune_to_latency(model: Darknet, target: LatencyTarget, layer_keep: float = 0.1, round_to: int = 8,
-                     fold: bool = True) -> tuple[Darknet, ChannelPlan, dict]:
-    """The pruned model, its plan and what happened (table, every try: budget, predicted, measured)."""
+                     fold: bool = True, measure: Callable[[Darknet], float] | None = None,
+                     ) -> tuple[Darknet, ChannelPlan, dict]:
+    """The pruned model, its plan and what happened (table, every try: budget, predicted, measured).
+
+    ``measure``: how a pruned network's end-to-end ms are taken (default: :func:`measure_model` on
+    the target).
+    """
     t = target
     target_ms, backend, device, img_size = t.target_ms, t.backend, t.device, t.img_size
     importance = t.importance
@@ -103,7 +108,8 @@ def prune_to_latency(model: Darknet, target: LatencyTarget, layer_keep: float = 
         widths, sel = select_widths(problem, budget)
         plan = lm.plan(widths)
         pruned = apply_plan(model, plan, fold=fold)
-        ms = measure_model(pruned, backend, device, threads, img_size, t.repeats)
+        ms = measure(pruned) if measure else measure_model(pruned, backend, device, threads, img_size,
+                                                           t.repeats)
         info["tries"].append({"budget_ms": round(budget, 3), "predicted_ms": round(sel["predicted_ms"], 3),
                               "measured_ms": round(ms, 3), "method": sel["method"]})
         log.info("try %d: budget %.1f ms, table predicts %.1f ms, measured %.1f ms (target %.1f)",
