@@ -103,26 +103,49 @@ def prune_to_latency(model: Darknet, target: LatencyTarget, layer_keep: float = 
             "table": {"path": str(table.path), "key": table.key, "entries": len(table.entries),
                       "measured_now": measured_now, "points_per_axis": t.points},
             "predicted_full_ms": round(problem.total([int(w[-1]) for w in lm.widths]), 3), "tries": []}
-    budget = float(target_ms)
-    for attempt in range(1, t.tries + 1):
+    floor_ms = problem.total([int(w[0]) for w in lm.widths])
+
+    def attempt(budget: float) -> tuple[Darknet, ChannelPlan, dict]:
+        # Below the table's floor only the floor is left to try: the table may be slower than now.
+        budget = max(budget, floor_ms)
         widths, sel = select_widths(problem, budget)
         plan = lm.plan(widths)
         pruned = apply_plan(model, plan, fold=fold)
         ms = measure(pruned) if measure else measure_model(pruned, backend, device, threads, img_size,
                                                            t.repeats)
-        info["tries"].append({"budget_ms": round(budget, 3), "predicted_ms": round(sel["predicted_ms"], 3),
-                              "measured_ms": round(ms, 3), "method": sel["method"]})
-        log.info("try %d: budget %.1f ms, table predicts %.1f ms, measured %.1f ms (target %.1f)",
-                 attempt, budget, sel["predicted_ms"], ms, target_ms)
-        if ms <= target_ms:
-            break
-        budget *= 0.98 * target_ms / ms  # the overshoot the table did not see, and a margin for noise
-    last = info["tries"][-1]
-    info.update(predicted_ms=last["predicted_ms"], measured_ms=last["measured_ms"],
-                within_budget=last["measured_ms"] <= target_ms,
-                prediction_error_pct=round(100 * (last["predicted_ms"] / last["measured_ms"] - 1), 1),
-                importance_kept=round(importance_kept(graph, gammas, plan, IMPORTANCE[importance]), 6))
+        kept = importance_kept(graph, gammas, plan, IMPORTANCE[importance])
+        log.info("budget %.1f ms: table predicts %.1f ms, measured %.1f ms (target %.1f), importance kept "
+                 "%.2f%%", budget, sel["predicted_ms"], ms, target_ms, 100 * kept)
+        return pruned, plan, {"budget_ms": round(budget, 3), "predicted_ms": round(sel["predicted_ms"], 3),
+                              "measured_ms": round(ms, 3), "importance_kept": round(kept, 6),
+                              "method": sel["method"], "at_floor": budget <= floor_ms}
+
+    pruned, plan, best = _search(attempt, float(target_ms), t.tries, info["tries"])
+    info.update(predicted_ms=best["predicted_ms"], measured_ms=best["measured_ms"],
+                within_budget=best["measured_ms"] <= target_ms,
+                prediction_error_pct=round(100 * (best["predicted_ms"] / best["measured_ms"] - 1), 1),
+                importance_kept=best["importance_kept"])
     if not info["within_budget"]:
-        log.warning("measured %.1f ms after %d tries, over the %.1f ms target", last["measured_ms"], t.tries,
+        log.warning("measured %.1f ms after %d tries, over the %.1f ms target", best["measured_ms"], t.tries,
                     target_ms)
     return pruned, plan, info
+
+
+def _search(attempt: Callable[[float], tuple[Darknet, ChannelPlan, dict]], target_ms: float, tries: int,
+            record: list[dict], slack: float = 0.1) -> tuple[Darknet, ChannelPlan, dict]:
+    """Budget -> measured ms, corrected by the measured/target ratio: tightened when over the target
+    (what the table does not see: routes, upsampling, the decode, layout changes), loosened when more
+    than ``slack`` under it (the table measured in a busier minute). Returns the try within the target
+    that keeps the most importance, else the last one."""
+    budget, best, last = target_ms, None, None
+    for _ in range(tries):
+        last = attempt(budget)
+        record.append(last[2])
+        ms = last[2]["measured_ms"]
+        if ms <= target_ms and (best is None or last[2]["importance_kept"] > best[2]["importance_kept"]):
+            best = last
+        if (1 - slack) * target_ms <= ms <= target_ms or (ms > target_ms and last[2]["at_floor"]):
+            break
+        budget *= 0.98 * target_ms / ms  # and a margin for the noise of one measurement
+    assert last is not None
+    return best or last
