@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[latency] %(message)s")
     threads = fix_threads(a.threads)
     argv = sys.argv[1:] if argv is None else argv
     facts = run_facts("python bench/latency_prune.py " + " ".join(shlex.quote(x) for x in argv), threads)

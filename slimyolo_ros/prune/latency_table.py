@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,14 +101,6 @@ class LatencyTable:
     def missing(self, g: ConvGeometry, points: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         return [(i, o) for i, o in points if g.key(i, o) not in self.entries]
 
-    def measure(self, g: ConvGeometry, points: Sequence[tuple[int, int]],
-                runner: Callable[[ConvGeometry, int, int], Callable[[], object]], repeats: int) -> None:
-        """Time ``points`` of one geometry, interleaved, and store them (saved by the caller)."""
-        if points:
-            fns = {(i, o): runner(g, i, o) for i, o in points}
-            for (i, o), ms in interleaved_medians(fns, warmup=1, repeats=repeats).items():
-                self.entries[g.key(i, o)] = round(ms, 4)
-
     def lookup(self, g: ConvGeometry, cins: Sequence[int], couts: Sequence[int], cin, cout):
         """Bilinear interpolation of the grid ``cins`` x ``couts`` of ``g`` at (cin, cout) (scalars or
         arrays)."""
@@ -139,18 +131,26 @@ class LatencyTable:
 
 def measure_missing(table: LatencyTable, wanted: dict[ConvGeometry, list[tuple[int, int]]],
                     backend: str, device: str, threads: int, repeats: int = 5) -> int:
-    """Measure every grid point not in the table yet (one geometry at a time); returns how many."""
-    def runner(g: ConvGeometry, i: int, o: int) -> Callable[[], object]:
-        return conv_runner(backend, device, threads, g, i, o)
+    """Measure every grid point not in the table yet; returns how many.
 
-    count = 0
+    ``repeats`` rounds over the whole table, one timed run of every entry per round (after one
+    untimed run), and the median over rounds: a table takes minutes, and on a shared machine the
+    load changes within them; sampling every entry in every round spreads that change over all
+    entries alike, instead of making the geometries measured in a busy minute look slow.
+    """
     todo = {OVERHEAD: table.missing(OVERHEAD, [(1, 1)])}
     todo.update({g: table.missing(g, points) for g, points in wanted.items()})
-    total = sum(map(len, todo.values()))
-    for g, points in todo.items():
-        if points:
-            table.measure(g, points, runner, repeats)
-            count += len(points)
-            log.info("latency table: %d/%d entries measured", count, total)
-            table.save()  # a long measurement killed halfway keeps what it has
-    return count
+    todo = {g: p for g, p in todo.items() if p}
+    samples: dict[tuple[ConvGeometry, int, int], list[float]] = {}
+    for r in range(max(1, repeats)):
+        for g, points in todo.items():
+            # One geometry's runners alive at a time: the widest weigh tens of MB each.
+            fns = {(g, i, o): conv_runner(backend, device, threads, g, i, o) for i, o in points}
+            for k, ms in interleaved_medians(fns, warmup=1, repeats=1).items():
+                samples.setdefault(k, []).append(ms)
+        log.info("latency table: round %d/%d over %d entries", r + 1, repeats, len(samples))
+    for (g, i, o), ms in samples.items():
+        table.entries[g.key(i, o)] = round(float(np.median(ms)), 4)
+    if samples:
+        table.save()
+    return len(samples)
