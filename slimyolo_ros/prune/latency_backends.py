@@ -8,6 +8,7 @@ folded as the Detector does), on ``cpu`` or ``cuda``, with a fixed number of int
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import statistics
 import tempfile
@@ -81,10 +82,14 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _ort_session(model_bytes: bytes | str, device: str, threads: int) -> Any:
+def _ort_session(model_bytes: bytes | str, device: str, threads: int, spinning: bool) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if not spinning:
+        # The table keeps a geometry's sessions alive together: the idle pools of the others would
+        # spin on the cores the timed one needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -132,7 +137,7 @@ def conv_runner(backend: str, device: str, threads: int, g: ConvGeometry, cin: i
     """One forward of a single conv (+ bias, + activation) of this geometry and widths."""
     x = np.random.default_rng(1).random((1, cin, g.height, g.width), dtype=np.float32)
     if backend == "onnxruntime":
-        return _ort_run(_ort_session(_conv_onnx(g, cin, cout), device, threads), x, device)
+        return _ort_run(_ort_session(_conv_onnx(g, cin, cout), device, threads, spinning=False), x, device)
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, g.kernel, g.stride, g.pad, bias=True)]
     if g.activation != "linear":
         layers.append(nn.LeakyReLU(0.1))
@@ -168,7 +173,9 @@ def model_runner(backend: str, device: str, threads: int, model: nn.Module, img_
         path = Path(tmp) / "model.onnx"
         export_onnx(model.cpu().float().eval(), path, img_size, decoded=True, dynamic_batch=False,
                     check=False)
-        sess = _ort_session(str(path), device, threads)
+        # As the Detector's session: spinning off when OpenMP is told to be passive.
+        passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+        sess = _ort_session(str(path), device, threads, spinning=not passive)
     return _ort_run(sess, x.numpy(), device)
 
 

@@ -116,7 +116,7 @@ def prune_to_latency(model: Darknet, target: LatencyTarget, layer_keep: float = 
         kept = importance_kept(graph, gammas, plan, IMPORTANCE[importance])
         log.info("budget %.1f ms: table predicts %.1f ms, measured %.1f ms (target %.1f), importance kept "
                  "%.2f%%", budget, sel["predicted_ms"], ms, target_ms, 100 * kept)
-        return pruned, plan, {"budget_ms": round(budget, 3), "predicted_ms": round(sel["predicted_ms"], 3),
+        return pruned, plan, {"budget_ms": budget, "predicted_ms": round(sel["predicted_ms"], 3),
                               "measured_ms": round(ms, 3), "importance_kept": round(kept, 6),
                               "method": sel["method"], "at_floor": budget <= floor_ms}
 
@@ -146,6 +146,7 @@ def _search(attempt: Callable[[float], tuple[Darknet, ChannelPlan, dict]], targe
             best = last
         if (1 - slack) * target_ms <= ms <= target_ms or (ms > target_ms and last[2]["at_floor"]):
             break
-        budget *= 0.98 * target_ms / ms  # and a margin for the noise of one measurement
+        # From the budget the try really used (never below the table's floor), with a margin for noise.
+        budget = last[2]["budget_ms"] * 0.98 * target_ms / ms
     assert last is not None
     return best or last
