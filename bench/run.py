@@ -166,7 +166,7 @@ class Bench:
             b = base.get(tuple(r[f] for f in fields))
             if b is not None:
                 self.rows.append({"kind": "speedup", "model": r["model"], **{f: r[f] for f in fields},
-                                  "vs_spp3": round(b["latency_ms_median"] / r["latency_ms_median"], 2),
+                                  "vs_spp3": round(b["latency_ms_median"] / r["latency_ms_median"], 4),
                                   "gflops_ratio": round(b["gflops"] / r["gflops"], 2)})
 
     def node(self) -> None:
