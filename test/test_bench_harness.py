@@ -72,7 +72,8 @@ def test_every_model_is_compared_with_spp3_on_the_same_backend_and_shape(bench) 
         k for k in fwd if k[0] != "yolov3-spp3"}
     for r in ups:
         base = fwd[("yolov3-spp3", r["backend"], r["shape"])]
-        assert r["vs_spp3"] == pytest.approx(base / fwd[(r["model"], r["backend"], r["shape"])], rel=1e-3, abs=1e-4)
+        ratio = base / fwd[(r["model"], r["backend"], r["shape"])]
+        assert r["vs_spp3"] == pytest.approx(ratio, rel=1e-3, abs=1e-4)
 
 
 def test_pruned_model_files_load_in_opencv(bench) -> None:
