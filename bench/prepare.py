@@ -82,9 +82,22 @@ def prune_command(base: ModelFiles, percent: float, out: Path) -> list[str]:
             str(percent), "--layer-keep", str(LAYER_KEEP), "--out", str(out), "--json"]
 
 
-def _run_prune(base: ModelFiles, name: str, work: Path, sizes: tuple[int, ...]) -> ModelFiles:
+def latency_name(target_ms: float) -> str:
+    return f"latency-{target_ms:g}ms"
+
+
+def latency_command(base: ModelFiles, target_ms: float, out: Path, threads: int, size: int) -> list[str]:
+    """``slimyolo prune --target-ms``: ONNX Runtime on this CPU with the bench's thread count."""
+    return [sys.executable, "-m", "slimyolo_ros.cli", "prune", "--weights", str(base.pt), "--target-ms",
+            f"{target_ms:g}", "--latency-backend", "onnxruntime", "--device", "cpu",
+            "--threads", str(threads), "--img-size", str(size), "--layer-keep", str(LAYER_KEEP),
+            "--out", str(out), "--json"]
+
+
+def _run_prune(base: ModelFiles, name: str, work: Path, sizes: tuple[int, ...],
+               latency: dict[str, list[str]] | None = None) -> ModelFiles:
     out = work / name
-    cmd = prune_command(base, PERCENTS[name], out)
+    cmd = (latency or {}).get(name) or prune_command(base, PERCENTS[name], out)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[2:])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -100,3 +113,11 @@ def make_pruned(base: ModelFiles, work: Path, names: list[str], sizes: tuple[int
     """Run ``slimyolo prune`` for every pruned model; ``jobs`` CLI processes at a time."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(lambda n: _run_prune(base, n, work, sizes), names))
+
+
+def make_latency_pruned(base: ModelFiles, work: Path, targets_ms: list[float], sizes: tuple[int, ...],
+                        threads: int) -> list[ModelFiles]:
+    """``slimyolo prune --target-ms`` per budget, one at a time (each measures on the CPU)."""
+    cmds = {latency_name(t): latency_command(base, t, work / latency_name(t), threads, sizes[0])
+            for t in targets_ms}
+    return [_run_prune(base, name, work, sizes, cmds) for name in cmds]

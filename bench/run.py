@@ -8,7 +8,9 @@ and ONNX Runtime, runtimes interleaved):
      square and the rectangular letterbox of a 1920x1080 frame, with GFLOPs and parameters;
   2. the real detect_node end to end at 1280x720 and 1920x1080 with its own stage timings (~/stats)
      and peak RSS; ``--node-variant "k:=v ..."`` adds A/B variants (paired, interleaved rounds);
-  3. on CUDA (when torch sees a GPU) the forward table in fp32 and fp16.
+  3. on CUDA (when torch sees a GPU) the forward table in fp32 and fp16;
+  4. every model's speed-up over YOLOv3-SPP3 on the same backend and input shape (``speedup`` rows),
+     with ``--latency-targets`` the models ``slimyolo prune --target-ms`` makes among them.
 OUT.json is ``{"run": {...}, "rows": [...]}``: data only. bench/table.py lays rows out as markdown;
 docs/benchmarks.md interprets a run by hand. Benchmarks, not tests: nothing here asserts on speed.
 """
@@ -56,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", default=None, help="comma-separated input sizes (default 416,608; quick: 416)")
     p.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     p.add_argument("--no-reference", action="store_true", help="skip the authors' prune_0.95 cfg")
+    p.add_argument("--latency-targets", default="", metavar="MS,...",
+                   help="also prune to these latency budgets (slimyolo prune --target-ms, ONNX Runtime, "
+                        "the bench's threads, the first size): rows latency-<MS>ms")
     p.add_argument("--no-node", action="store_true", help="skip the detect_node runs")
     p.add_argument("--node-frames", default=NODE_FRAMES, help=f"WxH list (default {NODE_FRAMES})")
     p.add_argument("--node-variant", action="append", default=[], metavar='"k:=v [k:=v ...]"',
@@ -86,6 +91,12 @@ class Bench:
         self.models = {base.name: base} if "yolov3-spp3" in self.names else {}
         pruned = make_pruned(base, self.work, [n for n in self.names if n != "yolov3-spp3"], self.sizes)
         self.models.update({mf.name: mf for mf in pruned})
+        targets = [float(t) for t in self.args.latency_targets.split(",") if t.strip()]
+        if targets:
+            from bench.prepare import make_latency_pruned
+
+            lat = make_latency_pruned(base, self.work, targets, self.sizes, self.args.threads)
+            self.models.update({mf.name: mf for mf in lat})
         if not self.args.no_reference and AUTHORS_CFG.is_file():
             mf = make_base(self.work, AUTHORS_CFG, self.args.seed, self.sizes, name="authors-prune-0.95")
             self.models[mf.name] = mf
@@ -145,6 +156,19 @@ class Bench:
                     log(f"{mf.name:18s} {size} {device} {precision}: " + ", ".join(
                         f"{b}/{sh} {t.median:.1f}" for (sh, b), t in times.items()) + " ms")
 
+    def speedups(self) -> None:
+        """Every model against YOLOv3-SPP3 on the same backend, size, input shape, device and
+        precision (ONNX Runtime with ONNX Runtime, square with square): rows of kind ``speedup``."""
+        fields = ("backend", "img_size", "shape", "device", "precision")
+        base = {tuple(r[f] for f in fields): r for r in self.rows
+                if r["kind"] == "forward" and r["model"] == "yolov3-spp3"}
+        for r in [r for r in self.rows if r["kind"] == "forward" and r["model"] != "yolov3-spp3"]:
+            b = base.get(tuple(r[f] for f in fields))
+            if b is not None:
+                self.rows.append({"kind": "speedup", "model": r["model"], **{f: r[f] for f in fields},
+                                  "vs_spp3": round(b["latency_ms_median"] / r["latency_ms_median"], 4),
+                                  "gflops_ratio": round(b["gflops"] / r["gflops"], 2)})
+
     def node(self) -> None:
         """The slimmest model on its fastest backend (ours: torch or ONNX Runtime, rect input) at each
         node frame size, base + variants in interleaved rounds; every other model once at 1080p."""
@@ -193,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         facts["cuda"] = torch.cuda.get_device_name(0)
         b.forward_table("cuda:0", ("fp32", "fp16"))
+    b.speedups()
     from bench.sparse_model import frame_source
     from slimyolo_ros.io_utils import atomic_write_json
 

@@ -38,17 +38,21 @@ def bench(tmp_path_factory):
     cfg.write_text(TINY_CFG)
     args = parse_args(["--quick", "--json", str(work / "out.json"), "--threads", "1", "--cfg", str(cfg),
                        "--work", str(work), "--warmup", "0", "--repeats", "1", "--sizes", "128",
-                       "--models", "yolov3-spp3,slim-50", "--no-reference"])
+                       "--models", "yolov3-spp3,slim-50", "--no-reference",
+                       # a budget the tiny net always meets: the plumbing is under test, not the speed
+                       "--latency-targets", "100000"])
     b = Bench(args)
     b.prepare()
     b.forward_table()
+    b.speedups()
     return b
 
 
 def test_rows_have_the_required_keys_for_every_model_backend_and_input(bench) -> None:
-    rows = bench.rows
+    rows = [r for r in bench.rows if r["kind"] == "forward"]
     assert {(r["model"], r["backend"], r["shape"]) for r in rows} == {
-        (m, be, sh) for m in ("yolov3-spp3", "slim-50") for be in BACKENDS for sh in ("square", "rect")}
+        (m, be, sh) for m in ("yolov3-spp3", "slim-50", "latency-100000ms") for be in BACKENDS
+        for sh in ("square", "rect")}
     for r in rows:
         assert REQUIRED <= set(r), r
         assert r["img_size"] == 128
@@ -58,6 +62,18 @@ def test_rows_have_the_required_keys_for_every_model_backend_and_input(bench) ->
     g = {r["model"]: (r["gflops"], r["params"]) for r in rows}
     # slim-50 came out of the real pruner with sparse gammas: it must be smaller than its source.
     assert g["slim-50"][0] < g["yolov3-spp3"][0] and g["slim-50"][1] < g["yolov3-spp3"][1]
+
+
+def test_every_model_is_compared_with_spp3_on_the_same_backend_and_shape(bench) -> None:
+    fwd = {(r["model"], r["backend"], r["shape"]): r["latency_ms_median"] for r in bench.rows
+           if r["kind"] == "forward"}
+    ups = [r for r in bench.rows if r["kind"] == "speedup"]
+    assert {(r["model"], r["backend"], r["shape"]) for r in ups} == {
+        k for k in fwd if k[0] != "yolov3-spp3"}
+    for r in ups:
+        base = fwd[("yolov3-spp3", r["backend"], r["shape"])]
+        ratio = base / fwd[(r["model"], r["backend"], r["shape"])]
+        assert r["vs_spp3"] == pytest.approx(ratio, rel=1e-3, abs=1e-4)
 
 
 def test_pruned_model_files_load_in_opencv(bench) -> None:

@@ -160,7 +160,7 @@ def test_graph_rules_shortcuts_heads_floor_and_multiple(base_sections):
             assert pruned.module_list[i].conv.out_channels == plan.kept(i)
             assert pruned.module_list[i].conv.in_channels == int(plan.in_masks[i].sum())
 
-    plan8, _ = plan_pruning(model, 0.8, 0.25, channel_multiple=4)
+    plan8, _ = plan_pruning(model, 0.8, 0.25, round_to=4)
     for i in graph.prunable:
         c = int(defs[i].options["filters"])
         k = plan8.kept(i)
@@ -191,8 +191,8 @@ def test_bad_ratios_raise_prune_error(base_sections):
         with pytest.raises(PruneError) as exc:
             plan_pruning(model, p, k)
         assert repr(p if not 0 <= p < 1 else k) in str(exc.value)
-    with pytest.raises(PruneError, match="channel multiple"):
-        plan_pruning(model, 0.5, 0.1, channel_multiple=0)
+    with pytest.raises(PruneError, match="round-to"):
+        plan_pruning(model, 0.5, 0.1, round_to=0)
 
 
 def test_empty_layer_is_refused(base_sections):
@@ -250,7 +250,7 @@ def test_pruned_files_load_in_opencv_and_match(base_sections, tmp_path):
 
     model = randomised(base_sections, seed=4)
     names = [f"c{i}" for i in range(model.num_classes)]
-    prune_to_dir(model, names, IMG, tmp_path, 0.7, 0.1, channel_multiple=2, sizes=(IMG,))
+    prune_to_dir(model, names, IMG, tmp_path, 0.7, 0.1, round_to=2, sizes=(IMG,))
     ours, class_names, _ = load_model(tmp_path / "pruned.pt")
     assert class_names == names
     assert ours.cfg_text() == (tmp_path / "pruned.cfg").read_text()

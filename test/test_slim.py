@@ -162,3 +162,32 @@ def test_slim_independent_sweep_from_given_weights(tiny, tmp_path):
     for pct in ("p30", "p70"):
         tuned = load_checkpoint(tmp_path / "sweep" / pct / "finetune" / "best.pt")
         assert tuned["cfg"] == (tmp_path / "sweep" / pct / "prune" / "pruned.cfg").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:the weights do not look sparsity-trained")
+def test_slim_with_a_latency_budget(tiny, tmp_path, monkeypatch):
+    """``--target-ms`` in place of ``--ratios``: the prune step runs the latency mode. The budget is one
+    no machine misses, so the plumbing is under test, not the speed."""
+    from slimyolo_ros.cli import main
+
+    cfg, train, val, root = tiny
+    monkeypatch.setenv("SLIMYOLO_LATENCY_CACHE", str(tmp_path / "cache"))
+    base = root / "run" / "baseline" / "best.pt"
+    if not base.is_file():
+        from slimyolo_ros.train.trainer import train as train_fn
+
+        base = train_fn(cfg, train, val, 1, IMG, 3, tmp_path / "base", device="cpu", progress=False)["best"]
+    out = tmp_path / "lat"
+    argv = ["slim", "--cfg", str(cfg), "--data", str(train), "--val", str(val), "--weights", str(base),
+            "--independent", "--target-ms", "100000", "--latency-threads", "1", "--sparsity", "0.01",
+            "--sparsity-epochs", "1", "--finetune-epochs", "1", "--img-size", str(IMG), "--batch", "3",
+            "--device", "cpu", "--latency-repeats", "1", "--train-opt", "progress=false", "--out", str(out),
+            "--json"]
+    assert main(argv) == 0
+    report = json.loads((out / "slim_report.json").read_text())
+    assert report["config"]["targets_ms"] == [100000.0] and report["config"]["ratios"] == []
+    assert [r["model"] for r in report["rows"]][-1] == "spp3-w16-slim-100000ms"
+    pruned = json.loads((out / "p100000ms" / "prune" / "prune_report.json").read_text())["thresholds"]
+    assert pruned["mode"] == "latency" and pruned["within_budget"] and pruned["round_to"] == 8
+    assert pruned["threads"] == 1
+    assert "Latency budgets 100000 ms" in (out / "slim_report.md").read_text()

@@ -2,7 +2,10 @@
 
     slimyolo slim --cfg CFG --data ROOT --val ROOT (--weights W | --baseline-epochs E)
         --ratios 0.5,0.5 --layer-keep 0.1 --sparsity 0.001 --sparsity-epochs E1 --finetune-epochs E2
-        --img-size N --batch B [--channel-multiple N] --out DIR [--resume] [--json]
+        --img-size N --batch B [--round-to N] --out DIR [--resume] [--json]
+
+``--target-ms 60,30`` (with ``--latency-backend``, ``--latency-device``, ``--latency-threads``) prunes
+each iteration to a latency budget measured on this machine instead of a global ratio.
 """
 
 from __future__ import annotations
@@ -59,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     start.add_argument("--baseline-epochs", type=int, default=0, help="train the baseline first, E epochs")
     parser.add_argument("--ratios", type=_ratios, default=[0.5, 0.5],
                         help="global ratios, one prune iteration each (default 0.5,0.5 = SlimYOLOv3-SPP3-50)")
+    parser.add_argument("--target-ms", type=_ratios, default=None, metavar="T1,T2",
+                        help="latency budgets in ms, one prune iteration each, in place of --ratios "
+                             "(slimyolo prune --target-ms)")
+    parser.add_argument("--latency-backend", choices=("onnxruntime", "torch"), default="onnxruntime",
+                        help="--target-ms: the runtime the budgets are measured in")
+    parser.add_argument("--latency-device", default="cpu", help="--target-ms: cpu or cuda (default cpu)")
+    parser.add_argument("--latency-threads", type=int, default=None,
+                        help="--target-ms: intra-op threads of the measurements (default: torch's)")
     parser.add_argument("--independent", action="store_true",
                         help="a sweep: sparsity train once, prune + fine-tune each ratio from that sparse "
                              "model (default: iterate, each ratio prunes the previous fine-tuned model)")
@@ -75,8 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "weight W next to the ground-truth loss (default 0: off)")
     parser.add_argument("--img-size", type=int, default=416)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--channel-multiple", type=int, default=1,
-                        help="round kept channel counts up to a multiple of N")
+    parser.add_argument("--round-to", type=int, default=None, metavar="N",
+                        help="kept channel counts are multiples of N (default 1 with --ratios, 8 with "
+                             "--target-ms)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lr", type=float, default=None, help="learning rate of every training stage")
     parser.add_argument("--workers", type=int, default=None, help="data-loader workers")
@@ -105,10 +117,13 @@ def run(args: argparse.Namespace) -> int:
     report = slim(args.cfg, args.data, args.val, args.out, args.ratios, args.img_size, args.batch,
                   weights=args.weights, baseline_epochs=args.baseline_epochs, layer_keep=args.layer_keep,
                   sparsity=args.sparsity, sparsity_epochs=args.sparsity_epochs,
-                  finetune_epochs=args.finetune_epochs, channel_multiple=args.channel_multiple,
+                  finetune_epochs=args.finetune_epochs,
+                  round_to=args.round_to if args.round_to is not None else (8 if args.target_ms else 1),
                   sparsity_schedule=args.sparsity_schedule, device=args.device, resume=args.resume,
                   train_options=train_options, latency_repeats=max(1, args.latency_repeats),
-                  independent=args.independent, distill=args.distill)
+                  independent=args.independent, distill=args.distill, targets_ms=args.target_ms,
+                  latency={"backend": args.latency_backend, "device": args.latency_device,
+                           "threads": args.latency_threads})
     if args.json:
         print(json.dumps(report))
     else:

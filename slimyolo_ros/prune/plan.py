@@ -52,22 +52,22 @@ def _check_masks(graph: ChannelGraph, masks: Mapping[int, np.ndarray]) -> None:
 
 
 def propagate(graph: ChannelGraph, masks: Mapping[int, np.ndarray],
-              scores: Mapping[int, np.ndarray] | None = None, channel_multiple: int = 1) -> ChannelPlan:
+              scores: Mapping[int, np.ndarray] | None = None, round_to: int = 1) -> ChannelPlan:
     """Merge per-conv keep masks over the graph and derive every layer's in/out masks.
 
     ``masks``: candidate keep masks of the prunable convs (others keep everything).
-    ``scores``: |gamma| per conv, used to add channels back for ``channel_multiple``.
+    ``scores``: |gamma| per conv, used to add channels back to a multiple of ``round_to``.
     """
-    if channel_multiple < 1:
-        raise PruneError(f"channel multiple N={channel_multiple} must be >= 1")
+    if round_to < 1:
+        raise PruneError(f"--round-to N={round_to} must be >= 1")
     _check_masks(graph, masks)
     group_mask: dict[Group, np.ndarray] = {}
     for group in graph.groups:
         keep = np.zeros(group.channels, dtype=bool)
         for node in group.nodes:
             keep |= np.asarray(masks[node], dtype=bool) if node in masks else True
-        if channel_multiple > 1:
-            keep = _round_up(keep, group_importance(group, scores or {}), channel_multiple)
+        if round_to > 1:
+            keep = _round_up(keep, group_importance(group, scores or {}), round_to)
         if not keep.any():
             raise PruneError(f"pruning would remove every channel of layer(s) {list(group.convs)}; raise K")
         group_mask[group] = keep

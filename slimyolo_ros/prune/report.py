@@ -46,12 +46,26 @@ def build_report(before: Darknet, after: Darknet, plan: ChannelPlan, info: dict,
     }
 
 
+def _latency_line(t: dict) -> str:
+    tries = "; ".join(f"budget {a['budget_ms']:.1f} ms: table {a['predicted_ms']:.1f} ms, measured "
+                      f"{a['measured_ms']:.1f} ms" for a in t["tries"])
+    return (f"Latency target {t['target_ms']:.1f} ms on {t['backend']} ({t['table']['key']['version']}), "
+            f"{t['table']['key']['device']}, {t['threads']} threads, {t['img_size']}x{t['img_size']}; "
+            f"layer keep K = {t['layer_keep']:g}, round-to = {t['round_to']}, importance {t['importance']} "
+            f"(kept {t['importance_kept']:.1%}), beta folding: {'on' if t.get('fold', True) else 'off'}. "
+            f"Tries: {tries}. Latency table: {t['table']['path']} ({t['table']['entries']} entries, "
+            f"{t['table']['measured_now']} measured now).")
+
+
 def to_markdown(report: dict, title: str = "Prune report") -> str:
     t = report["thresholds"]
     lines = [f"# {title}", ""]
-    lines.append(f"Global percent P = {t['global_percent']:g} (gamma_hat = {t['gamma_hat']:.4g}), "
-                 f"layer keep K = {t['layer_keep']:g}, channel multiple = {t.get('channel_multiple', 1)}, "
-                 f"beta folding: {'on' if t.get('fold', True) else 'off'}.")
+    if t.get("mode") == "latency":
+        lines.append(_latency_line(t))
+    else:
+        lines.append(f"Global percent P = {t['global_percent']:g} (gamma_hat = {t['gamma_hat']:.4g}), "
+                     f"layer keep K = {t['layer_keep']:g}, round-to = {t.get('round_to', 1)}, "
+                     f"beta folding: {'on' if t.get('fold', True) else 'off'}.")
     sp = t.get("sparsity", {})
     if sp:
         lines.append(f"Share of prunable |gamma| < 1e-2: {sp['share_below_1e-2']:.1%}; "

@@ -22,25 +22,25 @@ def bn_gammas(model: Darknet, layers: list[int] | None = None) -> dict[int, np.n
 
 
 def plan_pruning(model: Darknet, global_percent: float, layer_keep: float,
-                 channel_multiple: int = 1) -> tuple[ChannelPlan, dict]:
+                 round_to: int = 1) -> tuple[ChannelPlan, dict]:
     """The channel plan for ratio P and layer keep K, and the thresholds used."""
     check_ratios(global_percent, layer_keep)
     gammas = bn_gammas(model)
     masks, info = keep_masks(gammas, global_percent, layer_keep)
-    plan = propagate(channel_graph(model), masks, scores=gammas, channel_multiple=channel_multiple)
-    info["channel_multiple"] = channel_multiple
+    plan = propagate(channel_graph(model), masks, scores=gammas, round_to=round_to)
+    info["round_to"] = round_to
     info["prunable_layers"] = sorted(gammas)
     info["removed_by_threshold"] = int(sum((~m).sum() for m in masks.values()))
     info["removed_after_graph"] = int(sum((~plan.conv_masks[i]).sum() for i in gammas))
     return plan, info
 
 
-def prune(model: Darknet, global_percent: float, layer_keep: float, channel_multiple: int = 1,
+def prune(model: Darknet, global_percent: float, layer_keep: float, round_to: int = 1,
           fold: bool = True, sizes: tuple[int, ...] = (416, 608, 832)) -> tuple[Darknet, dict]:
     """Prune ``model`` (left untouched) and return the pruned model and its report (see report.py)."""
     from slimyolo_ros.prune.report import build_report
 
-    plan, info = plan_pruning(model, global_percent, layer_keep, channel_multiple)
+    plan, info = plan_pruning(model, global_percent, layer_keep, round_to)
     pruned = apply_plan(model, plan, fold=fold)
     info["fold"] = fold
     return pruned, build_report(model, pruned, plan, info, sizes)

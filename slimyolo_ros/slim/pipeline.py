@@ -36,6 +36,7 @@ from slimyolo_ros.data.datasets import read_dataset
 from slimyolo_ros.errors import PruneError
 from slimyolo_ros.evaluate.run import METRICS, evaluate_model
 from slimyolo_ros.io_utils import atomic_write_json
+from slimyolo_ros.prune.latency_prune import LatencyTarget
 from slimyolo_ros.prune.thresholds import check_ratios
 from slimyolo_ros.slim.prune_dir import prune_to_dir
 from slimyolo_ros.slim.report import write_slim_report
@@ -103,7 +104,7 @@ class SlimConfig:
     sparsity_epochs: int = 10
     finetune_epochs: int = 10
     baseline_epochs: int = 0
-    channel_multiple: int = 1
+    round_to: int = 1
     sparsity_schedule: str = "constant"
     device: str = "auto"
     resume: bool = False
@@ -111,6 +112,14 @@ class SlimConfig:
     independent: bool = False
     distill: float = 0.0
     train_options: dict[str, Any] = field(default_factory=dict)
+    targets_ms: list[float] = field(default_factory=list)  # latency budgets, in place of ratios
+    latency: dict[str, Any] = field(default_factory=dict)  # LatencyTarget's other fields
+
+    def steps(self) -> list[tuple[str, float]]:
+        """(tag, ratio or budget) per prune: ``90`` for ratio 0.9, ``40ms`` for a 40 ms budget."""
+        if self.targets_ms:
+            return [(f"{t:g}ms", t) for t in self.targets_ms]
+        return [(f"{round(r * 100):d}", r) for r in self.ratios]
 
 
 class _Pipeline:
@@ -175,12 +184,15 @@ class _Pipeline:
         return res["last"]
 
     def prune_and_finetune(self, it: Path, tag: str, ratio: float, sparse_w: str) -> tuple[Path, Path]:
+        """``ratio``: the global percent, or the latency budget in ms when the run has budgets."""
         c = self.c
         prune_dir = it / "prune"
         if self._done(prune_dir) is None:
             sparse, names, _ = load_model(sparse_w)
-            _, report = prune_to_dir(sparse, names, c.img_size, prune_dir, ratio, c.layer_keep,
-                                     channel_multiple=c.channel_multiple, title=f"Prune report: {tag}")
+            latency = LatencyTarget(ratio, img_size=c.img_size, **c.latency) if c.targets_ms else None
+            _, report = prune_to_dir(sparse, names, c.img_size, prune_dir, None if latency else ratio,
+                                     c.layer_keep, round_to=c.round_to, title=f"Prune report: {tag}",
+                                     latency=latency)
             _finish(prune_dir, {"pt": str(prune_dir / "pruned.pt"),
                                 "gflops_reduction_pct": report["complexity"][0]["gflops_reduction_pct"]})
         self.score(prune_dir, f"{tag} pruned", "pruned", prune_dir / "pruned.pt", trained=False)
@@ -198,13 +210,12 @@ class _Pipeline:
             # One sparsity run, then each ratio pruned from it and fine-tuned on its own (the paper's
             # SlimYOLOv3-SPP3-90 and -95 are such single-step prunes of one sparse model).
             sparse_w = self.sparsity_step(c.out / "sparsity", self.base_name, cur_cfg, cur_weights)
-            for ratio in c.ratios:
-                pct = f"{round(ratio * 100):d}"
+            for pct, ratio in c.steps():
                 self.prune_and_finetune(c.out / f"p{pct}", f"{self.base_name}-slim-{pct}", ratio, sparse_w)
             return
         tags: list[str] = []
-        for k, ratio in enumerate(c.ratios, start=1):
-            tags.append(f"{round(ratio * 100):d}")
+        for k, (step_tag, ratio) in enumerate(c.steps(), start=1):
+            tags.append(step_tag)
             tag = f"{self.base_name}-slim-{'-'.join(tags)}"
             it = c.out / f"iter{k}_p{tags[-1]}"
             sparse_w = self.sparsity_step(it / "sparsity", tag, cur_cfg, cur_weights)
@@ -219,39 +230,47 @@ def _finish(path: Path, result: dict) -> dict:
 def slim(cfg: str | os.PathLike, data: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike,
          ratios: Sequence[float], img_size: int, batch: int, weights: str | os.PathLike | None = None,
          baseline_epochs: int = 0, layer_keep: float = 0.1, sparsity: float = 1e-3,
-         sparsity_epochs: int = 10, finetune_epochs: int = 10, channel_multiple: int = 1,
+         sparsity_epochs: int = 10, finetune_epochs: int = 10, round_to: int = 1,
          sparsity_schedule: str = "constant", device: str = "auto", resume: bool = False,
          name: str | None = None, train_options: dict[str, Any] | None = None,
-         latency_repeats: int = 5, independent: bool = False, distill: float = 0.0) -> dict:
+         latency_repeats: int = 5, independent: bool = False, distill: float = 0.0,
+         targets_ms: Sequence[float] | None = None, latency: dict[str, Any] | None = None) -> dict:
     """Run the pipeline; returns the report (also written as OUT/slim_report.json/.md + PNG).
 
     ``independent``: instead of iterating (each ratio applied to the previous fine-tuned model), sparsity
     train once and prune + fine-tune each ratio from that one sparse model (a sweep of ratios).
     ``distill`` > 0: fine-tuning also distils from the unpruned sparse model the prune came from
     (its weight next to the ground-truth loss; see ``YoloLoss.distill``).
+    ``targets_ms``: latency budgets (ms), one prune each, in place of ``ratios``; ``latency``: where
+    they are measured (:class:`LatencyTarget`'s backend, device, threads, ...).
     """
-    if not ratios:
-        raise PruneError("--ratios: give at least one global ratio, e.g. 0.5,0.5")
-    for r in ratios:
+    targets_ms = list(targets_ms or [])
+    if not ratios and not targets_ms:
+        raise PruneError("--ratios: give at least one global ratio, e.g. 0.5,0.5 (or --target-ms)")
+    for t in targets_ms:
+        if not t > 0:
+            raise PruneError(f"--target-ms {t!r}: budgets must be positive milliseconds")
+    for r in ([] if targets_ms else ratios):
         check_ratios(r, layer_keep)
     if weights is None and baseline_epochs <= 0:
         raise PruneError("give --weights (a trained baseline) or --baseline-epochs > 0")
     c = SlimConfig(Path(cfg), str(data), str(val), Path(out), list(ratios), img_size, batch, layer_keep,
-                   sparsity, sparsity_epochs, finetune_epochs, baseline_epochs, channel_multiple,
+                   sparsity, sparsity_epochs, finetune_epochs, baseline_epochs, round_to,
                    sparsity_schedule, device, resume, latency_repeats, independent, distill,
-                   dict(train_options or {}))
+                   dict(train_options or {}), targets_ms, dict(latency or {}))
     c.out.mkdir(parents=True, exist_ok=True)
     pipeline = _Pipeline(c, name or Path(cfg).stem)
     pipeline.run(weights)
     report = {"config": {"cfg": str(cfg), "data": str(data), "val": str(val),
                          "weights": str(pipeline.weights),
-                         "ratios": list(ratios), "layer_keep": layer_keep, "sparsity": sparsity,
+                         "ratios": [] if targets_ms else list(ratios), "targets_ms": targets_ms,
+                         "latency": c.latency, "layer_keep": layer_keep, "sparsity": sparsity,
                          "sparsity_schedule": sparsity_schedule,
                          "sparsity_weighting": c.train_options.get("sparsity_weighting", "uniform"),
                          "sparsity_epochs": sparsity_epochs,
                          "finetune_epochs": finetune_epochs, "baseline_epochs": baseline_epochs,
                          "distill": distill,
-                         "img_size": img_size, "batch": batch, "channel_multiple": channel_multiple,
+                         "img_size": img_size, "batch": batch, "round_to": round_to,
                          "mode": "independent" if independent else "iterative",
                          "val_images": len(pipeline.samples), "torch_threads": torch.get_num_threads()},
               "rows": pipeline.rows}

@@ -12,8 +12,10 @@ from pathlib import Path
 from slimyolo_ros.darknet.checkpoint import save_checkpoint
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.darknet.weights import save_darknet_weights
+from slimyolo_ros.errors import PruneError
 from slimyolo_ros.evaluate.run import evaluate_model
 from slimyolo_ros.io_utils import atomic_write_json, atomic_write_text
+from slimyolo_ros.prune.latency_prune import LatencyTarget, prune_to_latency
 from slimyolo_ros.prune.layers import prune_layers as drop_residual_blocks
 from slimyolo_ros.prune.report import build_report, complexity_rows, to_markdown
 from slimyolo_ros.prune.slimming import plan_pruning
@@ -23,11 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def prune_to_dir(model: Darknet, class_names: list[str], img_size: int, out: str | os.PathLike,
-                 global_percent: float, layer_keep: float, channel_multiple: int = 1, fold: bool = True,
+                 global_percent: float | None, layer_keep: float, round_to: int = 1, fold: bool = True,
                  eval_samples: list | None = None, sizes: tuple[int, ...] = (416, 608, 832),
-                 title: str | None = None, prune_layers: int = 0) -> tuple[Darknet, dict]:
+                 title: str | None = None, prune_layers: int = 0,
+                 latency: LatencyTarget | None = None) -> tuple[Darknet, dict]:
     """Prune ``model`` and write the five files under ``out``; returns (pruned model, report).
 
+    ``latency``: prune to a latency budget measured on a target instead of the global percent.
     ``prune_layers`` > 0 first drops that many residual blocks (lowest mean |gamma|), then prunes
     channels of what is left; complexity is then reported against the original ``model``.
 
@@ -39,9 +43,15 @@ def prune_to_dir(model: Darknet, class_names: list[str], img_size: int, out: str
     layer_info = None
     if prune_layers:
         model, layer_info = drop_residual_blocks(model, prune_layers)
-    plan, info = plan_pruning(model, global_percent, layer_keep, channel_multiple)
-    pruned = apply_plan(model, plan, fold=fold)
-    info["fold"] = fold
+    if latency is not None:
+        pruned, plan, info = prune_to_latency(model, latency, layer_keep=layer_keep, round_to=round_to,
+                                              fold=fold)
+    else:
+        if global_percent is None:
+            raise PruneError("give a global percent (--global-percent) or a latency target (--target-ms)")
+        plan, info = plan_pruning(model, global_percent, layer_keep, round_to)
+        pruned = apply_plan(model, plan, fold=fold)
+        info["fold"] = fold
     report = build_report(model, pruned, plan, info, sizes)
     if layer_info is not None:
         report["layer_pruning"] = layer_info
@@ -59,8 +69,9 @@ def prune_to_dir(model: Darknet, class_names: list[str], img_size: int, out: str
     pruned.save_cfg(out / "pruned.cfg")
     save_darknet_weights(pruned, out / "pruned.weights")
     save_checkpoint(out / "pruned.pt", pruned, class_names, img_size,
-                    prune={"global_percent": float(global_percent), "layer_keep": float(layer_keep),
-                           "channel_multiple": int(channel_multiple), "fold": bool(fold)})
+                    prune={"global_percent": None if global_percent is None else float(global_percent),
+                           "target_ms": None if latency is None else latency.target_ms,
+                           "layer_keep": float(layer_keep), "round_to": int(round_to), "fold": bool(fold)})
     report["files"] = {k: str(out / f) for k, f in (("cfg", "pruned.cfg"), ("weights", "pruned.weights"),
                                                      ("pt", "pruned.pt"), ("json", "prune_report.json"),
                                                      ("md", "prune_report.md"))}

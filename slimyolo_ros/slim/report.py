@@ -8,11 +8,20 @@ from pathlib import Path
 from slimyolo_ros.io_utils import atomic_write, atomic_write_json, atomic_write_text
 
 
+def _steps(c: dict) -> str:
+    if c.get("targets_ms"):
+        lat = c.get("latency", {})
+        return (f"Latency budgets {', '.join(f'{t:g} ms' for t in c['targets_ms'])} "
+                f"({lat.get('backend', 'onnxruntime')}, {lat.get('device', 'cpu')}, "
+                f"{lat.get('threads') or 'default'} threads)")
+    return f"Global ratios {', '.join(f'{r:g}' for r in c['ratios'])}"
+
+
 def to_markdown(report: dict) -> str:
     c = report["config"]
     base = report["rows"][0]
     lines = ["# SlimYOLOv3 pipeline report", "",
-             f"Global ratios {', '.join(f'{r:g}' for r in c['ratios'])} ({c.get('mode', 'iterative')}), "
+             _steps(c) + f" ({c.get('mode', 'iterative')}), "
              f"layer keep {c['layer_keep']:g}, sparsity alpha {c['sparsity']:g} ({c['sparsity_schedule']}, "
              f"{c.get('sparsity_weighting', 'uniform')} weighting) "
              f"for {c['sparsity_epochs']} epochs, fine-tuning {c['finetune_epochs']} epochs"
