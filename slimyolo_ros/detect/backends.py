@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from slimyolo_ros.detect.errors import DetectorError
+from slimyolo_ros.devices import DeviceError, check_device
 
 BACKENDS = ("torch", "onnxruntime")
 log = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``auto`` → first GPU if torch sees one, else CPU (logged once per process as a warning);
     ``cpu``, ``cuda``, ``cuda:N`` are checked against what torch can actually use."""
     global _logged_cpu_fallback
-    if isinstance(device, torch.device):
-        device = str(device)
-    name = (device or "auto").strip().lower()
+    try:
+        name = check_device(device or "auto", flag="device")
+    except DeviceError as exc:
+        raise DetectorError(str(exc)) from None
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda:0")
@@ -57,25 +59,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             _logged_cpu_fallback = True
             log.warning("device 'auto': no CUDA GPU visible to torch, the Detector runs on the CPU")
         return torch.device("cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DetectorError(
-                f"device {device!r}: torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() "
-                f"is False; a CPU-only torch build or no driver); use device='cpu' or 'auto' "
-                f"(docs/deploy.md explains installing a CUDA build of torch)")
-        index = 0
-        if ":" in name:
-            try:
-                index = int(name.split(":", 1)[1])
-            except ValueError:
-                raise DetectorError(f"device {device!r}: expected cuda:N with an integer N") from None
-        if not 0 <= index < torch.cuda.device_count():
-            raise DetectorError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible "
-                                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
-        return torch.device(f"cuda:{index}")
-    raise DetectorError(f"device {device!r}: expected one of auto, cpu, cuda, cuda:N")
+    return torch.device(name)
 
 
 class TorchBackend:

@@ -196,7 +196,7 @@ def compare(
     if len(outputs) != len(reference):
         return {"ok": False, "max_abs_diff": float("inf"), "error": f"{len(outputs)} outputs, expected "
                                                                     f"{len(reference)}"}
-    worst, ok, nonfinite = [0.0], True, 0
+    worst, ok, nonfinite, nan = [0.0], True, 0, 0
     for a, b in zip(outputs, reference, strict=True):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         if a.shape != b.shape:
@@ -209,8 +209,11 @@ def compare(
         ok &= bool(np.all(diff <= tol * (1.0 + scale)))  # False for nan
         worst.append(float(np.max(diff, initial=0.0)))  # np.max keeps a nan; Python's max() would drop it
         nonfinite += int(np.count_nonzero(~np.isfinite(b)))
+        nan += int(np.count_nonzero(np.isnan(a) | np.isnan(b)))
     max_abs = float("nan") if any(np.isnan(worst)) else max(worst)
-    report = {"ok": ok, "max_abs_diff": max_abs, "tolerance": tol}
+    report = {"ok": ok and not nan, "max_abs_diff": max_abs, "tolerance": tol}
+    if nan:  # NaN on both sides "agrees", but a model that computes NaN has nothing to agree about
+        report["error"] = f"{nan} NaN values in the outputs"
     if nonfinite:
         report["nonfinite_reference"] = nonfinite
     return report
