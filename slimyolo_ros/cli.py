@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Terminated(BaseException):
-    """SIGTERM as an exception, so that ``finally`` blocks run (an atomic write removes its temporary file)."""
+    """SIGTERM as an exception, so that ``finally`` blocks run (an atomic write removes its temp file)."""
 
 
 def _terminate(signum: int, frame: object) -> None:

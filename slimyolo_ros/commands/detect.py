@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     out_error = None
     if args.out:
         try:
-            write_png(args.out, draw_detections(img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR),
-                                                dets, names))
+            bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            write_png(args.out, draw_detections(bgr, dets, names))
         except OSError as exc:  # the detections are printed first: they are not lost with the drawing
             out_error, args.out = f"--out: {describe_os_error(exc)}", None
     _print(args, image_path, img, det, rows)
