@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s: %(message)s")
     samples = read_visdrone(args.data, skip_bad=args.skip_bad)  # before torch is imported: fail fast
     n_skipped = samples.n_skipped
+    unannotated = samples.unannotated
+    if unannotated:  # scored as background: a forgotten annotations/ file lowers mAP without a word
+        print(f"warning: {args.data}: {unannotated} of {len(samples)} images have no annotation file in "
+              f"annotations/; they are scored as background images (no objects)", file=sys.stderr)
     if args.limit is not None:
         if args.limit < 1:
             raise DatasetError(f"--limit {args.limit}: must be >= 1")
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "conf": args.conf,
         "nms": args.nms,
         "skipped_annotations": n_skipped,
+        "images_without_annotation": unannotated,
     })
     if args.json:
         print(json.dumps(result))
