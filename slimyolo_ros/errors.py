@@ -35,7 +35,8 @@ def describe_os_error(exc: OSError) -> str:
     import errno
     import os
 
-    path = exc.filename if exc.filename is not None else ""
+    # a failed rename (an atomic write's temporary file onto its target) is about the target
+    path = exc.filename2 if exc.filename2 is not None else exc.filename if exc.filename is not None else ""
     what = {
         errno.EISDIR: "is a directory, not a file",
         errno.ENOTDIR: "a part of this path is a file, not a directory",
@@ -46,6 +47,8 @@ def describe_os_error(exc: OSError) -> str:
         errno.ENOSPC: "no space left on the device",
         errno.EEXIST: "exists already",
     }.get(exc.errno, exc.strerror or str(exc))
+    if exc.errno == errno.EEXIST and path and os.path.isfile(path):
+        return f"{path}: is a file, expected a directory"
     if exc.errno == errno.ENOTDIR and path:
         # name the component that is a file: "out.txt/pruned.cfg" -> out.txt
         parent = os.fspath(path)
@@ -53,6 +56,4 @@ def describe_os_error(exc: OSError) -> str:
             parent = os.path.dirname(parent)
         if parent:
             return f"{path}: {parent} is a file, not a directory"
-    if exc.filename2 is not None:
-        return f"{path} -> {exc.filename2}: {what}"
     return f"{path}: {what}" if path else what
