@@ -162,6 +162,9 @@ class DetectorNode(Node):
 
     def _load_detector(self, p: dict[str, Any]) -> Any:
         weights = resolve_path(p["weights"])
+        if weights.is_dir():
+            raise StartupError(f"parameter 'weights' = {p['weights']!r}: {weights} is a directory, "
+                               f"expected a model file")
         if not weights.is_file():
             raise StartupError(f"model file not found: {weights} (parameter 'weights' = {p['weights']!r}"
                                f"{_looked_in(p['weights'])})")
