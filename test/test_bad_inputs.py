@@ -76,8 +76,8 @@ CASES = [
     c("--weights not a checkpoint", f"{S} detect --weights {{text_pt}} --image {{img}}", "text.pt"),
     c("--cfg is a directory", f"{S} info --cfg {{tmp}}", "{tmp}", "directory"),
     c("--cfg missing", f"{S} info --cfg {{tmp}}/none.cfg", "none.cfg", "not found"),
-    c("detect --out is a directory", f"{S} detect --weights {MODEL} --image {{img}} --out {{tmp}}",
-      "--out", "{tmp}", "directory", stdout="."),
+    c("detect --out is a directory", f"{S} detect --weights {MODEL} --image {{scene}} --conf 0.01 "
+      f"--out {{tmp}}", "--out", "{tmp}", "directory", stdout="."),
     c("detect --out unwritable", f"{S} detect --weights {MODEL} --image {{img}} --out /proc/x/y.png",
       "--out", "/proc/x"),
     c("export --out is a directory", f"{S} export --weights {MODEL} --format onnx --out {{tmp}}",
@@ -171,8 +171,10 @@ def make_inputs(tmp: Path) -> dict[str, str]:
     (tmp / "broken.yaml").write_text("slimyolo_detector:\n  ros__parameters: [\n")
     bag = tmp / "bag"
     make_bag(data, bag, fps=10, progress=False)
-    paths = {"tmp": tmp, "data": data, "img": img, "nan_pt": tmp / "nan.pt", "inf_pt": tmp / "inf.pt",
-             "text_pt": tmp / "text.pt", "broken_yaml": tmp / "broken.yaml", "bag": bag}
+    scene = sorted((data / "images").iterdir())[-1]
+    paths = {"tmp": tmp, "data": data, "img": img, "scene": scene, "nan_pt": tmp / "nan.pt",
+             "inf_pt": tmp / "inf.pt", "text_pt": tmp / "text.pt", "broken_yaml": tmp / "broken.yaml",
+             "bag": bag}
     paths.update(_broken_bags(tmp, bag))
     return {k: str(v) for k, v in paths.items()}
 
@@ -198,6 +200,11 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     return make_inputs(tmp_path_factory.mktemp("bad_inputs"))
 
 
+@pytest.fixture(scope="module")
+def grouped_results(inputs) -> dict[str, subprocess.CompletedProcess]:
+    return run_grouped([case for case in CASES if grouped(case)], inputs)
+
+
 # ------------------------------------------------------------------------------------------- running
 def command(case: Case, paths: dict[str, str]) -> list[str]:
     argv = [a.format(**paths) for a in case.argv]
@@ -208,6 +215,60 @@ def run_case(case: Case, paths: dict[str, str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RCUTILS_COLORIZED_OUTPUT": "0"}
     return subprocess.run(command(case, paths), capture_output=True, text=True, timeout=TIMEOUT, env=env,
                           cwd=paths["tmp"])
+
+
+def grouped(case: Case) -> bool:
+    """``slimyolo`` cases that load torch run together in one process (the ``slimyolo`` entry point,
+    ``cli.main``, called once per case), so torch is imported once instead of once per case."""
+    return case.slow and case.argv[0] == S
+
+
+def run_grouped(cases: list[Case], paths: dict[str, str]) -> dict[str, subprocess.CompletedProcess]:
+    import json
+
+    argvs = [[a.format(**paths) for a in case.argv[1:]] for case in cases]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, __file__, "--drive"], input=json.dumps(argvs), capture_output=True,
+                       text=True, timeout=TIMEOUT * 4, env=env, cwd=paths["tmp"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    return {case.name: subprocess.CompletedProcess(case.argv, rc, out, err)
+            for case, (rc, out, err) in zip(cases, results, strict=True)}
+
+
+def drive() -> int:
+    """``--drive``: run ``cli.main(argv)`` for each argv of the JSON list on stdin with this process's
+    stdout and stderr (file descriptors, so C and logging output too) captured per case; print
+    ``[[exit status, stdout, stderr], ...]`` as one JSON line. An exception that escapes ``main`` is a
+    traceback in the case's stderr, as it would be for a user."""
+    import json
+    import tempfile
+    import traceback
+
+    from slimyolo_ros import cli
+
+    real_out, real_err = os.dup(1), os.dup(2)
+    results = []
+    for argv in json.loads(sys.stdin.read()):
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            try:
+                rc = cli.main(argv)
+            except SystemExit as exc:  # argparse
+                rc = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+                rc = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(real_out, 1)
+            os.dup2(real_err, 2)
+            out.seek(0)
+            err.seek(0)
+            results.append([rc, out.read(), err.read()])
+    print(json.dumps(results))
+    return 0
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -245,14 +306,14 @@ def test_at_least_forty_cases():
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
-def test_one_clear_line(case: Case, inputs: dict[str, str]):
-    r = run_case(case, inputs)
+def test_one_clear_line(case: Case, inputs: dict[str, str], request):
+    r = request.getfixturevalue("grouped_results")[case.name] if grouped(case) else run_case(case, inputs)
     problem = verdict(case, inputs, r)
     assert problem is None, f"{' '.join(command(case, inputs))}: {problem}"
 
 
 def test_detect_prints_its_detections_before_a_failed_out(inputs):
-    case = c("json", f"{S} detect --weights {MODEL} --image {{img}} --conf 0.0001 --json --out {{tmp}}")
+    case = c("json", f"{S} detect --weights {MODEL} --image {{scene}} --conf 0.01 --json --out {{tmp}}")
     r = run_case(case, inputs)
     import json
 
@@ -307,6 +368,78 @@ def test_resume_removes_a_killed_save(tmp_path, inputs):
     assert not stale.exists() and (out / "last.pt").is_file()
 
 
+# ------------------------------------------------------------------------------ a running detect_node
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small valid JPEG whose frame header (SOF0) claims ``width`` x ``height``: what a 20000x20000
+    frame looks like to the node before it decodes anything."""
+    import cv2
+    import numpy as np
+
+    data = bytearray(cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def _ros2_param_set(value: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ros2"), "param", "set", "/slimyolo_detector", "conf_threshold", value],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_running_node_parameters_topic_type_and_frame_size(tmp_path):
+    """One detect_node (CompressedImage): ``ros2 param set`` with an integer, a string and an out-of-range
+    value; a std_msgs/String publisher on its image topic; a frame whose header claims 20000x20000 (over
+    max_frame_pixels), dropped before decoding while the next good frame is answered."""
+    import cv2
+    import numpy as np
+    from ros_helpers.probe import NodeProcess, Probe, node_env, wait_for
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import String
+    from vision_msgs.msg import Detection2DArray
+
+    env = node_env({**os.environ, "PYTHONPATH": str(REPO)})
+    node = NodeProcess([str(BIN / "detect_node"), "--ros-args", "-p", "device:=cpu", "-p", "compressed:=true",
+                        "-p", "stats_period:=0.0", "-p", "reliability:=reliable"], env, tmp_path / "node.log")
+    probe = Probe("bad_inputs_probe")
+    try:
+        pub = probe.node.create_publisher(CompressedImage, "/image_raw/compressed", 5)
+        wrong = probe.node.create_publisher(String, "/image_raw/compressed", 5)
+        dets = probe.collect(Detection2DArray, "/detections")
+        node.wait_log("ready:", 120)
+        wait_for(lambda: pub.get_subscription_count() > 0, 30, "the node to subscribe")
+
+        ok = _ros2_param_set("1")
+        assert "successful" in ok.stdout, ok.stdout + ok.stderr
+        text = _ros2_param_set("abc").stdout
+        assert "conf_threshold must be a number in [0, 1]; 'abc' is a string" in text, text
+        text = _ros2_param_set("2.5").stdout
+        assert "failed" in text and "2.5" in text, text
+        assert _ros2_param_set("0.25").returncode == 0
+
+        wrong.publish(String(data="not an image"))
+        node.wait_log("is published as std_msgs/msg/String, not sensor_msgs/msg/CompressedImage", 30)
+
+        big = CompressedImage(format="jpeg", data=_jpeg_claiming(20000, 20000))
+        big.header.stamp.sec = 1
+        pub.publish(big)
+        node.wait_log("dropped frame 20000x20000 (400000000 pixels): larger than max_frame_pixels", 30)
+        good = CompressedImage(format="jpeg",
+                               data=cv2.imencode(".jpg", np.full((96, 128, 3), 90, np.uint8))[1].tobytes())
+        good.header.stamp.sec = 2
+        deadline = time.monotonic() + 60
+        while not any(m.header.stamp.sec == 2 for _, m in list(dets)) and time.monotonic() < deadline:
+            pub.publish(good)
+            time.sleep(0.5)
+        assert any(m.header.stamp.sec == 2 for _, m in list(dets)), node.text()[-2000:]
+        assert not any(m.header.stamp.sec == 1 for _, m in list(dets))
+        assert "Traceback" not in node.text()
+    finally:
+        probe.close()
+        node.stop()
+
+
 # --------------------------------------------------------------------------------- the table for docs
 def main() -> int:
     import tempfile
@@ -314,8 +447,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_inputs(Path(tmp))
         rows, clear = [], 0
+        together = run_grouped([case for case in CASES if grouped(case)], paths)
         for case in CASES:
-            r = run_case(case, paths)
+            r = together[case.name] if grouped(case) else run_case(case, paths)
             problem = verdict(case, paths, r)
             clear += problem is None
             tail = r.stderr.strip().splitlines()[-1:] or [""]
@@ -331,4 +465,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(drive() if sys.argv[1:] == ["--drive"] else main())
