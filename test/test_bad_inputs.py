@@ -396,7 +396,6 @@ def test_running_node_parameters_topic_type_and_frame_size(tmp_path):
     import numpy as np
     from ros_helpers.probe import NodeProcess, Probe, node_env, wait_for
     from sensor_msgs.msg import CompressedImage
-    from std_msgs.msg import String
     from vision_msgs.msg import Detection2DArray
 
     env = node_env({**os.environ, "PYTHONPATH": str(REPO)})
@@ -405,21 +404,29 @@ def test_running_node_parameters_topic_type_and_frame_size(tmp_path):
     probe = Probe("bad_inputs_probe")
     try:
         pub = probe.node.create_publisher(CompressedImage, "/image_raw/compressed", 5)
-        wrong = probe.node.create_publisher(String, "/image_raw/compressed", 5)
         dets = probe.collect(Detection2DArray, "/detections")
         node.wait_log("ready:", 120)
         wait_for(lambda: pub.get_subscription_count() > 0, 30, "the node to subscribe")
 
         ok = _ros2_param_set("1")
         assert "successful" in ok.stdout, ok.stdout + ok.stderr
-        text = _ros2_param_set("abc").stdout
+        r = _ros2_param_set("abc")
+        text = r.stdout + r.stderr
         assert "conf_threshold must be a number in [0, 1]; 'abc' is a string" in text, text
-        text = _ros2_param_set("2.5").stdout
+        r = _ros2_param_set("2.5")
+        text = r.stdout + r.stderr
         assert "failed" in text and "2.5" in text, text
         assert _ros2_param_set("0.25").returncode == 0
 
-        wrong.publish(String(data="not an image"))
-        node.wait_log("is published as std_msgs/msg/String, not sensor_msgs/msg/CompressedImage", 30)
+        # another process, as a user's mistaken remap would be (one participant cannot have both types)
+        wrong = subprocess.Popen([str(BIN / "ros2"), "topic", "pub", "-r", "2", "/image_raw/compressed",
+                                  "std_msgs/msg/String", "{data: not an image}"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env=env)
+        try:
+            node.wait_log("is published as std_msgs/msg/String, not sensor_msgs/msg/CompressedImage", 60)
+        finally:
+            wrong.terminate()
+            wrong.wait(10)
 
         big = CompressedImage(format="jpeg", data=_jpeg_claiming(20000, 20000))
         big.header.stamp.sec = 1
