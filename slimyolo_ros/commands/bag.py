@@ -77,7 +77,7 @@ def _make(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from slimyolo_ros.bag.checks import read_error
 
-    unannotated = _check_eval_inputs(args)
+    _check_params_files(args)
     try:
         report, text = _replay(args)
     except Exception as exc:  # rosbags' errors on damaged storage, raised while the bag is read
@@ -85,10 +85,6 @@ def _eval(args: argparse.Namespace) -> int:
         if named is None:
             raise
         raise named from None
-    report["frames_without_annotation"] = unannotated
-    if unannotated:
-        print(f"warning: {args.bag}: {unannotated} frame(s) had no annotation file when the bag was made; "
-              f"they are scored as background (no objects)", file=sys.stderr)
     print(json.dumps(report) if args.json else text(report))
     if report.get("error"):
         print(f"slimyolo bag eval: error: {_one_line_error(report['error'])}", file=sys.stderr)
@@ -96,22 +92,16 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_eval_inputs(args: argparse.Namespace) -> int:
-    """Bad input found before the node starts (bag, parameter files); returns the bag's count of frames
-    that had no annotation file."""
-    from slimyolo_ros.bag.checks import unannotated_in_bag
-    from slimyolo_ros.bag.source import open_reader
+def _check_params_files(args: argparse.Namespace) -> None:
+    """A parameters file that exists but is no YAML mapping, found before any node starts (a missing one
+    is reported by the replay, after the bag's own checks)."""
     from slimyolo_ros.errors import SlimyoloError
     from slimyolo_ros.ros.startup import ros_args_problem
 
     for flag, path in (("--params", args.params), ("--track-params", args.track_params)):
-        if path is not None and (problem := ros_args_problem(["--ros-args", "--params-file", str(path)])):
-            raise SlimyoloError(problem.replace("--params-file", flag, 1))
-    reader = open_reader(args.bag)
-    try:
-        return unannotated_in_bag(reader)
-    finally:
-        reader.close()
+        if path is not None and path.exists():
+            if problem := ros_args_problem(["--ros-args", "--params-file", str(path)]):
+                raise SlimyoloError(problem.replace("--params-file", flag, 1))
 
 
 def _one_line_error(error: str) -> str:
