@@ -121,6 +121,8 @@ CASES = [
       "--params", "broken.yaml", "YAML"),
     c("bag eval --params missing", f"{S} bag eval --bag {{bag}} --params {{tmp}}/none.yaml", "--params",
       "none.yaml"),
+    c("bag eval: the node refuses a parameter", f"{S} bag eval --bag {{bag}} --lockstep --out {{tmp}}/be "
+      f"--node-arg conf_threshold:=abc", "conf_threshold", "'abc'"),
     # --- nodes at start-up
     c("detect_node --params-file missing", "detect_node --ros-args --params-file {tmp}/none.yaml",
       "none.yaml", "no such file", slow=False),

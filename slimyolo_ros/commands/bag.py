@@ -88,7 +88,8 @@ def _eval(args: argparse.Namespace) -> int:
     print(json.dumps(report) if args.json else text(report))
     if report.get("error"):
         print(f"slimyolo bag eval: error: {_one_line_error(report['error'])}", file=sys.stderr)
-        return 1
+        # a node that refused its parameters at start-up (its status 2) is bad input here too
+        return 2 if "exited with code 2 before" in str(report["error"]) else 1
     return 0
 
 
