@@ -100,6 +100,8 @@ CASES = [
       "module_list.0"),
     c("inf in one tensor: detect", f"{S} detect --weights {{inf_pt}} --image {{img}}", "inf.pt",
       "non-finite", "running_var"),
+    c("NaN in an ONNX weight: detect", f"{S} detect --weights {{nan_onnx}} --backend onnxruntime --image "
+      f"{{img}}", "nan.onnx", "non-finite"),
     c("NaN weights: eval", f"{S} eval --weights {{nan_pt}} --data {{data}}", "nan.pt", "non-finite"),
     c("NaN weights: export", f"{S} export --weights {{nan_pt}} --format onnx --out {{tmp}}/n.onnx",
       "nan.pt", "non-finite"),
@@ -169,16 +171,38 @@ def make_inputs(tmp: Path) -> dict[str, str]:
     bad[key] = bad[key].clone()
     bad[key][0] = float("inf")
     torch.save({**ckpt, "state_dict": bad}, tmp / "inf.pt")
+    _nan_onnx(tmp)
     (tmp / "text.pt").write_text("not a checkpoint\n")
     (tmp / "broken.yaml").write_text("slimyolo_detector:\n  ros__parameters: [\n")
     bag = tmp / "bag"
     make_bag(data, bag, fps=10, progress=False)
     scene = sorted((data / "images").iterdir())[-1]
     paths = {"tmp": tmp, "data": data, "img": img, "scene": scene, "nan_pt": tmp / "nan.pt",
+             "nan_onnx": tmp / "nan.onnx",
              "inf_pt": tmp / "inf.pt", "text_pt": tmp / "text.pt", "broken_yaml": tmp / "broken.yaml",
              "bag": bag}
     paths.update(_broken_bags(tmp, bag))
     return {k: str(v) for k, v in paths.items()}
+
+
+def _nan_onnx(tmp: Path) -> Path:
+    """The shipped model exported (decoded boxes, as the Detector reads) with one weight set to NaN."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from slimyolo_ros.darknet.checkpoint import load_model
+    from slimyolo_ros.export.onnx import export_onnx
+
+    model, names, size = load_model(MODEL)
+    export_onnx(model, tmp / "good.onnx", 64, names, decoded=True, check=False)
+    proto = onnx.load(str(tmp / "good.onnx"))
+    init = next(i for i in proto.graph.initializer if numpy_helper.to_array(i).dtype.kind == "f")
+    values = numpy_helper.to_array(init).copy()
+    values.flat[0] = np.nan
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
+    onnx.save(proto, str(tmp / "nan.onnx"))
+    return tmp / "nan.onnx"
 
 
 def _broken_bags(tmp: Path, bag: Path) -> dict[str, Path]:

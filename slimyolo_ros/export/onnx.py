@@ -263,6 +263,19 @@ def check_opencv(
     return {"loads": True, **compare(list(outs), ref_sorted)}
 
 
+def _check_finite_initializers(proto: Any, path: Path) -> None:
+    """Refuse NaN or inf in a weight of the graph, naming the first (as load_model does for .pt)."""
+    from onnx import numpy_helper
+
+    for init in proto.graph.initializer:
+        if init.data_location == 1:  # external data, not loaded here
+            continue
+        values = numpy_helper.to_array(init)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ExportError(f"{path}: initializer {init.name} holds {int((~np.isfinite(values)).sum())} "
+                              f"non-finite values (NaN or inf) of {values.size}; the model cannot be used")
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata_props written by :func:`export_onnx` (``class_names``, ``img_size``, ...)."""
     import onnx
@@ -274,6 +287,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends
         raise ExportError(f"{path}: not a readable ONNX model: {exc}") from None
+    _check_finite_initializers(proto, path)
     meta: dict[str, Any] = {p.key: p.value for p in proto.metadata_props}
     for key in ("class_names", "anchors", "strides"):
         if key in meta:
