@@ -27,3 +27,33 @@ class PruneError(SlimyoloError):
 
 class TrainingError(SlimyoloError):
     """Training cannot go on (NaN/inf loss, bad resume state)."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed file operation, naming the path and what is wrong with it in words a
+    user acts on ("is a directory, not a file"), instead of errno text and a traceback."""
+    import errno
+    import os
+
+    # a failed rename (an atomic write's temporary file onto its target) is about the target
+    path = exc.filename2 if exc.filename2 is not None else exc.filename if exc.filename is not None else ""
+    what = {
+        errno.EISDIR: "is a directory, not a file",
+        errno.ENOTDIR: "a part of this path is a file, not a directory",
+        errno.ENOENT: "no such file or directory",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "read-only file system",
+        errno.ENOSPC: "no space left on the device",
+        errno.EEXIST: "exists already",
+    }.get(exc.errno, exc.strerror or str(exc))
+    if exc.errno == errno.EEXIST and path and os.path.isfile(path):
+        return f"{path}: is a file, expected a directory"
+    if exc.errno == errno.ENOTDIR and path:
+        # name the component that is a file: "out.txt/pruned.cfg" -> out.txt
+        parent = os.fspath(path)
+        while parent and not os.path.isfile(parent):
+            parent = os.path.dirname(parent)
+        if parent:
+            return f"{path}: {parent} is a file, not a directory"
+    return f"{path}: {what}" if path else what

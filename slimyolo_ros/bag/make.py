@@ -31,6 +31,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
 from slimyolo_ros.bag import msgs
+from slimyolo_ros.bag.checks import UNANNOTATED_KEY, add_chunk_crcs, frames_without_annotation
 from slimyolo_ros.bag.types import DETECTION2D_ARRAY, BagError, typestore
 from slimyolo_ros.data.visdrone import VISDRONE_CLASSES, read_image, read_visdrone
 from slimyolo_ros.ros.detections import to_message
@@ -111,6 +112,7 @@ def make_bag(data: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0,
         writer.set_custom_data("slimyolo_ros.source", str(data))
         if sequences := _sequences(frames):
             writer.set_custom_data(SEQUENCES_KEY, json.dumps(sequences))
+        writer.set_custom_data(UNANNOTATED_KEY, str(unannotated := frames_without_annotation(frames)))
         with writer:
             image_type = msgs.COMPRESSED_IMAGE if encoding == "jpeg" else msgs.IMAGE
             conns = {
@@ -141,6 +143,8 @@ def make_bag(data: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0,
                 writer.write(conns[IGNORE_TOPIC], ns, ts.serialize_cdr(ign, DETECTION2D_ARRAY))
                 counts[GT_TOPIC] += 1
                 counts[IGNORE_TOPIC] += 1
+        for storage_file in tmp.glob("*.mcap"):
+            add_chunk_crcs(storage_file)  # so that damage is found when the bag is read
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
@@ -151,6 +155,7 @@ def make_bag(data: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0,
         "encoding": encoding,
         "frames": counts[image_topic],
         "frames_with_ground_truth": counts[GT_TOPIC],
+        "frames_without_annotation": unannotated,
         "topics": counts,
         "fps": fps,
         "duration_s": (max(len(frames) - 1, 0) * period_ns) / 1e9,

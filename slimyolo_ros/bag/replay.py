@@ -283,6 +283,9 @@ def replay(cfg: ReplayConfig) -> dict:
     reader = open_reader(bag)
     try:
         src = open_source(bag, reader, cfg.image_topic)
+        from slimyolo_ros.bag.checks import unannotated_in_bag
+
+        unannotated = unannotated_in_bag(reader)
         if not params.is_file():
             raise BagError(f"--params {params}: no such file")
         out = Path(cfg.out) if cfg.out else None
@@ -293,10 +296,14 @@ def replay(cfg: ReplayConfig) -> dict:
         reader.close()
     if not src.has_gt:
         run.warnings.insert(0, f"{bag}: no {GT_TOPIC} topic: latency and throughput only, no mAP")
+    if unannotated:  # bag make wrote them as empty ground truth: scored as background
+        run.warnings.append(f"{bag}: {unannotated} frame(s) had no annotation file when the bag was made; "
+                            f"they are scored as background (no objects)")
     report = score(run, src)
     if cfg.track:
         report["tracking"] = score_tracks(run, src, report["class_names"])
     report.update(_facts(cfg, src, run, params))
+    report["frames_without_annotation"] = unannotated
     return _write(cfg, report, run, src, out)
 
 

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from slimyolo_ros.bag import msgs
+from slimyolo_ros.bag.checks import check_bag, read_error
 from slimyolo_ros.bag.make import (
     CLASS_NAMES_KEY,
     COMPRESSED_TOPIC,
@@ -59,10 +60,13 @@ def open_reader(bag: Path):
 
     if not bag.exists():
         raise BagError(f"{bag}: no such bag")
+    check_bag(bag)
     try:
         reader = Reader(bag)
         reader.open()
     except Exception as exc:  # rosbags raises several unrelated types for unreadable bags
+        if (named := read_error(bag, exc)) is not None:
+            raise named from exc
         raise BagError(f"{bag}: not a readable rosbag2 ({type(exc).__name__}: {exc})") from exc
     return reader
 

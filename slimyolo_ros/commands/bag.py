@@ -78,6 +78,46 @@ def _make(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from slimyolo_ros.bag.checks import read_error
+
+    _check_params_files(args)
+    try:
+        report, text = _replay(args)
+    except Exception as exc:  # rosbags' errors on damaged storage, raised while the bag is read
+        named = read_error(args.bag, exc)
+        if named is None:
+            raise
+        raise named from None
+    print(json.dumps(report) if args.json else text(report))
+    if report.get("error"):
+        print(f"slimyolo bag eval: error: {_one_line_error(report['error'])}", file=sys.stderr)
+        # a node that refused its parameters at start-up (its status 2) is bad input here too
+        return 2 if "exited with code 2 before" in str(report["error"]) else 1
+    return 0
+
+
+def _check_params_files(args: argparse.Namespace) -> None:
+    """A parameters file that exists but is no YAML mapping, found before any node starts (a missing one
+    is reported by the replay, after the bag's own checks)."""
+    from slimyolo_ros.errors import SlimyoloError
+    from slimyolo_ros.ros.startup import ros_args_problem
+
+    for flag, path in (("--params", args.params), ("--track-params", args.track_params)):
+        if path is not None and path.exists():
+            if problem := ros_args_problem(["--ros-args", "--params-file", str(path)]):
+                raise SlimyoloError(problem.replace("--params-file", flag, 1))
+
+
+def _one_line_error(error: str) -> str:
+    """A node's failure as one line: the first line, and the node's own error line from its log tail."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    said = next((ln for ln in reversed(lines[1:]) if "error" in ln.lower()), lines[-1])
+    return f"{lines[0].rstrip(':')}: {said}"
+
+
+def _replay(args: argparse.Namespace):
     from slimyolo_ros.bag.replay import ReplayConfig, replay, replay_track
     from slimyolo_ros.bag.report import format_report, format_track_report
 
@@ -93,11 +133,7 @@ def _eval(args: argparse.Namespace) -> int:
         text = format_track_report
     else:
         report, text = replay(cfg), format_report
-    print(json.dumps(report) if args.json else text(report))
-    if report.get("error"):
-        print(f"slimyolo bag eval: error: {report['error']}", file=sys.stderr)
-        return 1
-    return 0
+    return report, text
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     dataset = read_dataset(args.data, split="val", skip_bad=args.skip_bad)  # before torch: fail fast
     samples = dataset.samples
     n_skipped = samples.n_skipped
+    unannotated = samples.unannotated
+    if unannotated:  # scored as background: a forgotten annotations/ file lowers mAP without a word
+        print(f"warning: {args.data}: {unannotated} of {len(samples)} images have no annotation file in "
+              f"annotations/; they are scored as background images (no objects)", file=sys.stderr)
     if args.limit is not None:
         if args.limit < 1:
             raise DatasetError(f"--limit {args.limit}: must be >= 1")
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         "conf": args.conf,
         "nms": args.nms,
         "skipped_annotations": n_skipped,
+        "images_without_annotation": unannotated,
     })
     if args.json:
         print(json.dumps(result))

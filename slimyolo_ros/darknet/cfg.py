@@ -115,6 +115,8 @@ def load_cfg(path: str | os.PathLike) -> list[Section]:
         text = path.read_text()
     except FileNotFoundError:
         raise CfgError(f"{path}: cfg file not found") from None
+    except IsADirectoryError:
+        raise CfgError(f"{path}: is a directory, expected a cfg file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CfgError(f"{path}: cannot read cfg: {exc}") from None
     return parse_cfg(text, source=str(path))

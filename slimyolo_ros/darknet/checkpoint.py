@@ -50,6 +50,8 @@ def save_checkpoint(path: str | os.PathLike, model: Darknet, class_names: list[s
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint with ``weights_only=True``: a file that needs code to unpickle is refused."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a directory, expected a checkpoint file")
     if not path.is_file():
         raise WeightsError(f"{path}: checkpoint not found")
     try:
@@ -90,6 +92,9 @@ def load_model(weights: str | os.PathLike, cfg: str | os.PathLike | None = None,
     ``names``, or are the class indices as strings when no names file is given.
     """
     weights = Path(weights)
+    for label, given in (("model", weights), ("cfg", cfg), ("names", names)):
+        if given is not None and Path(given).is_dir():
+            raise WeightsError(f"{given}: is a directory, expected a {label} file")
     if weights.suffix == ".pt":
         ckpt = load_checkpoint(weights)
         if cfg is not None:
@@ -120,7 +125,19 @@ def load_model(weights: str | os.PathLike, cfg: str | os.PathLike | None = None,
         img_size = model.img_size
     if model.num_classes == 0:
         raise CfgError(f"{cfg or weights}: the network has no [yolo] layer")
+    check_finite(model, weights)
     return model.to(device).eval(), class_names, img_size
+
+
+def check_finite(model: torch.nn.Module, source: str | os.PathLike) -> None:
+    """Refuse a model with NaN or inf in any tensor (weights, BN statistics), naming the first one: such
+    a model runs without error and finds nothing, or exports and prunes into more of the same."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                raise WeightsError(f"{source}: tensor {name} holds {int((~finite).sum())} non-finite values "
+                                   f"(NaN or inf) of {tensor.numel()}; the model cannot be used")
 
 
 def _first_detail(message: str) -> str:

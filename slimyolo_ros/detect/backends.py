@@ -20,6 +20,7 @@ from torch import nn
 from slimyolo_ros.detect.errors import DetectorError
 from slimyolo_ros.detect.options import device_name
 from slimyolo_ros.detect.providers import GPU, choose_providers, provider_options
+from slimyolo_ros.devices import DeviceError, check_device
 
 log = logging.getLogger(__name__)
 _logged_cpu_fallback = False
@@ -43,7 +44,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``auto`` → first GPU if torch sees one, else CPU (logged once per process as a warning);
     ``cpu``, ``cuda``, ``cuda:N`` are checked against what torch can actually use."""
     global _logged_cpu_fallback
-    name = device_name(device)
+    try:
+        name = check_device(device or "auto", flag="device")
+    except DeviceError as exc:
+        raise DetectorError(str(exc)) from None
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda:0")
@@ -51,18 +55,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             _logged_cpu_fallback = True
             log.warning("device 'auto': no CUDA GPU visible to torch, the Detector runs on the CPU")
         return torch.device("cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise DetectorError(
-            f"device {str(device)!r}: torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() "
-            f"is False; a CPU-only torch build or no driver); use device='cpu' or 'auto' "
-            f"(docs/deploy.md explains installing a CUDA build of torch)")
-    index = int(name.split(":", 1)[1])
-    if not 0 <= index < torch.cuda.device_count():
-        n = torch.cuda.device_count()
-        raise DetectorError(f"device {str(device)!r}: only {n} CUDA device(s) visible (cuda:0..cuda:{n - 1})")
-    return torch.device(f"cuda:{index}")
+    return torch.device(name)
 
 
 class TorchBackend:

@@ -22,9 +22,9 @@ from slimyolo_ros.darknet.input_size import check_img_size
 from slimyolo_ros.detect.errors import DetectorError
 from slimyolo_ros.detect.providers import AUTO, parse_providers
 from slimyolo_ros.detect.tiling import TileSpec, check_overlap, parse_tile
+from slimyolo_ros.devices import DeviceError, device_spelling
 
 BACKENDS = ("torch", "onnxruntime")
-DEVICES = "auto, cpu, cuda, cuda:N"
 
 
 def unit_interval(name: str, value: Any) -> float:
@@ -45,18 +45,11 @@ def check_max_detections(value: Any) -> int:
 
 def device_name(device: Any) -> str:
     """``device`` spelled the one way (auto, cpu, cuda:N); whether that device exists is
-    :func:`~slimyolo_ros.detect.backends.resolve_device`'s question."""
-    name = str(device if device is not None else "auto").strip().lower()
-    if name in ("auto", "cpu"):
-        return name
-    if name == "cuda":
-        return "cuda:0"
-    if name.startswith("cuda:"):
-        index = name.split(":", 1)[1]
-        if not index.isdigit():
-            raise DetectorError(f"device {device!r}: expected cuda:N with an integer N >= 0")
-        return f"cuda:{int(index)}"
-    raise DetectorError(f"device {device!r}: expected one of {DEVICES}")
+    :func:`~slimyolo_ros.detect.backends.resolve_device`'s question (both use slimyolo_ros.devices)."""
+    try:
+        return device_spelling("auto" if device is None else device, flag="device")
+    except DeviceError as exc:
+        raise DetectorError(str(exc)) from None
 
 
 def _classes(value: Any) -> tuple[str | int, ...] | None:

@@ -173,7 +173,7 @@ def compare(
     if len(outputs) != len(reference):
         return {"ok": False, "max_abs_diff": float("inf"), "error": f"{len(outputs)} outputs, expected "
                                                                     f"{len(reference)}"}
-    worst, ok, nonfinite = [0.0], True, 0
+    worst, ok, nonfinite, nan = [0.0], True, 0, 0
     for a, b in zip(outputs, reference, strict=True):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         if a.shape != b.shape:
@@ -186,8 +186,11 @@ def compare(
         ok &= bool(np.all(diff <= tol * (1.0 + scale)))  # False for nan
         worst.append(float(np.max(diff, initial=0.0)))  # np.max keeps a nan; Python's max() would drop it
         nonfinite += int(np.count_nonzero(~np.isfinite(b)))
+        nan += int(np.count_nonzero(np.isnan(a) | np.isnan(b)))
     max_abs = float("nan") if any(np.isnan(worst)) else max(worst)
-    report = {"ok": ok, "max_abs_diff": max_abs, "tolerance": tol}
+    report = {"ok": ok and not nan, "max_abs_diff": max_abs, "tolerance": tol}
+    if nan:  # NaN on both sides "agrees", but a model that computes NaN has nothing to agree about
+        report["error"] = f"{nan} NaN values in the outputs"
     if nonfinite:
         report["nonfinite_reference"] = nonfinite
     return report
@@ -237,6 +240,19 @@ def check_opencv(
     return {"loads": True, **compare(list(outs), ref_sorted)}
 
 
+def _check_finite_initializers(proto: Any, path: Path) -> None:
+    """Refuse NaN or inf in a weight of the graph, naming the first (as load_model does for .pt)."""
+    from onnx import numpy_helper
+
+    for init in proto.graph.initializer:
+        if init.data_location == 1:  # external data, not loaded here
+            continue
+        values = numpy_helper.to_array(init)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ExportError(f"{path}: initializer {init.name} holds {int((~np.isfinite(values)).sum())} "
+                              f"non-finite values (NaN or inf) of {values.size}; the model cannot be used")
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata_props written by :func:`export_onnx` (``class_names``, ``img_size``, ...)."""
     import onnx
@@ -248,6 +264,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends
         raise ExportError(f"{path}: not a readable ONNX model: {exc}") from None
+    _check_finite_initializers(proto, path)
     meta: dict[str, Any] = {p.key: p.value for p in proto.metadata_props}
     for key in ("class_names", "anchors", "strides"):
         if key in meta:

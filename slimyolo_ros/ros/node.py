@@ -60,6 +60,7 @@ from slimyolo_ros.ros.convert import (
 from slimyolo_ros.ros.detections import label_info, to_cdr
 from slimyolo_ros.ros.diagnostics import detector_diagnostics
 from slimyolo_ros.ros.frame_slot import FrameSlot
+from slimyolo_ros.ros.input_checks import IMAGE_TYPES, frame_size, parameter_problem, wrong_type_publishers
 from slimyolo_ros.ros.lifecycle import node_class, release_memory
 from slimyolo_ros.ros.node_stats import Stats
 from slimyolo_ros.ros.parameters import PARAMETERS, detector_options, resolve_path, search_dirs
@@ -135,6 +136,8 @@ class DetectorNode(Node):
         self._image_topic = self.resolve_topic_name(p["input_topic"] + ("/compressed" if self._compressed
                                                                           else ""))
         self._sub: Any = None
+        self._wrong_types: set[str] = set()
+        self._oversized = 0
         self._reliability: str | None = None
         self._offered: list[str] = []
         self._starvation = StarvationWatch(float(p["starvation_timeout"]))
@@ -196,6 +199,9 @@ class DetectorNode(Node):
 
     # ---- startup -------------------------------------------------------------------------
     def _check_static_parameters(self, p: dict[str, Any]) -> None:
+        for name, value in p.items():
+            if problem := parameter_problem(name, value, PARAMETERS):
+                raise StartupError(problem)
         if p["reliability"] not in RELIABILITY_CHOICES:
             raise StartupError(
                 f"parameter 'reliability': {p['reliability']!r} is not {', '.join(RELIABILITY_CHOICES)}"
@@ -203,6 +209,9 @@ class DetectorNode(Node):
 
     def _load_detector(self, p: dict[str, Any]) -> Any:
         weights = resolve_path(p["weights"])
+        if weights.is_dir():
+            raise StartupError(f"parameter 'weights' = {p['weights']!r}: {weights} is a directory, "
+                               f"expected a model file")
         if not weights.is_file():
             raise StartupError(f"model file not found: {weights} (parameter 'weights' = {p['weights']!r}"
                                f"{_looked_in(p['weights'])})")
@@ -245,6 +254,8 @@ class DetectorNode(Node):
     # ---- runtime parameters --------------------------------------------------------------
     def _validate_update(self, params: list[Parameter]) -> SetParametersResult:
         for param in params:
+            if problem := parameter_problem(param.name, param.value, PARAMETERS):
+                return SetParametersResult(successful=False, reason=problem)
             if param.name == "classes":
                 try:
                     string_like = (Parameter.Type.STRING_ARRAY, Parameter.Type.NOT_SET)
@@ -287,8 +298,15 @@ class DetectorNode(Node):
 
     # ---- image subscription: QoS and starvation ------------------------------------------
     def _publisher_offers(self) -> list[str]:
-        return [reliability_name(i.qos_profile.reliability)
-                for i in self.get_publishers_info_by_topic(self._image_topic)]
+        infos = self.get_publishers_info_by_topic(self._image_topic)
+        for found in wrong_type_publishers(infos, self._compressed):
+            if found not in self._wrong_types:  # once per type: it will not change its mind
+                self._wrong_types.add(found)
+                self.get_logger().warning(
+                    f"{self._image_topic} is published as {found}, not {IMAGE_TYPES[self._compressed]}: "
+                    f"this node cannot read it (check the remapping of the image topic)")
+        return [reliability_name(i.qos_profile.reliability) for i in infos
+                if str(i.topic_type) == IMAGE_TYPES[self._compressed]]
 
     def _update_subscription(self) -> None:
         """(Re)create the image subscription when the reliability to use changed (auto mode)."""
@@ -342,6 +360,8 @@ class DetectorNode(Node):
 
     def _process(self, msg: Any, t_recv: float) -> None:
         t_take = time.monotonic()
+        if self._too_large(msg):
+            return
         try:
             img = compressed_to_bgr(msg) if self._compressed else image_to_bgr(msg)
         except ImageDecodeError as exc:
@@ -374,6 +394,18 @@ class DetectorNode(Node):
         if self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0:
             self._debug_pub.publish(bgr_to_image(self._draw(img, dets, self.class_names),
                                                  header=msg.header))
+
+    def _too_large(self, msg: Any) -> bool:
+        """Drop a frame over max_frame_pixels before decoding it (a 20000x20000 JPEG is 1.2 GB decoded)."""
+        size = frame_size(msg, self._compressed)
+        limit = int(self._p["max_frame_pixels"])
+        if size is None or size[0] * size[1] <= limit:
+            return False
+        self._oversized += 1
+        w, h = size
+        self._bad_frame("too_large", f"dropped frame {w}x{h} ({w * h} pixels): larger than max_frame_pixels "
+                                     f"{limit} ({self._oversized} dropped so far)")
+        return True
 
     def _bad_frame(self, kind: str, text: str) -> None:
         with self.stats.lock:

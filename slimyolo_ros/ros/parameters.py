@@ -14,6 +14,10 @@ from slimyolo_ros.ros.package_files import search_dirs as search_dirs
 
 
 def _desc(description: str, read_only: bool = True, **kw: Any) -> ParameterDescriptor:
+    if "floating_point_range" in kw:
+        # `ros2 param set ... conf_threshold 1` and `conf_threshold: 1` in a file send an integer: take it as
+        # that number. rclpy would refuse it as a type mismatch; ros/input_checks.py checks the value.
+        kw.setdefault("dynamic_typing", True)
     return ParameterDescriptor(description=description, read_only=read_only, **kw)
 
 
@@ -45,6 +49,10 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                           dynamic_typing=True)),
     "input_topic": ("image_raw", _desc("image topic (remap it in the launch file)")),
     "compressed": (False, _desc("subscribe sensor_msgs/CompressedImage on <input_topic>/compressed")),
+    "max_frame_pixels": (7680 * 4320, _desc(
+        "frames with more pixels (width x height, read from the message or JPEG/PNG header) are dropped "
+        "with a warning before they are decoded; default 8K (7680x4320)",
+        integer_range=[IntegerRange(from_value=1, to_value=2**40, step=1)])),
     "detections_topic": ("detections", _desc("vision_msgs/Detection2DArray output topic")),
     "label_info_topic": ("label_info", _desc("vision_msgs/LabelInfo topic (transient local)")),
     "publish_debug_image": (True, _desc("publish an annotated image while someone subscribes to it")),

@@ -11,6 +11,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from slimyolo_ros.errors import SlimyoloError
+from slimyolo_ros.ros.startup import rcl_error_line, ros_args_problem
 
 SPIN_WAKE_S = 0.5  # the longest the executor waits before looking at the context again
 
@@ -26,7 +27,18 @@ def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = 
     # its next rcl call, a spinning one leaves spin(); both end here as a clean stop.
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, lambda signum, frame: None)
-    rclpy.init(args=sys.argv if argv is None else argv)
+    argv = sys.argv if argv is None else argv
+    try:
+        problem = ros_args_problem(argv)
+        if problem is None:
+            rclpy.init(args=argv)
+    except Exception as exc:  # rcl's own argument errors
+        problem = rcl_error_line(exc)
+        if problem is None:
+            raise
+    if problem is not None:
+        print(f"{name}: error: {problem}", file=sys.stderr)
+        return 2
     try:
         # The executor first: its constructor is quick, while a Ctrl-C that lands inside it (context
         # shut down halfway) makes rclpy's Executor.__del__ print a traceback on the way out.
@@ -36,9 +48,10 @@ def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = 
     except Exception as exc:
         if not rclpy.ok():  # Ctrl-C while building: the context was shut down under the constructor
             return 130
-        if not isinstance(exc, SlimyoloError):
+        line = str(exc) if isinstance(exc, SlimyoloError) else rcl_error_line(exc)
+        if line is None:
             raise
-        rclpy.logging.get_logger(name).error(str(exc))
+        rclpy.logging.get_logger(name).error(line)
         rclpy.try_shutdown()
         return 2
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from slimyolo_ros.errors import TrainingError
+from slimyolo_ros.devices import check_device
 
 
 @dataclass
@@ -33,13 +33,10 @@ def init_distributed(device_arg: str) -> tuple[Dist, torch.device]:
     """This process's rank and device; under torchrun (WORLD_SIZE > 1) also joins the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     d = Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    cuda = torch.cuda.is_available() and device_arg in ("auto", "cuda") or device_arg.startswith("cuda:")
-    if device_arg == "cpu":
-        cuda = False
-    if device_arg.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"--device {device_arg}: CUDA is not available on this machine")
+    name = check_device(device_arg)
+    cuda = name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
     if cuda:
-        index = d.local_rank if d.enabled or ":" not in device_arg else int(device_arg.split(":")[1])
+        index = d.local_rank if d.enabled or ":" not in str(device_arg) else int(name.split(":")[1])
         torch.cuda.set_device(index)
         device = torch.device("cuda", index)
     else:

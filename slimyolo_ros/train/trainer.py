@@ -39,6 +39,7 @@ from slimyolo_ros.darknet.input_size import MAX_STRIDE
 from slimyolo_ros.darknet.model import Darknet
 from slimyolo_ros.errors import DatasetError, TrainingError, WeightsError
 from slimyolo_ros.evaluate.run import METRICS, evaluate_model
+from slimyolo_ros.io_utils import remove_stale_temps
 from slimyolo_ros.train import sparsity as sp
 from slimyolo_ros.train.loss import YoloLoss
 from slimyolo_ros.train.options import TrainOptions, check_options
@@ -442,6 +443,7 @@ class _Trainer:
             self._setup()
             if self.dist.main:
                 self.out.mkdir(parents=True, exist_ok=True)
+                remove_stale_temps(self.out)  # a save killed mid-write (SIGKILL) left its temporary file
                 self._say(f"training {self.opt.cfg} on {self.opt.data} ({len(self.train_samples)} images, "
                           f"{self.nb} batches/epoch, world {self.dist.world}, {self.device}); "
                           f"epochs {self.start_epoch}..{self.opt.epochs - 1} -> {self.out}")
@@ -456,7 +458,8 @@ class _Trainer:
                                                       "world": self.dist.world, "steps": self.steps})
             return result
         finally:
-            if self.dist.enabled and dist.is_initialized():
+            # _setup may fail before self.dist exists (a bad --device): its error must surface, not this
+            if getattr(self, "dist", None) is not None and self.dist.enabled and dist.is_initialized():
                 dist.destroy_process_group()
 
     def _last_metrics(self) -> dict:
