@@ -45,6 +45,16 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                           dynamic_typing=True)),
     "input_topic": ("image_raw", _desc("image topic (remap it in the launch file)")),
     "compressed": (False, _desc("subscribe sensor_msgs/CompressedImage on <input_topic>/compressed")),
+    "image_topics": ([], _desc(
+        "several cameras, one model: a list of image topics (each keeps its newest frame, has its own "
+        "QoS, starvation watch and counters); empty: the one input_topic", dynamic_typing=True)),
+    "detections_topics": ([], _desc(
+        "with image_topics: one detections topic per camera, in the same order; empty: the image "
+        "topic's namespace + /detections (/cam_front/image_raw -> /cam_front/detections)",
+        dynamic_typing=True)),
+    "camera_batch": (False, _desc(
+        "with image_topics: run the frames of all waiting cameras as one batch (one forward per "
+        "letterbox shape) instead of one frame at a time, round-robin (docs/benchmarks.md: cameras)")),
     "detections_topic": ("detections", _desc("vision_msgs/Detection2DArray output topic")),
     "label_info_topic": ("label_info", _desc("vision_msgs/LabelInfo topic (transient local)")),
     "publish_debug_image": (True, _desc("publish an annotated image while someone subscribes to it")),
