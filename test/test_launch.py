@@ -99,7 +99,7 @@ def test_colcon_installs_what_ros2_launch_and_run_look_for(workspace, user_env):
     assert out.splitlines()[0] == str(prefix) and str(prefix) in out.splitlines()[1], out
     out = ros2(workspace, user_env, "ros2 launch slimyolo_ros detect.launch.py --show-args")
     for arg in ("params_file", "image_topic", "weights", "device", "namespace", "use_sim_time",
-                "log_level", "large_frames", "track"):
+                "log_level", "large_frames", "track", "image_topics"):
         assert f"'{arg}'" in out, out
 
 
