@@ -270,6 +270,8 @@ class DetectorNode(Node):
                 self.detector.nms_threshold = float(param.value)
             elif param.name == "classes":
                 self.detector.class_filter = _class_names(param.value)
+            elif param.name == "camera_batch":
+                self._batch = bool(param.value)
             else:
                 continue
             self.get_logger().info(f"parameter {param.name} = {param.value}")

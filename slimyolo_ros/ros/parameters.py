@@ -54,7 +54,8 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         dynamic_typing=True)),
     "camera_batch": (False, _desc(
         "with image_topics: run the frames of all waiting cameras as one batch (one forward per "
-        "letterbox shape) instead of one frame at a time, round-robin (docs/benchmarks.md: cameras)")),
+        "letterbox shape) instead of one frame at a time, round-robin (docs/benchmarks.md: cameras)",
+        read_only=False)),
     "detections_topic": ("detections", _desc("vision_msgs/Detection2DArray output topic")),
     "label_info_topic": ("label_info", _desc("vision_msgs/LabelInfo topic (transient local)")),
     "publish_debug_image": (True, _desc("publish an annotated image while someone subscribes to it")),
