@@ -112,7 +112,7 @@ def _segment_rows(client: Client, cams: Cameras, seg: int, mode: str, k: int, rn
                      "answered_share": round(len(lat) / len(stamps), 3) if stamps else 0.0,
                      "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
                      "latency_ms_p95": round(float(np.percentile(lat, 95)), 1) if lat else None,
-                     "node_cpu": round(cpu / wall, 2)})
+                     "node_cpu": round(cpu / wall, 2), "segment_s": round(wall, 2)})
     return rows
 
 
@@ -161,7 +161,7 @@ def run_count(env: dict[str, str], k: int, args: argparse.Namespace, wire: bytes
 def summary(rows: list[dict]) -> list[dict]:
     """Per camera count and mode: medians over segments of the mean answered share over cameras, the
     answered frames per second (all cameras), latency p50/p95 (median over cameras) and CPU; and the
-    batch / round-robin ratio of answered frames per second, paired by round."""
+    batch / round-robin ratios of answered frames per second and of latency p50, paired by round."""
     out = []
     segs: dict[tuple[int, str, int], list[dict]] = {}
     for r in rows:
@@ -179,16 +179,23 @@ def summary(rows: list[dict]) -> list[dict]:
 
             out.append({"cameras": k, "mode": mode, "segments": len(mine),
                         "answered_share": med(lambda s: statistics.mean(c["answered_share"] for c in s)),
-                        "answered_per_s": med(lambda s: sum(c["answered"] for c in s)),
+                        "answered_per_s": med(lambda s: sum(c["answered"] for c in s) / s[0]["segment_s"]),
                         "latency_ms_p50": med(lambda s: _median([c["latency_ms_p50"] for c in s])),
                         "latency_ms_p95": med(lambda s: _median([c["latency_ms_p95"] for c in s])),
                         "node_cpu": med(lambda s: s[0]["node_cpu"])})
         pairs = [(segs[(k, "batch", rd)], segs[(k, "round_robin", rd)]) for (kk, m, rd) in segs
                  if kk == k and m == "batch" and (k, "round_robin", rd) in segs]
-        ratios = [sum(c["answered"] for c in b) / max(1, sum(c["answered"] for c in a)) for b, a in pairs]
+        ratios = [(sum(c["answered"] for c in b) / b[0]["segment_s"])
+                  / max(1e-9, sum(c["answered"] for c in a) / a[0]["segment_s"]) for b, a in pairs]
+        lat = [_median([c["latency_ms_p50"] for c in b]) / _median([c["latency_ms_p50"] for c in a])
+               for b, a in pairs if _median([c["latency_ms_p50"] for c in a])
+               and _median([c["latency_ms_p50"] for c in b])]
         if ratios:
-            out.append({"cameras": k, "mode": "batch/round_robin", "answered_ratio_median":
-                        round(statistics.median(ratios), 3), "ratios": [round(x, 3) for x in ratios]})
+            out.append({"cameras": k, "mode": "batch/round_robin",
+                        "answered_per_s_ratio_median": round(statistics.median(ratios), 3),
+                        "answered_per_s_ratios": [round(x, 3) for x in ratios],
+                        "latency_p50_ratio_median": round(statistics.median(lat), 3) if lat else None,
+                        "latency_p50_ratios": [round(x, 3) for x in lat]})
     return out
 
 
