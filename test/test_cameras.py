@@ -16,7 +16,9 @@ from test_node import START_TIMEOUT, shipped_node_cmd
 from vision_msgs.msg import Detection2DArray
 
 from slimyolo_ros.ros.camera_input import CameraTopics, camera_topics
+from slimyolo_ros.ros.diagnostics import judge_cameras
 from slimyolo_ros.ros.frame_slot import FrameSlots
+from slimyolo_ros.ros.health import OK, WARN, Health, HealthLimits
 
 SINGLE = {"input_topic": "image_raw", "detections_topic": "detections", "debug_image_topic": "~/debug_image",
           "image_topics": [], "detections_topics": []}
@@ -64,6 +66,20 @@ def test_slots_keep_the_newest_frame_per_camera_and_serve_round_robin():
     slots.close()
     worker.join(5)
     assert got == [None]
+
+
+def test_diagnostics_report_the_worst_camera_by_name_and_every_cameras_values():
+    fine = Health(received=50, answered=50, window_s=5.0, latency_ms=[40.0] * 50, publishers=1)
+    starved = Health(received=0, answered=0, window_s=5.0, silent_s=7.0, publishers=1,
+                     topic="/cam_down/image_raw")
+    level, message, pairs = judge_cameras([("/cam_front/image_raw", fine), ("/cam_down/image_raw", starved)],
+                                          HealthLimits())
+    assert level == WARN and message.startswith("/cam_down/image_raw: nothing received for 7 s"), message
+    assert "/cam_front" not in message
+    keys = dict(pairs)
+    assert keys["/cam_front/image_raw fps in"] == "10.0" and keys["/cam_down/image_raw fps in"] == "0.0"
+    level, message, _ = judge_cameras([("/a", fine), ("/b", fine)], HealthLimits())
+    assert (level, message) == (OK, "frames arrive and are answered")
 
 
 CAMERAS = {"/cam_front": (10_000, "front_optical", "320", "240"),
