@@ -1,7 +1,7 @@
 """Several cameras into one detect_node: 1, 2 and 4 cameras of 1280x720 bgr8 at 10 Hz each, one frame
 at a time (round-robin across the cameras) against every waiting frame in one batch (``camera_batch``).
 
-    python bench/cameras.py --json runs/bench/cameras.json [--cameras 1 2 4] [--segment-s 8] [--rounds 2]
+    python bench/cameras.py --json runs/bench/cameras.json [--cameras 1 2 4] [--segment-s 8] [--rounds 3]
 
 One node per camera count (config/detect.yaml, its shipped model, on CPU; the Fast DDS shared-memory
 profile as bench/run.py), fed from this process: one publisher per camera, pre-serialised frames, each
@@ -11,6 +11,8 @@ between segments, one settling second not counted), so a load change on the shar
 and each batch segment is paired with the round-robin segment of its round. Per segment and camera:
 frames sent, share answered, latency (publish here -> its detections back here) p50/p95; per segment the
 node's CPU (process time / wall, 1.0 = one core). With one camera both modes are the same path.
+First (``--forward-repeats``, ``--no-node`` for only this) the Detector alone in this process:
+``detect_batch`` of k frames against k single-frame calls, alternating call by call.
 """
 
 from __future__ import annotations
@@ -165,8 +167,9 @@ def summary(rows: list[dict]) -> list[dict]:
     out = []
     segs: dict[tuple[int, str, int], list[dict]] = {}
     for r in rows:
-        segs.setdefault((r["cameras"], r["mode"], r["round"]), []).append(r)
-    for k in sorted({r["cameras"] for r in rows}):
+        if r.get("kind") != "forward":
+            segs.setdefault((r["cameras"], r["mode"], r["round"]), []).append(r)
+    for k in sorted({r["cameras"] for r in rows if r.get("kind") != "forward"}):
         for mode in MODES:
             mine = [v for (kk, m, _), v in segs.items() if kk == k and m == mode]
             if not mine:
@@ -199,6 +202,36 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def forward_pairs(counts: list[int], width: int, height: int, repeats: int, log=print) -> list[dict]:
+    """The Detector alone (the shipped model, CPU): ``detect_batch`` of k frames against k calls of one
+    frame, alternating call by call (A B B A ...), median ms of ``repeats`` each after 2 warm-up."""
+    from slimyolo_ros.detect import DetectorOptions, load_detector
+    from slimyolo_ros.ros.parameters import PARAMETERS, resolve_path
+
+    det = load_detector(str(resolve_path(PARAMETERS["weights"][0])), DetectorOptions(device="cpu"))
+    rng = np.random.default_rng(1)
+    rows = []
+    for k in counts:
+        frames = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(k)]
+        runs = {"one_at_a_time": lambda frames=frames: [det(f) for f in frames],
+                "batch": lambda frames=frames: det.detect_batch(frames)}
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for i in range(repeats + 2):
+            for name in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+                t0 = time.perf_counter()
+                runs[name]()
+                if i >= 2:
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+        ratios = [b / a for a, b in zip(times["one_at_a_time"], times["batch"], strict=True)]
+        row = {"kind": "forward", "cameras": k, "repeats": repeats,
+               **{f"{n}_ms_median": round(statistics.median(t), 1) for n, t in times.items()},
+               "batch_ratio_median": round(statistics.median(ratios), 3),
+               "input": f"{width}x{height} -> {det.last_input_shape}"}
+        log(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
 def _median(vals: list) -> float | None:
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
@@ -216,6 +249,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument("--forward-repeats", type=int, default=20,
+                    help="the Detector alone, batch against one at a time (0: skip)")
+    ap.add_argument("--no-node", action="store_true", help="only the Detector part")
     args = ap.parse_args()
     threads = fix_threads(args.threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -232,7 +268,9 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     rows = []
-    for k in args.cameras:
+    if args.forward_repeats:
+        rows += forward_pairs(args.cameras, args.width, args.height, args.forward_repeats)
+    for k in [] if args.no_node else args.cameras:
         rows += run_count(env, k, args, wire, log_dir)
     facts.update(wall_s=round(time.time() - t0), load_avg_end=os.getloadavg())
     result = {"run": facts, "rows": rows, "summary": summary(rows)}
