@@ -253,8 +253,9 @@ def main() -> int:
                     help="the Detector alone, batch against one at a time (0: skip)")
     ap.add_argument("--no-node", action="store_true", help="only the Detector part")
     args = ap.parse_args()
-    threads = fix_threads(args.threads)
+    # as the node does, before torch starts OpenMP: idle workers that spin starve everything else here
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    threads = fix_threads(args.threads)
     env = ros_environment()
     facts = run_facts(" ".join(["python bench/cameras.py", *sys.argv[1:]]), threads)
     from rclpy.serialization import serialize_message
