@@ -10,7 +10,7 @@ A thin ROS shell over :func:`slimyolo_ros.detect.load_detector` (no ML here):
   counts as a drop, so the node never falls behind the camera;
 * several cameras (``image_topics``): one model, one worker; each camera has its own slot,
   subscription, QoS, starvation watch, counters and detections topic (ros/camera_input.py); the
-  worker serves them round-robin, or with ``camera_batch`` every waiting frame in one batch;
+  worker takes every waiting frame as one batch (``camera_batch``, default) or serves them round-robin;
 * drops lost before the callback (middleware overwrote the depth-1 queue) are counted from gaps in
   the publisher's sequence numbers;
 * the image subscription's reliability follows the camera (``reliability: auto``, ros/qos.py), and a

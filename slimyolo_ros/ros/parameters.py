@@ -52,9 +52,9 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         "with image_topics: one detections topic per camera, in the same order; empty: the image "
         "topic's namespace + /detections (/cam_front/image_raw -> /cam_front/detections)",
         dynamic_typing=True)),
-    "camera_batch": (False, _desc(
+    "camera_batch": (True, _desc(
         "with image_topics: run the frames of all waiting cameras as one batch (one forward per "
-        "letterbox shape) instead of one frame at a time, round-robin (docs/benchmarks.md: cameras)",
+        "letterbox shape); false: one frame at a time, round-robin (docs/benchmarks.md: several cameras)",
         read_only=False)),
     "detections_topic": ("detections", _desc("vision_msgs/Detection2DArray output topic")),
     "label_info_topic": ("label_info", _desc("vision_msgs/LabelInfo topic (transient local)")),
