@@ -5,6 +5,7 @@
     ros2 launch slimyolo_ros detect.launch.py namespace:=uav1 use_sim_time:=true large_frames:=true
     ros2 launch slimyolo_ros detect.launch.py backend:=onnxruntime providers:=tensorrt,cuda,cpu
     ros2 launch slimyolo_ros detect.launch.py managed:=true track:=true   # then: ros2 lifecycle set ...
+    ros2 launch slimyolo_ros detect.launch.py image_topics:='[/cam_front/image_raw, /cam_down/image_raw]'
 
 ``ros2 launch slimyolo_ros detect.launch.py --show-args`` lists the arguments (docs/node.md).
 """
@@ -44,6 +45,17 @@ def _node_section(params_file, node_name):
     return merged
 
 
+def _topic_list(text):
+    """``[/a/image_raw, /b/image_raw]`` or ``/a/image_raw,/b/image_raw`` -> the topics."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else []
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, str):
+        value = value.split(",")
+    return [str(t).strip() for t in value or [] if str(t).strip()]
+
+
 def _nodes(context, *args, **kwargs):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
@@ -60,6 +72,9 @@ def _nodes(context, *args, **kwargs):
     overrides = {key: arg(key) for key in ("weights", "device", "backend", "providers", "trt_cache_dir")
                  if arg(key)}
     overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    cameras = _topic_list(arg("image_topics"))
+    if cameras:  # several cameras, one model: each publishes <its namespace>/detections (docs/node.md)
+        overrides["image_topics"] = cameras
     env = {}
     if arg("large_frames").lower() in ("true", "1", "yes"):
         profile = _share("config", "fastdds_large_frames.xml")
@@ -97,6 +112,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="node parameters (YAML keyed slimyolo_detector: ros__parameters:)"),
         DeclareLaunchArgument("image_topic", default_value="image_raw",
                               description="camera topic, remapped onto the node's image_raw"),
+        DeclareLaunchArgument("image_topics", default_value="",
+                              description="several cameras, one model: [/cam_front/image_raw, "
+                                          "/cam_down/image_raw]; each camera's detections go to its "
+                                          "namespace's detections topic; empty: the one image_topic"),
         DeclareLaunchArgument("weights", default_value="",
                               description="model file (.pt or Darknet .weights); empty: the params file's"),
         DeclareLaunchArgument("device", default_value="",

@@ -280,6 +280,28 @@ def test_thresholds_class_filter_and_input_forms(coco_tiny):
     assert set(det.last_timings) >= {"preprocess", "forward", "postprocess"}
 
 
+def test_a_batch_gives_each_image_the_boxes_it_gets_alone(coco_tiny):
+    """detect_batch: two cameras of one shape share a forward pass, a third shape runs on its own; every
+    image gets (to float tolerance) the boxes it gets alone, in its own pixels."""
+    photo = grace_hopper()
+    front = np.full((720, 1280, 3), 96, np.uint8)
+    front[60:660, 700:1212] = photo
+    down = np.full((720, 1280, 3), 40, np.uint8)
+    down[100:400, 100:356] = cv2.resize(photo, (256, 300))
+    odd = cv2.resize(photo, (300, 360))  # another letterbox shape: its own group
+    images = [front, down, odd, front[:, ::-1].copy()]
+    alone = [coco_tiny(img) for img in images]
+    batch = coco_tiny.detect_batch(images)
+    assert len(batch) == len(images)
+    assert all(len(d) for d in alone), [len(d) for d in alone]  # something to compare in every image
+    for got, want in zip(batch, alone, strict=True):
+        assert got.shape == want.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=1e-2, rtol=1e-4)
+    assert coco_tiny.detect_batch([]) == []
+    with pytest.raises(DetectorError, match="dtype"):
+        coco_tiny.detect_batch([front, front.astype(np.float32)])
+
+
 def test_unfused_detector_matches_fused(coco_tiny):
     img = grace_hopper()
     plain = load_detector(TINY_WEIGHTS, TINY.replace(fuse=False, channels_last=False))

@@ -99,7 +99,7 @@ def test_colcon_installs_what_ros2_launch_and_run_look_for(workspace, user_env):
     assert out.splitlines()[0] == str(prefix) and str(prefix) in out.splitlines()[1], out
     out = ros2(workspace, user_env, "ros2 launch slimyolo_ros detect.launch.py --show-args")
     for arg in ("params_file", "image_topic", "weights", "device", "namespace", "use_sim_time",
-                "log_level", "large_frames", "track"):
+                "log_level", "large_frames", "track", "image_topics"):
         assert f"'{arg}'" in out, out
 
 
@@ -325,6 +325,24 @@ def _track_id_runs(answers: dict[int, dict], frames: list) -> tuple[int, int, in
 
 
 @pytest.mark.slow
+def test_launch_image_topics_gives_one_node_several_cameras(workspace, user_env, tmp_path):
+    """The list as a user types it on the command line reaches the node: one detections topic per camera."""
+    launch = Launch(workspace, user_env, tmp_path / "launch.log",
+                    "image_topics:='[/lc_front/image_raw, /lc_down/image_raw]' device:=cpu")
+    try:
+        wait_for(lambda: "ready:" in launch.text() or launch.proc.poll() is not None, START_TIMEOUT,
+                 "the node's ready line", poll=0.2)
+        ready = next((ln for ln in launch.text().splitlines() if "ready:" in ln), launch.text()[-3000:])
+        assert ("ready: 2 cameras: /lc_front/image_raw -> /lc_front/detections, "
+                "/lc_down/image_raw -> /lc_down/detections") in ready, ready
+        os.killpg(launch.pgid, signal.SIGINT)
+        launch.proc.wait(timeout=30)
+        assert "Traceback" not in launch.text()
+    finally:
+        launch.kill()
+        ros2(workspace, user_env, "ros2 daemon stop")
+
+
 def test_launch_track_true_tracks_with_stable_ids(workspace, user_env, tmp_path):
     """``track:=true`` starts both nodes wired together; a camera plays a synthetic flight and a separate
     process subscribing to /tracks sees each object keep its track id from frame to frame."""

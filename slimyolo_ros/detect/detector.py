@@ -194,13 +194,31 @@ class Detector:
     def __call__(self, img_bgr: np.ndarray) -> np.ndarray:
         img = as_bgr(img_bgr)
         if self._tile is None:
-            (dets,), self.last_timings = self._detect_batch([img])
+            (dets,), self.last_timings = self._batch([img])
             return dets
-        dets, self.last_timings = detect_tiled(img, self._tile, self.img_size, self._detect_batch,
+        dets, self.last_timings = detect_tiled(img, self._tile, self.img_size, self._batch,
                                                self._nms, self._max_det)
         return dets
 
-    def _detect_batch(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, float]]:
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One N×6 array per image (H×W×3 uint8 BGR each), the same boxes each would get on its own:
+        images of one letterbox shape share a forward pass. With ``tile`` set each image is tiled on
+        its own. ``last_timings`` sums the stages over the batch."""
+        imgs = [as_bgr(img) for img in images]
+        if not imgs:
+            self.last_timings = {}
+            return []
+        if self._tile is None:
+            out, self.last_timings = self._batch(imgs)
+            return out
+        out, timings = [], {}
+        for img in imgs:
+            out.append(self(img))
+            add_timings(timings, self.last_timings)
+        self.last_timings = timings
+        return out
+
+    def _batch(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, float]]:
         """Detections per image and the summed stage timings (ms). With ``rect``, images of different
         shapes go through the network one shape at a time: their inputs do not stack, and an image
         then gets the same input (and detections) in any batch as on its own."""

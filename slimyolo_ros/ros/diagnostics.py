@@ -17,7 +17,7 @@ from typing import Any
 from diagnostic_updater import DiagnosticStatusWrapper, Updater
 from rclpy.clock import Clock, ClockType
 
-from slimyolo_ros.ros.health import ACTIVE, ERROR, CounterWindow, Health, HealthLimits, judge, values
+from slimyolo_ros.ros.health import ACTIVE, ERROR, OK, CounterWindow, Health, HealthLimits, judge, values
 
 PERIOD_S = 1.0
 PERIOD_PARAMETER = "diagnostic_updater.period"
@@ -28,7 +28,7 @@ class NodeDiagnostics:
     """One diagnostic task on a node: ``sample()`` says what the node saw, ``extra()`` adds the
     node's own values (device, QoS)."""
 
-    def __init__(self, node: Any, task: str, sample: Callable[[], Health],
+    def __init__(self, node: Any, task: str, sample: Callable[[], Health | list[tuple[str, Health]]],
                  limits: Callable[[], HealthLimits], extra: Callable[[], list[tuple[str, str]]],
                  hardware_id: str = "none") -> None:
         self._sample, self._limits, self._extra = sample, limits, extra
@@ -44,43 +44,62 @@ class NodeDiagnostics:
 
     def _run(self, stat: DiagnosticStatusWrapper) -> DiagnosticStatusWrapper:
         try:
-            health = self._sample()
-            level, message = judge(health, self._limits())
+            sampled = self._sample()
+            level, message, pairs = (judge_cameras(sampled, self._limits()) if isinstance(sampled, list)
+                                     else (*judge(sampled, self._limits()), values(sampled)))
         except Exception as exc:  # a monitoring bug must not end the node it monitors
             stat.summary(bytes([ERROR]), f"diagnostics failed: {type(exc).__name__}: {exc}")
             return stat
         stat.summary(bytes([level]), message)  # a byte field: an int there is published as garbage
-        for key, value in [*values(health), *self._extra()]:
+        for key, value in [*pairs, *self._extra()]:
             stat.add(key, value)
         return stat
 
 
-def detector_health(node: Any, window: CounterWindow, state: str = ACTIVE) -> Health:
-    """detect_node's counters as a Health (the node's own attributes: this is its adapter)."""
-    stats = node.stats
+def detector_health(node: Any, cam: Any, window: CounterWindow) -> Health:
+    """One camera's counters (a ros/camera_input.CameraInput of ``node``) as a Health."""
+    stats = cam.stats
     now = time.monotonic()
     with stats.lock:
         counts = (stats.received, stats.processed, stats.dropped_replaced + stats.dropped_middleware,
                   stats.dropped_middleware)
         latency = [ms for t, ms in stats.recent_latency if now - t <= window.span_s]
     (received, answered, dropped, lost), span, silent = window.update(now, *counts)
-    starved = node._starvation.starved
+    starved = cam.starvation.starved
     return Health(
         received=received, answered=answered, dropped=dropped, lost=lost, window_s=span,
-        latency_ms=latency, silent_s=silent, publishers=len(node._offered), topic=node._image_topic,
-        starvation=(node._starvation_text or "image subscription starved") if starved else None,
-        load_error=getattr(node, "setup_error", None), inference_error=node._inference_error, state=state)
+        latency_ms=latency, silent_s=silent, publishers=len(cam.offered), topic=cam.image_topic,
+        starvation=(cam.starvation_text or "image subscription starved") if starved else None,
+        load_error=getattr(node, "setup_error", None), inference_error=node._inference_error)
+
+
+def judge_cameras(sampled: list[tuple[str, Health]], limits: HealthLimits) -> tuple[int, str, list]:
+    """Several cameras in one status: the worst camera's level, the message of each camera that is not
+    OK (or the common one), and every camera's values prefixed with its topic."""
+    judged = [(name, *judge(h, limits), h) for name, h in sampled]
+    level = max(lv for _, lv, _, _ in judged)
+    bad = [f"{name}: {msg}" for name, lv, msg, _ in judged if lv != OK]
+    messages = {msg for _, _, msg, _ in judged}
+    message = "; ".join(bad) if bad else (messages.pop() if len(messages) == 1 else
+                                          "; ".join(f"{n}: {m}" for n, _, m, _ in judged))
+    pairs = [(f"{name} {key}", value) for name, _, _, h in judged for key, value in values(h)]
+    return level, message, pairs
 
 
 def detector_diagnostics(node: Any) -> NodeDiagnostics:
     """The ``detector`` status of detect_node (``node``: a DetectorNode, set up or not)."""
-    window = CounterWindow(WINDOW_S)
+    windows: dict[str, CounterWindow] = {}
 
-    def sample() -> Health:
+    def sample() -> Health | list[tuple[str, Health]]:
+        cameras = getattr(node, "_cameras", [])
+        for cam in cameras:
+            windows.setdefault(cam.image_topic, CounterWindow(WINDOW_S))
         if node.state != ACTIVE:
-            window.reset(time.monotonic())  # silence is counted from the (next) activation on
+            for window in windows.values():
+                window.reset(time.monotonic())  # silence is counted from the (next) activation on
             return Health(state=node.state, load_error=getattr(node, "setup_error", None))
-        return detector_health(node, window)
+        healths = [(cam.image_topic, detector_health(node, cam, windows[cam.image_topic])) for cam in cameras]
+        return healths[0][1] if len(healths) == 1 else healths
 
     def limits() -> HealthLimits:
         p = node._p
@@ -93,12 +112,16 @@ def detector_diagnostics(node: Any) -> NodeDiagnostics:
         if det is None:
             return []
         provider = getattr(det, "provider", None)
-        return [("device", f"{det.device}{' fp16' if det.half else ''}"),
-                ("backend", det.backend + (f" ({provider})" if provider else "")),
-                ("image topic", node._image_topic),
-                ("image QoS", f"{node._reliability or 'not subscribed'} (reliability "
-                              f"{node._p['reliability']}), depth 1, volatile"),
-                ("publishers", str(len(node._offered)))]
+        out = [("device", f"{det.device}{' fp16' if det.half else ''}"),
+               ("backend", det.backend + (f" ({provider})" if provider else ""))]
+        cameras = getattr(node, "_cameras", [])
+        for cam in cameras:
+            prefix = f"{cam.image_topic} " if len(cameras) > 1 else ""
+            out += [(f"{prefix}image topic", cam.image_topic),
+                    (f"{prefix}image QoS", f"{cam.reliability or 'not subscribed'} (reliability "
+                                           f"{node._p['reliability']}), depth 1, volatile"),
+                    (f"{prefix}publishers", str(len(cam.offered)))]
+        return out
 
     return NodeDiagnostics(node, "detector", sample, limits, extra)
 

@@ -1,5 +1,6 @@
-"""The one-frame mailbox between the image callback and the inference worker: the node never falls
-behind the camera, because a frame that arrives while another waits replaces it."""
+"""The newest-frame mailboxes between the image callbacks and the inference worker: one slot per
+camera, so the node never falls behind a camera, because a frame that arrives while another of the
+same camera waits replaces it. One lock for all of them: the worker waits for any camera."""
 
 from __future__ import annotations
 
@@ -7,27 +8,41 @@ import threading
 from typing import Any
 
 
-class FrameSlot:
-    """A one-message mailbox: ``put`` replaces what is waiting (and says so), ``take`` blocks."""
+class FrameSlots:
+    """``put(i, ...)`` replaces what camera ``i`` has waiting (and says so); ``take`` blocks until a
+    frame waits and hands out the next camera's (round-robin) or, with ``batch``, every waiting one."""
 
-    def __init__(self) -> None:
+    def __init__(self, cameras: int = 1) -> None:
         self._cond = threading.Condition()
-        self._item: tuple[Any, float] | None = None
+        self._items: list[tuple[Any, float] | None] = [None] * cameras
+        self._next = 0  # the camera served first next time: no camera waits behind a faster one
         self._closed = False
 
-    def put(self, msg: Any, t_recv: float) -> bool:
+    def put(self, i: int, msg: Any, t_recv: float) -> bool:
         with self._cond:
-            replaced = self._item is not None
-            self._item = (msg, t_recv)
+            replaced = self._items[i] is not None
+            self._items[i] = (msg, t_recv)
             self._cond.notify()
         return replaced
 
-    def take(self) -> tuple[Any, float] | None:
+    def take(self, batch: bool = False) -> list[tuple[int, Any, float]] | None:
+        """[(camera, msg, t_recv), ...] in round-robin order; None once closed with nothing waiting."""
         with self._cond:
-            while self._item is None and not self._closed:
+            while not self._closed and all(item is None for item in self._items):
                 self._cond.wait()
-            item, self._item = self._item, None
-            return item
+            n = len(self._items)
+            order = [(self._next + k) % n for k in range(n)]
+            waiting = [i for i in order if self._items[i] is not None]
+            if not waiting:
+                return None
+            chosen = waiting if batch else waiting[:1]
+            self._next = (chosen[-1] + 1) % n
+            out = []
+            for i in chosen:
+                msg, t_recv = self._items[i]  # type: ignore[misc]
+                self._items[i] = None
+                out.append((i, msg, t_recv))
+            return out
 
     def close(self) -> None:
         with self._cond:

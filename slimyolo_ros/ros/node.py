@@ -8,6 +8,9 @@ A thin ROS shell over :func:`slimyolo_ros.detect.load_detector` (no ML here):
   (ros/convert.py), calls the Detector and publishes exactly one Detection2DArray per processed
   frame (empty when nothing is found). A frame that arrives while another is waiting replaces it and
   counts as a drop, so the node never falls behind the camera;
+* several cameras (``image_topics``): one model, one worker; each camera has its own slot,
+  subscription, QoS, starvation watch, counters and detections topic (ros/camera_input.py); the
+  worker takes every waiting frame as one batch (``camera_batch``, default) or serves them round-robin;
 * drops lost before the callback (middleware overwrote the depth-1 queue) are counted from gaps in
   the publisher's sequence numbers;
 * the image subscription's reliability follows the camera (``reliability: auto``, ros/qos.py), and a
@@ -40,9 +43,8 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
-from vision_msgs.msg import Detection2DArray, LabelInfo
+from vision_msgs.msg import LabelInfo
 
 from slimyolo_ros.errors import SlimyoloError
 
@@ -50,6 +52,7 @@ from slimyolo_ros.errors import SlimyoloError
 # idle starve them and the node itself (measured in docs/benchmarks.md). Set before torch (imported with
 # the Detector) initialises OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from slimyolo_ros.ros.camera_input import CameraInput, camera_topics
 from slimyolo_ros.ros.compat import on_parameter_update
 from slimyolo_ros.ros.convert import (
     ImageDecodeError,
@@ -59,21 +62,12 @@ from slimyolo_ros.ros.convert import (
 )
 from slimyolo_ros.ros.detections import label_info, to_cdr
 from slimyolo_ros.ros.diagnostics import detector_diagnostics
-from slimyolo_ros.ros.frame_slot import FrameSlot
-from slimyolo_ros.ros.input_checks import IMAGE_TYPES, frame_size, parameter_problem, wrong_type_publishers
+from slimyolo_ros.ros.frame_slot import FrameSlots
+from slimyolo_ros.ros.input_checks import frame_size, parameter_problem
 from slimyolo_ros.ros.lifecycle import node_class, release_memory
-from slimyolo_ros.ros.node_stats import Stats
 from slimyolo_ros.ros.parameters import PARAMETERS, detector_options, resolve_path, search_dirs
-from slimyolo_ros.ros.qos import (
-    AUTO,
-    RELIABILITY_CHOICES,
-    choose_reliability,
-    describe_change,
-    profile,
-    reliability_name,
-)
+from slimyolo_ros.ros.qos import RELIABILITY_CHOICES, profile
 from slimyolo_ros.ros.spin import run_node
-from slimyolo_ros.ros.starvation import SILENT, StarvationWatch, starvation_message
 from slimyolo_ros.ros.throttle import ThrottledWarnings
 
 NODE_NAME = "slimyolo_detector"
@@ -128,37 +122,25 @@ class DetectorNode(Node):
         from slimyolo_ros.detect.draw import draw_detections
 
         self._draw = draw_detections
-        self.stats = Stats()
         self._warnings = ThrottledWarnings(self.get_logger().warning, WARN_PERIOD_S)
-        self._slot = FrameSlot()
         self._compressed = bool(p["compressed"])
-
-        self._image_topic = self.resolve_topic_name(p["input_topic"] + ("/compressed" if self._compressed
-                                                                          else ""))
-        self._sub: Any = None
-        self._wrong_types: set[str] = set()
-        self._oversized = 0
-        self._reliability: str | None = None
-        self._offered: list[str] = []
-        self._starvation = StarvationWatch(float(p["starvation_timeout"]))
-        self._starvation_warnings = 0
-        self._det_pub = self.create_publisher(Detection2DArray, p["detections_topic"], 10)
+        self._batch = bool(p["camera_batch"])
+        self._cameras = [CameraInput(self, i, topics, p, self._on_image)
+                         for i, topics in enumerate(camera_topics(p))]
+        self._slots = FrameSlots(len(self._cameras))
         self._label_pub = self.create_publisher(LabelInfo, p["label_info_topic"],
                                                 profile(depth=1, latched=True))
         self._publish_label_info()
-        self._debug_pub = (self.create_publisher(Image, p["debug_image_topic"], 1)
-                           if p["publish_debug_image"] else None)
         self._stats_pub = self.create_publisher(String, "~/stats", 10)
-        self._last_logged: tuple[int, int, int] = (0, 0, 0)
         self._stats_timer = (self.create_timer(float(p["stats_period"]), self._report_stats)
                              if p["stats_period"] > 0 else None)
         self.state = "inactive"
 
     def start(self) -> None:
         """Subscribe the camera and start the worker (lifecycle: activate)."""
-        p = self._p
-        self._slot = FrameSlot()
-        self._update_subscription()
+        self._slots = FrameSlots(len(self._cameras))
+        for cam in self._cameras:
+            cam.update_subscription()
         # Steady time: the QoS decision and the starvation watch must run even while a sim-time
         # clock (use_sim_time) is paused or not published yet.
         self._graph_timer = self.create_timer(GRAPH_POLL_S, self._watch_publishers,
@@ -166,21 +148,25 @@ class DetectorNode(Node):
         self._worker = threading.Thread(target=self._work, name="slimyolo-inference", daemon=True)
         self._worker.start()
         self.state = "active"
-        self.get_logger().info(
-            f"ready: {self._sub.topic_name} ({'CompressedImage' if self._compressed else 'Image'}, "
-            f"reliability {p['reliability']}) -> {self._det_pub.topic_name}; model {self._model_desc}"
-        )
+        self.get_logger().info(f"ready: {self._ready_text()}; model {self._model_desc}")
+
+    def _ready_text(self) -> str:
+        kind = f"{'CompressedImage' if self._compressed else 'Image'}, reliability {self._p['reliability']}"
+        if len(self._cameras) == 1:
+            cam = self._cameras[0]
+            return f"{cam.sub.topic_name} ({kind}) -> {cam.det_pub.topic_name}"
+        pairs = ", ".join(f"{c.sub.topic_name} -> {c.det_pub.topic_name}" for c in self._cameras)
+        how = "waiting frames in one batch" if self._batch else "one frame at a time, round-robin"
+        return f"{len(self._cameras)} cameras: {pairs} ({kind}; {how})"
 
     def stop(self) -> None:
         """Release the camera subscription and stop the worker (lifecycle: deactivate); a frame in
         the worker's hands is finished first, so nothing is published after this returns."""
-        self._slot.close()
+        self._slots.close()
         self._worker.join(timeout=5.0)
         self.destroy_timer(self._graph_timer)
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-        self._sub, self._reliability = None, None
-        self.stats.forget_publishers()
+        for cam in self._cameras:
+            cam.unsubscribe()
         self.state = "inactive"
 
     def teardown(self) -> None:
@@ -188,7 +174,9 @@ class DetectorNode(Node):
         failed halfway, so everything is looked up with getattr."""
         if getattr(self, "_stats_timer", None) is not None:
             self.destroy_timer(self._stats_timer)
-        for name in ("_det_pub", "_label_pub", "_debug_pub", "_stats_pub"):
+        for cam in getattr(self, "_cameras", []):
+            cam.destroy_publishers()
+        for name in ("_label_pub", "_stats_pub"):
             if getattr(self, name, None) is not None:
                 self.destroy_publisher(getattr(self, name))
             setattr(self, name, None)
@@ -206,6 +194,10 @@ class DetectorNode(Node):
             raise StartupError(
                 f"parameter 'reliability': {p['reliability']!r} is not {', '.join(RELIABILITY_CHOICES)}"
             )
+        try:
+            camera_topics(p)
+        except ValueError as exc:  # it names the parameter
+            raise StartupError(_one_line(exc)) from None
 
     def _load_detector(self, p: dict[str, Any]) -> Any:
         weights = resolve_path(p["weights"])
@@ -287,6 +279,8 @@ class DetectorNode(Node):
                 self.detector.nms_threshold = float(param.value)
             elif param.name == "classes":
                 self.detector.class_filter = _class_names(param.value)
+            elif param.name == "camera_batch":
+                self._batch = bool(param.value)
             else:
                 continue
             self.get_logger().info(f"parameter {param.name} = {param.value}")
@@ -296,134 +290,123 @@ class DetectorNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self._label_pub.publish(msg)
 
-    # ---- image subscription: QoS and starvation ------------------------------------------
-    def _publisher_offers(self) -> list[str]:
-        infos = self.get_publishers_info_by_topic(self._image_topic)
-        for found in wrong_type_publishers(infos, self._compressed):
-            if found not in self._wrong_types:  # once per type: it will not change its mind
-                self._wrong_types.add(found)
-                self.get_logger().warning(
-                    f"{self._image_topic} is published as {found}, not {IMAGE_TYPES[self._compressed]}: "
-                    f"this node cannot read it (check the remapping of the image topic)")
-        return [reliability_name(i.qos_profile.reliability) for i in infos
-                if str(i.topic_type) == IMAGE_TYPES[self._compressed]]
-
-    def _update_subscription(self) -> None:
-        """(Re)create the image subscription when the reliability to use changed (auto mode)."""
-        self._offered = self._publisher_offers()
-        want = choose_reliability(self._p["reliability"], self._offered, self._reliability)
-        if want == self._reliability:
-            return
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-            self.stats.forget_publishers()  # frames missed while switching are no transport loss
-        self._sub = self.create_subscription(CompressedImage if self._compressed else Image,
-                                             self._image_topic, self._on_image, profile(want, depth=1))
-        if self._p["reliability"] == AUTO:
-            self.get_logger().info(describe_change(self._image_topic, self._reliability, want, self._offered))
-        self._reliability = want
-
+    # ---- image subscriptions: QoS and starvation (per camera: ros/camera_input.py) -----------
     def _watch_publishers(self) -> None:
-        self._update_subscription()
-        with self.stats.lock:
-            received, lost = self.stats.received, self.stats.dropped_middleware
-            busy_s = self.stats.busy_s
-        kind = self._starvation.update(time.monotonic(), len(self._offered), received, lost, busy_s)
-        if kind is None:
-            return
-        self._starvation_warnings += 1
-        window = self._starvation.last_window
-        self._starvation_text = starvation_message(
-            kind, self._image_topic, self._reliability or "", self._offered,
-            self._starvation.timeout_s if kind == SILENT else self._starvation.last_window_s,
-            received=window[0], sent=window[0] + window[1])
-        self.get_logger().warning(self._starvation_text)
+        for cam in self._cameras:
+            text = cam.watch()
+            if text is not None:
+                self.get_logger().warning(text)
 
     # ---- data path -----------------------------------------------------------------------
-    def _on_image(self, msg: Any, info: Any) -> None:
-        self.stats.on_receive(info)
-        if self._slot.put(msg, time.monotonic()):
-            with self.stats.lock:
-                self.stats.dropped_replaced += 1
+    def _on_image(self, cam: CameraInput, msg: Any, info: Any) -> None:
+        cam.stats.on_receive(info)
+        if self._slots.put(cam.index, msg, time.monotonic()):
+            with cam.stats.lock:
+                cam.stats.dropped_replaced += 1
 
     def _work(self) -> None:
         while rclpy.ok():
-            item = self._slot.take()
-            if item is None:
+            items = self._slots.take(self._batch)
+            if items is None:
                 return
+            t_take = time.monotonic()
             try:
-                self._process(*item)
+                self._process(items, t_take)
                 self._inference_error = None
             except Exception as exc:  # one broken frame must never stop the worker
                 self._inference_error = f"{type(exc).__name__}: {_one_line(exc)}"
-                self._bad_frame("internal", f"frame failed: {type(exc).__name__}: {_one_line(exc)}")
+                for i, _, _ in items:
+                    self._bad_frame("internal", f"frame failed: {type(exc).__name__}: {_one_line(exc)}",
+                                    self._cameras[i])
+            busy = time.monotonic() - t_take
+            for cam in self._cameras:  # the worker serves all cameras: busy for one is busy for each
+                cam.add_busy(busy)
 
-    def _process(self, msg: Any, t_recv: float) -> None:
-        t_take = time.monotonic()
-        if self._too_large(msg):
-            return
+    def _decode(self, cam: CameraInput, msg: Any) -> np.ndarray | None:
+        if self._too_large(cam, msg):
+            return None
         try:
-            img = compressed_to_bgr(msg) if self._compressed else image_to_bgr(msg)
+            return compressed_to_bgr(msg) if self._compressed else image_to_bgr(msg)
         except ImageDecodeError as exc:
             where = (f"stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}, "
                      f"frame_id {msg.header.frame_id!r}")
-            self._bad_frame(exc.kind, f"dropped frame ({where}): {exc}")
+            on = f" on {cam.image_topic}" if len(self._cameras) > 1 else ""
+            self._bad_frame(exc.kind, f"dropped frame{on} ({where}): {exc}", cam)
+            return None
+
+    def _process(self, items: list[tuple[int, Any, float]], t_take: float) -> None:
+        """The frames taken from the slots (one, or one per waiting camera): decode, detect (several as
+        one batch), publish each on its camera's topic with its own header."""
+        frames = []
+        for i, msg, t_recv in items:
+            img = self._decode(self._cameras[i], msg)
+            if img is not None:
+                frames.append((self._cameras[i], msg, t_recv, img))
+        if not frames:
             return
         t0 = time.monotonic()
-        dets = self.detector(img)
+        if len(frames) == 1:
+            all_dets = [self.detector(frames[0][3])]
+        else:
+            all_dets = self.detector.detect_batch([f[3] for f in frames])
         t1 = time.monotonic()
-        # CDR bytes, not a message object: the generic conversion is on the critical path (ros/detections.py)
-        out = to_cdr(dets, msg.header, self.class_names)
-        t2 = time.monotonic()
-        self._det_pub.publish(out)
-        t_done = time.monotonic()
         timings = self.detector.last_timings
-        stage_ms = {"wait": (t_take - t_recv) * 1e3, "convert": (t0 - t_take) * 1e3,
-                    "letterbox": timings.get("preprocess", 0.0), "forward": timings.get("forward", 0.0),
-                    "postprocess": timings.get("postprocess", 0.0), "message": (t2 - t1) * 1e3,
-                    "publish": (t_done - t2) * 1e3}
-        with self.stats.lock:
-            self.stats.processed += 1
-            self.stats.window_processed += 1
-            self.stats.busy_s += t_done - t_take
-            self.stats.latency_ms.append((t_done - t_recv) * 1e3)
-            self.stats.recent_latency.append((t_done, (t_done - t_recv) * 1e3))
-            self.stats.inference_ms.append((t1 - t0) * 1e3)
-            for k, v in stage_ms.items():
-                self.stats.stage_ms[k].append(v)
-        if self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0:
-            self._debug_pub.publish(bgr_to_image(self._draw(img, dets, self.class_names),
-                                                 header=msg.header))
+        for (cam, msg, t_recv, img), dets in zip(frames, all_dets, strict=True):
+            t2 = time.monotonic()
+            # CDR bytes, not a message object: the generic conversion is on the critical path
+            # (ros/detections.py)
+            out = to_cdr(dets, msg.header, self.class_names)
+            t3 = time.monotonic()
+            cam.det_pub.publish(out)
+            t_done = time.monotonic()
+            stage_ms = {"wait": (t_take - t_recv) * 1e3, "convert": (t0 - t_take) * 1e3,
+                        "letterbox": timings.get("preprocess", 0.0), "forward": timings.get("forward", 0.0),
+                        "postprocess": timings.get("postprocess", 0.0), "message": (t3 - t2) * 1e3,
+                        "publish": (t_done - t3) * 1e3}
+            cam.record(t_recv, t_done, (t1 - t0) * 1e3, stage_ms)
+            if cam.debug_pub is not None and cam.debug_pub.get_subscription_count() > 0:
+                cam.debug_pub.publish(bgr_to_image(self._draw(img, dets, self.class_names),
+                                                   header=msg.header))
 
-    def _too_large(self, msg: Any) -> bool:
+    def _too_large(self, cam: CameraInput, msg: Any) -> bool:
         """Drop a frame over max_frame_pixels before decoding it (a 20000x20000 JPEG is 1.2 GB decoded)."""
         size = frame_size(msg, self._compressed)
         limit = int(self._p["max_frame_pixels"])
         if size is None or size[0] * size[1] <= limit:
             return False
-        self._oversized += 1
+        cam.oversized += 1
         w, h = size
-        self._bad_frame("too_large", f"dropped frame {w}x{h} ({w * h} pixels): larger than max_frame_pixels "
-                                     f"{limit} ({self._oversized} dropped so far)")
+        on = f" on {cam.image_topic}" if len(self._cameras) > 1 else ""
+        self._bad_frame("too_large", f"dropped frame{on} {w}x{h} ({w * h} pixels): larger than "
+                                     f"max_frame_pixels {limit} ({cam.oversized} dropped so far)", cam)
         return True
 
-    def _bad_frame(self, kind: str, text: str) -> None:
-        with self.stats.lock:
-            self.stats.bad += 1
+    def _bad_frame(self, kind: str, text: str, cam: CameraInput) -> None:
+        with cam.stats.lock:
+            cam.stats.bad += 1
         self._warnings.warn(kind, text)
 
     def _report_stats(self) -> None:
-        s = self.stats.snapshot()
-        s.update(provider=self.detector.provider, reliability=self._reliability,
-                 publishers=len(self._offered),
-                 starved=self._starvation.starved, starvation_warnings=self._starvation_warnings,
-                 stamp=self.get_clock().now().nanoseconds / 1e9)
-        self._stats_pub.publish(String(data=json.dumps(s)))
+        stamp = self.get_clock().now().nanoseconds / 1e9
+        snaps = [cam.snapshot() for cam in self._cameras]
+        if len(snaps) == 1:  # one camera: its values at the top level
+            out = dict(snaps[0], provider=self.detector.provider, stamp=stamp)
+        else:
+            totals = {k: sum(s[k] for s in snaps) for k in ("received", "processed", "dropped", "bad_frames")}
+            out = dict(totals, fps=round(sum(s["fps"] for s in snaps), 2), camera_batch=self._batch,
+                       provider=self.detector.provider, stamp=stamp,
+                       cameras={c.image_topic: s for c, s in zip(self._cameras, snaps, strict=True)})
+        self._stats_pub.publish(String(data=json.dumps(out)))
+        for cam, s in zip(self._cameras, snaps, strict=True):
+            self._log_stats(cam, s)
+
+    def _log_stats(self, cam: CameraInput, s: dict[str, Any]) -> None:
         seen = (s["received"], s["bad_frames"], s["dropped"])
-        if seen == self._last_logged:  # an idle node keeps quiet in the log
+        if seen == cam.last_logged:  # an idle camera keeps quiet in the log
             return
-        self._last_logged = seen
+        cam.last_logged = seen
         self.get_logger().info(
+            f"{cam.image_topic + ': ' if len(self._cameras) > 1 else ''}"
             f"fps {s['fps']:.1f} | latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms "
             f"(inference p50 {s['inference_ms_p50']:.0f} ms) | processed {s['processed']} "
             f"dropped {s['dropped']} (replaced {s['dropped_replaced']}, "
@@ -433,7 +416,7 @@ class DetectorNode(Node):
 
     def close(self) -> None:
         if self.state == "active":
-            self._slot.close()
+            self._slots.close()
             self._worker.join(timeout=5.0)
 
 

@@ -53,6 +53,17 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         "frames with more pixels (width x height, read from the message or JPEG/PNG header) are dropped "
         "with a warning before they are decoded; default 8K (7680x4320)",
         integer_range=[IntegerRange(from_value=1, to_value=2**40, step=1)])),
+    "image_topics": ([], _desc(
+        "several cameras, one model: a list of image topics (each keeps its newest frame, has its own "
+        "QoS, starvation watch and counters); empty: the one input_topic", dynamic_typing=True)),
+    "detections_topics": ([], _desc(
+        "with image_topics: one detections topic per camera, in the same order; empty: the image "
+        "topic's namespace + /detections (/cam_front/image_raw -> /cam_front/detections)",
+        dynamic_typing=True)),
+    "camera_batch": (True, _desc(
+        "with image_topics: run the frames of all waiting cameras as one batch (one forward per "
+        "letterbox shape); false: one frame at a time, round-robin (docs/benchmarks.md: several cameras)",
+        read_only=False)),
     "detections_topic": ("detections", _desc("vision_msgs/Detection2DArray output topic")),
     "label_info_topic": ("label_info", _desc("vision_msgs/LabelInfo topic (transient local)")),
     "publish_debug_image": (True, _desc("publish an annotated image while someone subscribes to it")),

@@ -2,7 +2,7 @@
 ``CameraProcess``, how tests start it.
 
     python camera.py TOPIC [--width 1280] [--height 720] [--rate 10] [--reliability reliable]
-                     [--stamp-base 1000] [--frames 0] [--clock]
+                     [--stamp-base 1000] [--frames 0] [--clock] [--frame-id camera_optical]
 
 QoS is rclpy's default (reliable, keep last 10, volatile) unless --reliability best_effort, and no
 Fast DDS profile unless the environment sets one: what a user's camera node does. Frame i carries
@@ -89,6 +89,7 @@ def main() -> int:
     ap.add_argument("--stamp-base", type=int, default=1000)
     ap.add_argument("--frames", type=int, default=0)
     ap.add_argument("--clock", action="store_true")
+    ap.add_argument("--frame-id", default="camera_optical")
     args = ap.parse_args()
 
     stop = []
@@ -101,7 +102,7 @@ def main() -> int:
     pub = node.create_publisher(Image, args.topic, qos)
     clock_pub = node.create_publisher(Clock, "/clock", 10) if args.clock else None
     msg: Image = bgr_to_image(frame(args.width, args.height), "bgr8")
-    msg.header.frame_id = "camera_optical"
+    msg.header.frame_id = args.frame_id
     print(f"camera on {pub.topic_name} {args.width}x{args.height} {args.rate:g} Hz {args.reliability}",
           flush=True)
     sent, period, start = 0, 1.0 / args.rate, time.monotonic()
