@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from vision_msgs.msg import (
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
-NODE = REPO / ".venv" / "bin" / "track_node"
+NODE = Path(sys.executable).parent / "track_node"  # from the venv running the tests
 FRAME_ID = "uav/camera_optical"
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DT = 0.1
