@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "torch>=2.5.0a0",
     "numpy>=1.26",
     "opencv-python-headless>=4.9",
+    "Pillow>=9",  # a CompressedImage's size from its header
     "PyYAML>=6",
     "tqdm>=4.66",
     "matplotlib>=3.8",

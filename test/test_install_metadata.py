@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Top-level module -> where it comes from. "key:" a rosdep key (a ROS package name, or a key of
 # rosdistro's rosdep/python.yaml: python3-numpy, python3-opencv, python3-yaml, python3-tqdm and
-# python3-matplotlib are there for Ubuntu 22.04 and 24.04); "pip:" a PyPI distribution that
+# python3-matplotlib and python3-pil are there for Ubuntu 22.04 and 24.04); "pip:" a PyPI distribution that
 # rosdep has no key for (or only a pip key that would fight a Jetson build).
 SOURCES = {
     "rclpy": "key:rclpy",
@@ -25,6 +25,9 @@ SOURCES = {
     "sensor_msgs": "key:sensor_msgs",
     "std_msgs": "key:std_msgs",
     "vision_msgs": "key:vision_msgs",
+    "diagnostic_msgs": "key:diagnostic_msgs",
+    "diagnostic_updater": "key:diagnostic_updater",
+    "lifecycle_msgs": "key:lifecycle_msgs",
     "launch": "key:launch",
     "launch_ros": "key:launch_ros",
     "numpy": "key:python3-numpy",
@@ -32,6 +35,7 @@ SOURCES = {
     "yaml": "key:python3-yaml",
     "tqdm": "key:python3-tqdm",
     "matplotlib": "key:python3-matplotlib",
+    "PIL": "key:python3-pil",
     "torch": "pip:torch",
     "onnx": "pip:onnx",
     "onnxruntime": "pip:onnxruntime",
@@ -41,13 +45,14 @@ SOURCES = {
     "supervision": "pip:supervision",
 }
 # rosdep keys package.xml may name beyond the imports: the `ros2 launch` verb the launch files need,
-# and the test runner.
-EXTRA_KEYS = {"ros2launch", "python3-pytest"}
+# the test runner, and the messages of /diagnostics and of managed nodes (used through
+# diagnostic_updater and rclpy.lifecycle).
+EXTRA_KEYS = {"ros2launch", "python3-pytest", "diagnostic_msgs", "lifecycle_msgs"}
 # ROS modules: from the ROS install (package.xml) or the venv's ROS wheels, never from setup.py.
 NOT_PIP = {"rclpy", "rcl_interfaces", "ament_index_python", "sensor_msgs", "std_msgs", "vision_msgs",
-           "launch", "launch_ros"}
+           "diagnostic_msgs", "diagnostic_updater", "lifecycle_msgs", "launch", "launch_ros"}
 # PyPI distributions whose name is not the module's.
-DISTRIBUTION = {"cv2": "opencv-python-headless", "yaml": "PyYAML"}
+DISTRIBUTION = {"cv2": "opencv-python-headless", "yaml": "PyYAML", "PIL": "Pillow"}
 
 
 def imported_modules() -> dict[str, str]:
