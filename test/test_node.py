@@ -46,7 +46,7 @@ from sigint_stress import node_command, one_run  # noqa: E402  (the stress scrip
 
 pytestmark = pytest.mark.ros
 
-VENV_BIN = REPO / ".venv" / "bin"
+VENV_BIN = Path(sys.executable).parent  # the venv running the tests: .venv, .venv-jazzy, ...
 NODE_CMD = [str(VENV_BIN / "detect_node")]
 CANVAS_W, CANVAS_H = 1280, 720
 PASTE_X, PASTE_Y = 700, 90  # where the photo goes in the canvas

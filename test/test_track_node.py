@@ -35,7 +35,7 @@ from slimyolo_ros.harness import NodeUnderTest, node_command
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
-NODE = REPO / ".venv" / "bin" / "track_node"
+NODE = Path(sys.executable).parent / "track_node"  # from the venv running the tests
 FRAME_ID = "uav/camera_optical"
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DT = 0.1
