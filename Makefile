@@ -19,7 +19,8 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 # The ROS-facing tests (node, launch + colcon + the ros2 CLI, tracker node, bag replay through the node,
 # Image/message conversion, the node's floor checks): one list, used by test-ros and test-no-ros.
 ROS_TESTS := test/test_node.py test/test_launch.py test/test_track_node.py test/test_bag.py \
-             test/test_ros_convert.py test/test_ros_floor.py
+             test/test_ros_convert.py test/test_ros_floor.py test/test_lifecycle.py test/test_diagnostics.py \
+             test/test_cameras.py test/test_rclpy_api.py
 # Everything else, less the tests marked `ros` elsewhere (the demo and the bench harness drive the node).
 NO_ROS_ARGS := -m "not ros" $(addprefix --ignore=,$(ROS_TESTS))
 
