@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from slimyolo_ros.bag import timeline
+from slimyolo_ros.bag.ground_truth import attach
 from slimyolo_ros.bag.make import GT_TOPIC
 from slimyolo_ros.bag.report import annotate_detections, annotate_tracks, record
 from slimyolo_ros.bag.score import Run, score, score_tracks
@@ -87,6 +89,9 @@ class ReplayConfig:
     track_node_params: list[str] = field(default_factory=list)  # extra "name:=value" for track_node
     track_node_command: list[str] | None = None  # override the tracker executable
     track_conf_threshold: float | None = None  # detector's conf_threshold in track mode; None: the config's
+    gt: Path | None = None  # annotation file or folder (bag/ground_truth.py) instead of a /ground_truth topic
+    gt_match: str = "order"  # "order" or "stamp"
+    gt_stamps: Path | None = None  # KEY,STAMP lines for gt_match="stamp"
 
 
 def _node_command(cfg: ReplayConfig, params: Path, src: Source) -> list[str]:
@@ -283,6 +288,7 @@ def replay(cfg: ReplayConfig) -> dict:
     reader = open_reader(bag)
     try:
         src = open_source(bag, reader, cfg.image_topic)
+        gt_file = attach(src, reader, cfg.gt, cfg.gt_match, cfg.gt_stamps) if cfg.gt else None
         if not params.is_file():
             raise BagError(f"--params {params}: no such file")
         out = Path(cfg.out) if cfg.out else None
@@ -294,6 +300,7 @@ def replay(cfg: ReplayConfig) -> dict:
     if not src.has_gt:
         run.warnings.insert(0, f"{bag}: no {GT_TOPIC} topic: latency and throughput only, no mAP")
     report = score(run, src)
+    report["ground_truth_file"] = gt_file
     if cfg.track:
         report["tracking"] = score_tracks(run, src, report["class_names"])
     report.update(_facts(cfg, src, run, params))
@@ -348,8 +355,11 @@ def _facts(cfg: ReplayConfig, src: Source, run: Run, params: Path) -> dict:
 
 
 def _write(cfg: ReplayConfig, report: dict, run: Run, src: Source, out: Path | None) -> dict:
-    """Annotated frames, the recorded bag and report.json, as asked for."""
+    """Detections over time, annotated frames, the recorded bag and report.json, as asked for."""
+    over_time = timeline.series(run)
+    report["detections_per_frame"] = timeline.summary(over_time)
     if out:
+        report["timeline"] = timeline.write(out, over_time)
         # Draw at the best-F1 confidence when known: a lockstep run for mAP asks the node for the
         # whole low-score tail, which would bury the picture.
         report["annotated"] = annotate_detections(out, run.keep, run.answers, src.gt, report["class_names"],

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from slimyolo_ros.bag import msgs
+from slimyolo_ros.bag.layout import storage_path
 from slimyolo_ros.bag.make import (
     CLASS_NAMES_KEY,
     COMPRESSED_TOPIC,
@@ -59,8 +60,9 @@ def open_reader(bag: Path):
 
     if not bag.exists():
         raise BagError(f"{bag}: no such bag")
+    path = storage_path(bag)
     try:
-        reader = Reader(bag)
+        reader = Reader(path)
         reader.open()
     except Exception as exc:  # rosbags raises several unrelated types for unreadable bags
         raise BagError(f"{bag}: not a readable rosbag2 ({type(exc).__name__}: {exc})") from exc
@@ -97,7 +99,8 @@ def _pick_image_topic(reader, bag: Path, wanted: str | None) -> tuple[str, str]:
     if not images:
         raise BagError(f"{bag}: no image topic (sensor_msgs/msg/Image or CompressedImage); "
                        f"topics in the bag: {listing}")
-    raise BagError(f"{bag}: several image topics ({', '.join(sorted(images))}); choose one")
+    raise BagError(f"{bag}: several image topics: {', '.join(f'{t} ({images[t]})' for t in sorted(images))}; "
+                   "choose one with --image-topic TOPIC")
 
 
 def _custom_class_names(reader) -> list[str] | None:
