@@ -1,0 +1,342 @@
+"""Bags as rosbag2 records them (storage formats, compression, split files, many topics) and ground truth
+from annotation files (VisDrone-VID, MOT Challenge, COCO) matched to a bag's frames by order or stamp."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from conftest import shared_bags
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+from slimyolo_ros.bag import msgs, timeline
+from slimyolo_ros.bag.ground_truth import attach, stamp_from_name
+from slimyolo_ros.bag.score import Run
+from slimyolo_ros.bag.source import Frame, image_frames, open_reader, open_source
+from slimyolo_ros.bag.types import BagError, typestore
+from slimyolo_ros.errors import DatasetError
+from slimyolo_ros.ros.detections import to_cdr
+
+T0 = 1_700_000_000_000_000_000
+STEP = 100_000_000  # 10 fps
+
+
+def _write(path: Path, n: int, storage=StoragePlugin.MCAP, compression=None, first: int = 0,
+           compressed_image: bool = False) -> list[int]:
+    """A bag of ``n`` images (frame k's pixels all = 10 k), a camera_info-like topic beside them;
+    header stamp = log time; the stamps."""
+    ts = typestore()
+    stamps = []
+    w = Writer(path, version=9, storage_plugin=storage)
+    if compression:
+        w.set_compression(compression, CompressionFormat.ZSTD)
+    with w:
+        img = w.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        other = w.add_connection("/chatter", "std_msgs/msg/String", typestore=ts)
+        jpg = w.add_connection("/cam/image_raw/compressed", "sensor_msgs/msg/CompressedImage",
+                               typestore=ts) if compressed_image else None
+        for k in range(first, first + n):
+            ns = T0 + k * STEP
+            _, m = msgs.image_message(np.full((48, 64, 3), 10 * k, np.uint8), "bgr8", ns, "camera")
+            w.write(img, ns, ts.serialize_cdr(m, "sensor_msgs/msg/Image"))
+            w.write(other, ns, ts.serialize_cdr(ts.types["std_msgs/msg/String"](data=f"x{k}"),
+                                                "std_msgs/msg/String"))
+            if jpg is not None:
+                _, c = msgs.image_message(np.full((48, 64, 3), 10 * k, np.uint8), "jpeg", ns, "camera")
+                w.write(jpg, ns, ts.serialize_cdr(c, "sensor_msgs/msg/CompressedImage"))
+            stamps.append(ns)
+    return stamps
+
+
+def _frames(bag: Path, topic: str | None = "/cam/image_raw") -> tuple[list[int], list[int]]:
+    """(header stamps, first pixel value) of every image the replay would read."""
+    reader = open_reader(bag)
+    try:
+        src = open_source(bag, reader, topic)
+        got = [(f.stamp, int(msgs.decode_image(m, f.typename)[0, 0, 0]))
+               for f, _, m in image_frames(reader, src.image_topic)]
+    finally:
+        reader.close()
+    return [g[0] for g in got], [g[1] for g in got]
+
+
+@pytest.mark.parametrize("storage,compression", [
+    (StoragePlugin.MCAP, None), (StoragePlugin.SQLITE3, None),
+    (StoragePlugin.MCAP, CompressionMode.STORAGE),  # zstd chunks, as rosbag2's mcap storage preset does
+    (StoragePlugin.MCAP, CompressionMode.FILE), (StoragePlugin.MCAP, CompressionMode.MESSAGE),
+    (StoragePlugin.SQLITE3, CompressionMode.FILE)])
+def test_storage_formats_and_compression(tmp_path, storage, compression):
+    bag = tmp_path / "b"
+    stamps = _write(bag, 5, storage, compression)
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    files = meta["relative_file_paths"]
+    if compression == CompressionMode.FILE:
+        assert files[0].endswith(".zstd") and meta["compression_mode"] == "file"
+    if compression == CompressionMode.STORAGE:
+        data = (bag / files[0]).read_bytes()
+        assert b"zstd" in data and b"bgr8" not in data  # the chunk really is compressed
+    got_stamps, pixels = _frames(bag)
+    assert got_stamps == stamps and pixels == [0, 10, 20, 30, 40]
+
+
+def test_split_bag_reads_every_file_in_order(tmp_path):
+    """rosbag2 splits a recording (--max-bag-size / --max-bag-duration) into <name>_0.mcap, <name>_1.mcap
+    under one metadata.yaml; made here from two bags, their metadata merged as rosbag2 writes it."""
+    bag, second = tmp_path / "split", tmp_path / "second"
+    stamps = _write(bag, 3) + _write(second, 4, first=3)
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    info2 = yaml.safe_load((second / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    info = meta["rosbag2_bagfile_information"]
+    (second / info2["relative_file_paths"][0]).rename(bag / "split_1.mcap")
+    info["relative_file_paths"].append("split_1.mcap")
+    info["files"].append({**info2["files"][0], "path": "split_1.mcap"})
+    info["message_count"] += info2["message_count"]
+    info["duration"]["nanoseconds"] = info2["starting_time"]["nanoseconds_since_epoch"] + \
+        info2["duration"]["nanoseconds"] - info["starting_time"]["nanoseconds_since_epoch"]
+    for t, t2 in zip(info["topics_with_message_count"], info2["topics_with_message_count"], strict=True):
+        t["message_count"] += t2["message_count"]
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    got_stamps, pixels = _frames(bag)
+    assert got_stamps == stamps and pixels == [0, 10, 20, 30, 40, 50, 60]
+    # without its metadata.yaml the split bag's files cannot be put together: said, with the files
+    (bag / "metadata.yaml").unlink()
+    with pytest.raises(BagError, match=r"2 storage files \(split.mcap, split_1.mcap\).*metadata.yaml"):
+        open_reader(bag)
+
+
+def test_bare_mcap_file_and_folder_without_metadata(tmp_path):
+    bag = tmp_path / "b"
+    stamps = _write(bag, 3)
+    (bag / "metadata.yaml").unlink()
+    assert _frames(bag)[0] == stamps  # the folder: its one .mcap
+    assert _frames(next(bag.glob("*.mcap")))[0] == stamps  # the file itself
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BagError, match="no metadata.yaml and no .mcap or .db3"):
+        open_reader(empty)
+
+
+def test_several_image_topics_need_a_choice(tmp_path):
+    bag = tmp_path / "b"
+    _write(bag, 2, compressed_image=True)
+    with pytest.raises(BagError) as err:
+        _frames(bag, None)
+    text = str(err.value)
+    assert "--image-topic" in text and "/cam/image_raw (sensor_msgs/msg/Image)" in text
+    assert "/cam/image_raw/compressed (sensor_msgs/msg/CompressedImage)" in text and "/chatter" not in text
+    reader = open_reader(bag)
+    try:
+        src = open_source(bag, reader, "/cam/image_raw/compressed")
+        assert (src.image_type, src.frames_in_bag) == ("sensor_msgs/msg/CompressedImage", 2)
+        with pytest.raises(BagError, match="no image topic '/chatter'"):
+            open_source(bag, reader, "/chatter")
+    finally:
+        reader.close()
+
+
+def test_rosbag2_recorded_bags_as_they_are():
+    bags = shared_bags()
+    rerun = bags / "rerun_rosbag2_2025_09_10"
+    with pytest.raises(BagError) as err:  # 33 topics, two of them images
+        _frames(rerun, None)
+    listed = "/compressed_image (sensor_msgs/msg/CompressedImage), /image (sensor_msgs/msg/Image)"
+    assert listed in str(err.value)
+    assert "--image-topic" in str(err.value)
+    for topic, typename in (("/image", "sensor_msgs/msg/Image"),
+                            ("/compressed_image", "sensor_msgs/msg/CompressedImage")):
+        reader = open_reader(rerun)
+        try:
+            src = open_source(rerun, reader, topic)
+            frames = [(f, m) for f, _, m in image_frames(reader, topic)]
+        finally:
+            reader.close()
+        assert src.image_type == typename and src.frames_in_bag == len(frames) == 1 and not src.has_gt
+        img = msgs.decode_image(frames[0][1], typename)
+        assert img.shape == (480, 640, 3) and (frames[0][0].width, frames[0][0].height) == (640, 480)
+    # sqlite3 + metadata.yaml by rosbag2_py: three 2x2 mono8 images, stamps 0, 1, 2 s
+    stamps, _ = _frames(bags / "ros2bag_tools_images.bag", None)
+    assert stamps == [0, 1_000_000_000, 2_000_000_000]
+
+
+# ---- ground truth from files -------------------------------------------------------------------------
+
+def _source(bag: Path):
+    reader = open_reader(bag)
+    return reader, open_source(bag, reader, "/cam/image_raw")
+
+
+def _vid_line(frame, tid, box, cat):
+    x1, y1, x2, y2 = box
+    return f"{frame},{tid},{x1},{y1},{x2 - x1},{y2 - y1},1,{cat},0,0"
+
+
+def test_visdrone_vid_folder_matched_by_order(tmp_path):
+    """Two sequences (3 + 2 frames) over a 6-image bag: 5 matched, the last image after the annotations."""
+    bag = tmp_path / "b"
+    stamps = _write(bag, 6)
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "seq_a.txt").write_text("\n".join([_vid_line(1, 1, (1, 2, 11, 12), 4),  # car
+                                              _vid_line(3, 1, (3, 2, 13, 12), 4),
+                                              _vid_line(3, 0, (30, 30, 40, 40), 0),  # ignored region
+                                              _vid_line(3, 9, (20, 20, 25, 25), 11)]) + "\n")  # others
+    (ann / "seq_b.txt").write_text(_vid_line(2, 7, (5, 5, 9, 9), 1) + "\n")  # pedestrian, frame 2 of 2
+    reader, src = _source(bag)
+    try:
+        summary = attach(src, reader, ann)
+    finally:
+        reader.close()
+    assert summary["format"] == "visdrone-vid" and summary["matched"] == 5
+    assert summary["ground_truth_frames"] == 5 and summary["bag_frames"] == 6
+    assert summary["bag_frames_without_ground_truth"] == {"after the ground truth's last frame (5 frames)": 1}
+    assert src.sequences == [("seq_a", 3), ("seq_b", 2), ("(after the ground truth)", 1)]
+    assert sorted(src.gt) == stamps[:5]
+    boxes, names = src.gt[stamps[2]]
+    assert names == ["car"] and boxes.tolist() == [[3, 2, 13, 12]]
+    assert src.ignore[stamps[2]].tolist() == [[30, 30, 40, 40]] and src.gt_ids[stamps[2]] == ["1"]
+    assert src.gt[stamps[1]][1] == [] and src.gt[stamps[4]][1] == ["pedestrian"]
+    assert src.gt_ids[stamps[4]] == ["7"] and src.gt[stamps[3]][1] == []
+
+
+def test_visdrone_vid_file_longer_than_the_bag(tmp_path):
+    bag = tmp_path / "b"
+    _write(bag, 2)
+    ann = tmp_path / "uav0001.txt"
+    ann.write_text("\n".join(_vid_line(k, 1, (1, 1, 5, 5), 4) for k in (1, 2, 3, 4)) + "\n")
+    reader, src = _source(bag)
+    try:
+        summary = attach(src, reader, ann)
+    finally:
+        reader.close()
+    assert summary["matched"] == 2
+    assert summary["ground_truth_unmatched"] == {
+        "past the bag's last image (the bag has 2 on /cam/image_raw)": 2}
+
+
+def test_mot_challenge_gt_txt(tmp_path):
+    bag = tmp_path / "b"
+    stamps = _write(bag, 3)
+    gt = tmp_path / "MOT17-02" / "gt" / "gt.txt"
+    gt.parent.mkdir(parents=True)
+    gt.write_text("1,1,10,20,30,40,1,1,1.0\n"   # pedestrian
+                  "1,2,50,20,10,10,0,1,1.0\n"   # consider = 0: not scored
+                  "2,3,5,5,10,10,1,7,0.5\n"     # static person: a distractor (ignored region)
+                  "2,4,60,5,10,10,1,3,1.0\n"    # car: not a MOT17 scored class
+                  "3,1,12,20,30,40,1,1,0.9\n")
+    reader, src = _source(bag)
+    try:
+        summary = attach(src, reader, gt.parent.parent)  # the sequence folder
+    finally:
+        reader.close()
+    assert summary["format"] == "mot" and summary["matched"] == 3 and src.class_names == ["pedestrian"]
+    assert src.gt[stamps[0]][0].tolist() == [[10, 20, 40, 60]] and src.gt_ids[stamps[0]] == ["1"]
+    assert src.gt[stamps[1]][1] == [] and src.ignore[stamps[1]].tolist() == [[5, 5, 15, 15]]
+    assert src.gt[stamps[2]][1] == ["pedestrian"] and src.sequences == [("MOT17-02", 3)]
+
+
+def _coco(path: Path, file_names: list[str]) -> Path:
+    images = [{"id": i + 1, "file_name": n, "width": 64, "height": 48} for i, n in enumerate(file_names)]
+    anns = [{"id": i + 1, "image_id": i + 1, "category_id": 3, "bbox": [i, 2, 10, 10], "iscrowd": 0,
+             "track_id": 5} for i in range(len(file_names))]
+    path.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": 1, "name": "boat"}, {"id": 3, "name": "buoy"}]}))
+    return path
+
+
+def test_coco_by_stamp_from_file_names(tmp_path):
+    bag = tmp_path / "b"
+    stamps = _write(bag, 4)
+    sec = T0 // 10**9
+    names = [f"{sec}.{(k * STEP + 3_000_000):09d}.jpg" for k in (0, 2, 3)]  # 3 ms after frames 0, 2, 3
+    names += [f"{sec + 60}.000000000.jpg", "frame_without_time.jpg"]
+    reader, src = _source(bag)
+    try:
+        summary = attach(src, reader, _coco(tmp_path / "instances.json", names), match="stamp")
+    finally:
+        reader.close()
+    assert summary["matched"] == 3 and summary["tolerance_ms"] == 50
+    assert summary["ground_truth_unmatched"] == {"no bag image within 50 ms of its stamp": 1,
+                                                 "no timestamp in its file name": 1}
+    assert summary["bag_frames_without_ground_truth"] == {"no annotated frame with a stamp near it": 1}
+    assert sorted(src.gt) == [stamps[0], stamps[2], stamps[3]] and src.class_names == ["boat", "buoy"]
+    assert src.gt[stamps[2]][0].tolist() == [[1, 2, 11, 12]] and src.gt[stamps[2]][1] == ["buoy"]
+    assert src.gt_ids[stamps[2]] == ["5"]
+
+
+def test_coco_by_stamp_from_a_mapping_file(tmp_path):
+    bag = tmp_path / "b"
+    stamps = _write(bag, 3)
+    coco = _coco(tmp_path / "c.json", ["a.jpg", "b.jpg"])
+    mapping = tmp_path / "stamps.csv"
+    mapping.write_text(f"# file,stamp\nb.jpg,{stamps[0]}\na.jpg,{stamps[2] / 1e9:.9f}\n")
+    reader, src = _source(bag)
+    try:
+        summary = attach(src, reader, coco, match="stamp", stamps_file=mapping)
+        # order would pair a.jpg with the first image; the mapping pairs b.jpg with it
+        assert src.gt[stamps[0]][0].tolist() == [[1, 2, 11, 12]] and summary["matched"] == 2
+        mapping.write_text("a.jpg;12\n")
+        with pytest.raises(DatasetError, match=r"stamps.csv:1: expected KEY,STAMP"):
+            attach(src, reader, coco, match="stamp", stamps_file=mapping)
+        with pytest.raises(DatasetError, match="has no times"):  # VID without a mapping has no stamps
+            ann = tmp_path / "s.txt"
+            ann.write_text(_vid_line(1, 1, (1, 1, 5, 5), 4) + "\n")
+            attach(src, reader, ann, match="stamp")
+    finally:
+        reader.close()
+
+
+def test_stamps_in_file_names():
+    assert stamp_from_name("1694350000.123456789.jpg") == 1694350000_123456789
+    assert stamp_from_name("cam_1694350000_5.png") == 1694350000_500000000
+    assert stamp_from_name("1694350000123456789.jpg") == 1694350000123456789
+    assert stamp_from_name("000123.jpg") is None
+
+
+def test_bad_ground_truth_files_are_named(tmp_path):
+    bag = tmp_path / "b"
+    _write(bag, 2)
+    bad = tmp_path / "x.txt"
+    bad.write_text("1,2,3\n")
+    reader, src = _source(bag)
+    try:
+        with pytest.raises(DatasetError, match=r"x.txt: 3 comma-separated fields"):
+            attach(src, reader, bad)
+        bad.write_text(_vid_line(1, 1, (1, 1, 5, 5), 4) + "\n" + "1,1,1,1,4,4,1,13,0,0\n")
+        with pytest.raises(DatasetError, match=r"x.txt:2: object_category '13'"):
+            attach(src, reader, bad)
+        with pytest.raises(DatasetError, match="no such file"):
+            attach(src, reader, tmp_path / "missing.json")
+    finally:
+        reader.close()
+
+
+def test_detections_over_time(tmp_path):
+    """The no-ground-truth report: detections per frame and per class, and latency, by stamp."""
+    names = ["car", "boat"]
+    run = Run(command=[], log=None)
+    rows = {0: [[1, 1, 5, 5, 0.9, 0], [2, 2, 6, 6, 0.8, 0], [3, 3, 9, 9, 0.7, 1]], 1: [],
+            3: [[1, 1, 4, 4, 0.5, 1]]}
+    for k in range(4):
+        stamp = T0 + k * STEP
+        run.frames.append(Frame(k, stamp, stamp, "sensor_msgs/msg/Image", 64, 48))
+        run.published[stamp] = 10.0 + k
+        if k in rows:
+            dets = np.asarray(rows[k], np.float32).reshape(-1, 6)
+            cdr = to_cdr(dets, msgs.header(stamp, "camera"), names)
+            run.answers[stamp] = (10.0 + k + 0.02 * (k + 1), cdr)
+    s = timeline.series(run)
+    assert s["t_s"] == pytest.approx([0.0, 0.1, 0.3]) and s["detections"] == [3, 0, 1]
+    assert s["per_class"] == {"boat": [1, 0, 1], "car": [2, 0, 0]}
+    assert s["latency_ms"] == pytest.approx([20.0, 40.0, 80.0])
+    summary = timeline.summary(s)
+    assert summary["all"] == {"mean": pytest.approx(4 / 3, abs=1e-3), "max": 3} and summary["car"]["max"] == 2
+    paths = timeline.write(tmp_path, s)
+    png = cv2.imread(paths["png"])
+    assert png is not None and png.shape[0] > 100
+    lines = Path(paths["csv"]).read_text().splitlines()
+    assert lines[0] == "t_s,latency_ms,detections,boat,car" and lines[1].endswith(",3,1,2")
+    assert len(lines) == 4
