@@ -4,6 +4,8 @@ from annotation files (VisDrone-VID, MOT Challenge, COCO) matched to a bag's fra
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -181,6 +183,8 @@ def test_visdrone_vid_folder_matched_by_order(tmp_path):
     ann = tmp_path / "annotations"
     ann.mkdir()
     (ann / "seq_a.txt").write_text("\n".join([_vid_line(1, 1, (1, 2, 11, 12), 4),  # car
+                                              _vid_line(1, 2, (60, 40, 80, 60), 4),  # clipped to 64x48
+                                              _vid_line(1, 3, (70, 5, 80, 15), 4),  # outside: dropped
                                               _vid_line(3, 1, (3, 2, 13, 12), 4),
                                               _vid_line(3, 0, (30, 30, 40, 40), 0),  # ignored region
                                               _vid_line(3, 9, (20, 20, 25, 25), 11)]) + "\n")  # others
@@ -200,6 +204,8 @@ def test_visdrone_vid_folder_matched_by_order(tmp_path):
     assert src.ignore[stamps[2]].tolist() == [[30, 30, 40, 40]] and src.gt_ids[stamps[2]] == ["1"]
     assert src.gt[stamps[1]][1] == [] and src.gt[stamps[4]][1] == ["pedestrian"]
     assert src.gt_ids[stamps[4]] == ["7"] and src.gt[stamps[3]][1] == []
+    assert src.gt[stamps[0]][0].tolist() == [[1, 2, 11, 12], [60, 40, 64, 48]]
+    assert src.gt_ids[stamps[0]] == ["1", "2"] and src.gt[stamps[0]][1] == ["car", "car"]
 
 
 def test_visdrone_vid_file_longer_than_the_bag(tmp_path):
@@ -340,3 +346,84 @@ def test_detections_over_time(tmp_path):
     lines = Path(paths["csv"]).read_text().splitlines()
     assert lines[0] == "t_s,latency_ms,detections,boat,car" and lines[1].endswith(",3,1,2")
     assert len(lines) == 4
+
+
+# ---- bag eval end to end: the real detect_node (and track_node) over Fast DDS -------------------------
+
+SLIMYOLO = [sys.executable, "-m", "slimyolo_ros.cli"]
+MODEL = Path(__file__).resolve().parents[1] / "models" / "slimyolov3-synth.pt"
+
+
+def _params(path: Path) -> Path:
+    path.write_text("slimyolo_detector:\n  ros__parameters:\n"
+                    f"    weights: {MODEL}\n    device: cpu\n    conf_threshold: 0.001\n"
+                    "    nms_threshold: 0.5\n"
+                    "    max_detections: 300\n    publish_debug_image: false\n    stats_period: 0.0\n")
+    return path
+
+
+def _bag_eval(args: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*SLIMYOLO, "bag", "eval", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def test_eval_names_the_image_topics_to_choose_from(ros_env):
+    rerun = shared_bags() / "rerun_rosbag2_2025_09_10"
+    r = _bag_eval(["--bag", str(rerun)], ros_env, timeout=60)
+    assert r.returncode == 2 and "--image-topic" in r.stderr
+    assert "/compressed_image (sensor_msgs/msg/CompressedImage), /image (sensor_msgs/msg/Image)" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_eval_recorded_bag_without_ground_truth(tmp_path, ros_env):
+    """``ros2 bag record``'s bare .mcap with 33 topics: the chosen CompressedImage topic is replayed, the
+    rest ignored; without ground truth the report is latency, throughput and detections over time."""
+    rerun = shared_bags() / "rerun_rosbag2_2025_09_10"
+    out = tmp_path / "out"
+    r = _bag_eval(["--bag", str(rerun), "--image-topic", "/compressed_image", "--params",
+                   str(_params(tmp_path / "p.yaml")), "--lockstep", "--out", str(out), "--timeout", "120"],
+                  ros_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "detections per answered frame" in r.stdout and "timeline.png" in r.stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["image_topic"] == "/compressed_image" and rep["frames"] == rep["answered"] == 1
+    assert rep["map50"] is None and rep["latency_ms"]["p50"] > 0 and rep["ground_truth_file"] is None
+    assert rep["detections_per_frame"]["all"]["max"] == rep["detections"]
+    assert cv2.imread(rep["timeline"]["png"]) is not None
+    assert len(Path(rep["timeline"]["csv"]).read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_eval_track_with_annotation_files_scores_as_the_bags_own_truth(tmp_path, ros_env):
+    """A flight's bag scored against its /ground_truth topic and against the VisDrone-VID annotation files
+    it was made from (``--gt``, frames by order): the same frames, mAP and MOT metrics."""
+    from slimyolo_ros.bag.make import make_bag
+    from slimyolo_ros.data.flight import generate_flights
+
+    generate_flights(tmp_path / "vid", 2, seed=5, progress=False, size=(320, 240), frames=5, car_length=40)
+    bag = tmp_path / "bag"
+    make_bag(tmp_path / "vid", bag, fps=10, progress=False)
+    params = str(_params(tmp_path / "p.yaml"))
+    reports = []
+    for extra in ([], ["--gt", str(tmp_path / "vid" / "annotations")]):
+        out = tmp_path / f"out{len(reports)}"
+        r = _bag_eval(["--bag", str(bag), "--params", params, "--track", "--lockstep", "--frames", "0",
+                       "--out", str(out), "--json", "--timeout", "120", *extra], ros_env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        reports.append(json.loads(r.stdout)["lockstep"])
+    topic, files = reports
+    matching = files["ground_truth_file"]
+    assert matching["matched"] == 10 and matching["format"] == "visdrone-vid"
+    assert files["ground_truth_file"]["ground_truth_unmatched"] == {}
+    assert topic["ground_truth_file"] is None
+    assert files["frames_scored"] == topic["frames_scored"] == 10
+    assert topic["ground_truth_per_class"]
+    assert files["ground_truth_per_class"] == topic["ground_truth_per_class"]
+    assert files["map50"] == pytest.approx(topic["map50"], abs=1e-9)
+    t_files, t_topic = files["tracking"], topic["tracking"]
+    assert t_files["sequences"] == t_topic["sequences"] and len(t_topic["sequences"]) == 2
+    assert t_topic["overall"]["gt_tracks"] > 0
+    for k in ("HOTA", "MOTA", "IDF1", "IDSW", "gt_tracks"):
+        assert t_files["overall"][k] == pytest.approx(t_topic["overall"][k], abs=1e-9), k

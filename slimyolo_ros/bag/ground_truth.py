@@ -31,12 +31,32 @@ MATCH_MODES = ("order", "stamp")
 AFTER_TRUTH = "(after the ground truth)"  # the sequence of bag images past the annotations' last frame
 
 
-def bag_stamps(reader, topic: str) -> list[int]:
-    """Header stamps of the images on ``topic`` in bag order."""
+def bag_images(reader, topic: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Header stamps and (width, height) of the images on ``topic`` in bag order; (0, 0) for a
+    CompressedImage (its size is in its encoded bytes, not worth decoding every frame for)."""
     ts = typestore()
     conns = [c for c in reader.connections if c.topic == topic]
-    return [msgs.stamp_ns(ts.deserialize_cdr(raw, c.msgtype).header)
-            for c, _, raw in reader.messages(connections=conns)]
+    stamps, sizes = [], []
+    for c, _, raw in reader.messages(connections=conns):
+        m = ts.deserialize_cdr(raw, c.msgtype)
+        stamps.append(msgs.stamp_ns(m.header))
+        sizes.append((int(getattr(m, "width", 0)), int(getattr(m, "height", 0))))
+    return stamps, sizes
+
+
+def _clip(boxes: np.ndarray, size: tuple[int, int], keep: list | None = None) -> np.ndarray:
+    """Boxes clipped to the image (as bag make stores them); those left empty dropped (and their entries
+    in ``keep``'s lists)."""
+    w, h = size
+    if not w or not h or not len(boxes):
+        return boxes
+    out = boxes.copy()
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+    ok = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+    for values in keep or []:
+        values[:] = [v for v, k in zip(values, ok, strict=True) if k]
+    return out[ok]
 
 
 def attach(src: Source, reader, path: Path, match: str = "order", stamps_file: Path | None = None) -> dict:
@@ -45,7 +65,7 @@ def attach(src: Source, reader, path: Path, match: str = "order", stamps_file: P
     if match not in MATCH_MODES:
         raise DatasetError(f"--gt-match {match!r}: choose one of {', '.join(MATCH_MODES)}")
     truth = read_truth(Path(path))
-    stamps = bag_stamps(reader, src.image_topic)
+    stamps, sizes = bag_images(reader, src.image_topic)
     if match == "order":
         pairs, lost, extra = _by_order(truth, stamps, src.image_topic)
         tolerance = None
@@ -56,9 +76,10 @@ def attach(src: Source, reader, path: Path, match: str = "order", stamps_file: P
     src.gt, src.ignore, src.gt_ids = {}, {}, {}
     for index, tf in pairs:
         s = stamps[index]
-        src.gt[s] = (tf.boxes, tf.names)
-        src.ignore[s] = tf.ignore
-        src.gt_ids[s] = tf.ids
+        names, ids = list(tf.names), list(tf.ids)
+        src.gt[s] = (_clip(tf.boxes, sizes[index], [names, ids]), names)
+        src.ignore[s] = _clip(tf.ignore, sizes[index])
+        src.gt_ids[s] = ids
     src.has_gt = True
     src.class_names = truth.class_names
     src.sequences = _sequences(truth, len(stamps)) if match == "order" else [("bag", len(stamps))]
