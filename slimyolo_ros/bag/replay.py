@@ -103,10 +103,14 @@ def _node_command(cfg: ReplayConfig, params: Path, src: Source) -> list[str]:
     # best effort over Fast DDS's default transports loses every image larger than ~0.5 MB (all
     # fragments must arrive, none is resent), and a replay must deliver each frame. The node still
     # keeps only the newest frame (depth 1), so a slow node drops frames in timed mode as on the vehicle.
-    fixed = {"input_topic": src.image_topic.removesuffix("/compressed") if compressed else src.image_topic,
-             "compressed": compressed, "detections_topic": DETECTIONS_TOPIC,
+    # A recorder's CompressedImage topic need not end in /compressed (e.g. /compressed_image): then the
+    # node's <input_topic>/compressed is remapped onto it.
+    input_topic = src.image_topic.removesuffix("/compressed") if compressed else src.image_topic
+    remaps = {f"{input_topic}/compressed": src.image_topic} \
+        if compressed and not src.image_topic.endswith("/compressed") else None
+    fixed = {"input_topic": input_topic, "compressed": compressed, "detections_topic": DETECTIONS_TOPIC,
              "label_info_topic": LABEL_INFO_TOPIC, "reliability": "reliable"}
-    return node_command(base, params, fixed, detector_overrides(cfg))
+    return node_command(base, params, fixed, detector_overrides(cfg), remaps)
 
 
 def detector_overrides(cfg: ReplayConfig) -> list[str]:
