@@ -208,6 +208,27 @@ def test_visdrone_vid_folder_matched_by_order(tmp_path):
     assert src.gt_ids[stamps[0]] == ["1", "2"] and src.gt[stamps[0]][1] == ["car", "car"]
 
 
+def test_visdrone_vid_root_counts_frames_from_its_images(tmp_path):
+    """In a VID root a sequence is as long as its folder of images: unannotated last frames are frames."""
+    bag = tmp_path / "b"
+    stamps = _write(bag, 5)
+    root = tmp_path / "vid"
+    for seq, n in (("s1", 3), ("s2", 2)):
+        (root / "sequences" / seq).mkdir(parents=True)
+        for k in range(1, n + 1):
+            cv2.imwrite(str(root / "sequences" / seq / f"{k:07d}.jpg"), np.zeros((48, 64, 3), np.uint8))
+    (root / "annotations").mkdir()
+    (root / "annotations" / "s1.txt").write_text(_vid_line(1, 4, (1, 1, 9, 9), 6) + "\n")  # truck
+    (root / "annotations" / "s2.txt").write_text(_vid_line(1, 8, (2, 2, 9, 9), 10) + "\n")  # motor
+    reader, src = _source(bag)
+    try:
+        summary = attach(src, reader, root)
+    finally:
+        reader.close()
+    assert summary["matched"] == 5 and src.sequences == [("s1", 3), ("s2", 2)]
+    assert [src.gt[s][1] for s in stamps] == [["truck"], [], [], ["motor"], []]
+
+
 def test_visdrone_vid_file_longer_than_the_bag(tmp_path):
     bag = tmp_path / "b"
     _write(bag, 2)
@@ -380,10 +401,10 @@ def test_eval_recorded_bag_without_ground_truth(tmp_path, ros_env):
     """``ros2 bag record``'s bare .mcap with 33 topics: the chosen CompressedImage topic is replayed, the
     rest ignored; without ground truth the report is latency, throughput and detections over time."""
     rerun = shared_bags() / "rerun_rosbag2_2025_09_10"
-    out = tmp_path / "out"
+    out, rec = tmp_path / "out", tmp_path / "rec"
     r = _bag_eval(["--bag", str(rerun), "--image-topic", "/compressed_image", "--params",
-                   str(_params(tmp_path / "p.yaml")), "--lockstep", "--out", str(out), "--timeout", "120"],
-                  ros_env)
+                   str(_params(tmp_path / "p.yaml")), "--lockstep", "--out", str(out), "--timeout", "120",
+                   "--record", str(rec)], ros_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "detections per answered frame" in r.stdout and "timeline.png" in r.stdout
     rep = json.loads((out / "report.json").read_text())
@@ -392,6 +413,17 @@ def test_eval_recorded_bag_without_ground_truth(tmp_path, ros_env):
     assert rep["detections_per_frame"]["all"]["max"] == rep["detections"]
     assert cv2.imread(rep["timeline"]["png"]) is not None
     assert len(Path(rep["timeline"]["csv"]).read_text().splitlines()) == 2
+    # the record: all 33 recorded topics (Humble's, without type hashes) and the node's answer
+    reader = open_reader(rec)
+    try:
+        topics = {c.topic for c in reader.connections}
+        ts = typestore()
+        got = {c.topic: ts.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
+               if c.topic in ("/detections", "/compressed_image")}
+    finally:
+        reader.close()
+    assert len(topics) == 34 and "/detections" in topics and "/rosout" in topics
+    assert msgs.stamp_ns(got["/detections"].header) == msgs.stamp_ns(got["/compressed_image"].header)
 
 
 @pytest.mark.slow

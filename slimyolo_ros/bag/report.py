@@ -103,8 +103,9 @@ def record(dest: Path, bag: Path, frames, published, outputs: dict[str, dict]) -
                 conns = {}
                 for c in src.connections:
                     if c.topic not in conns:
+                        digest = c.digest or type_hash(c.msgtype, c.msgdef.data)
                         conns[c.topic] = w.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data,
-                                                          rihs01=c.digest)
+                                                          rihs01=digest)
                 out_conns = [(w.add_connection(topic, DETECTION2D_ARRAY, typestore=ts), got)
                              for topic, got in outputs.items()]
                 for c, t, raw in src.messages():
@@ -118,6 +119,19 @@ def record(dest: Path, bag: Path, frames, published, outputs: dict[str, dict]) -
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return dest
+
+
+def type_hash(msgtype: str, msgdef: str) -> str:
+    """The RIHS01 type hash of a recorded message definition: bags recorded before ROS 2 Iron (Humble's)
+    store none, and a bag written for Iron and later needs one per topic."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.EMPTY)
+    try:
+        store.register(get_types_from_msg(msgdef, msgtype))
+        return store.hash_rihs01(msgtype)
+    except Exception as exc:  # rosbags raises several types for definitions it cannot parse
+        raise BagError(f"topic type {msgtype}: its recorded definition does not parse ({exc})") from exc
 
 
 def format_report(r: dict) -> str:
