@@ -17,7 +17,7 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, W
 
 from slimyolo_ros.bag import msgs, timeline
 from slimyolo_ros.bag.ground_truth import attach, stamp_from_name
-from slimyolo_ros.bag.score import Run
+from slimyolo_ros.bag.score import Run, score_tracks
 from slimyolo_ros.bag.source import Frame, image_frames, open_reader, open_source
 from slimyolo_ros.bag.types import BagError, typestore
 from slimyolo_ros.errors import DatasetError
@@ -265,10 +265,10 @@ def test_mot_challenge_gt_txt(tmp_path):
     assert src.gt[stamps[2]][1] == ["pedestrian"] and src.sequences == [("MOT17-02", 3)]
 
 
-def _coco(path: Path, file_names: list[str]) -> Path:
+def _coco(path: Path, file_names: list[str], ids: bool = True) -> Path:
     images = [{"id": i + 1, "file_name": n, "width": 64, "height": 48} for i, n in enumerate(file_names)]
     anns = [{"id": i + 1, "image_id": i + 1, "category_id": 3, "bbox": [i, 2, 10, 10], "iscrowd": 0,
-             "track_id": 5} for i in range(len(file_names))]
+             **({"track_id": 5} if ids else {})} for i in range(len(file_names))]
     path.write_text(json.dumps({"images": images, "annotations": anns,
                                 "categories": [{"id": 1, "name": "boat"}, {"id": 3, "name": "buoy"}]}))
     return path
@@ -314,6 +314,25 @@ def test_coco_by_stamp_from_a_mapping_file(tmp_path):
             attach(src, reader, ann, match="stamp")
     finally:
         reader.close()
+
+
+def test_tracks_against_coco_without_target_ids_say_so(tmp_path):
+    bag = tmp_path / "b"
+    stamps = _write(bag, 1)
+    coco = _coco(tmp_path / "no_ids.json", ["a.jpg"], ids=False)
+    reader, src = _source(bag)
+    try:
+        attach(src, reader, coco)
+    finally:
+        reader.close()
+    names = ["buoy"]
+    run = Run(command=[], log=None, frames=[Frame(0, stamps[0], stamps[0], "sensor_msgs/msg/Image", 64, 48)],
+              published={stamps[0]: 1.0})
+    dets = np.asarray([[0, 2, 10, 12, 0.9, 0]], np.float32)
+    run.tracks[stamps[0]] = (1.01, to_cdr(dets, msgs.header(stamps[0], "camera"), names))
+    t = score_tracks(run, src, names)
+    assert t["overall"] is None and t["frames_scored"] == 1
+    assert any(str(coco) in w and "without a target id" in w for w in run.warnings), run.warnings
 
 
 def test_stamps_in_file_names():

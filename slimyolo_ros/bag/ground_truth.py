@@ -81,6 +81,7 @@ def attach(src: Source, reader, path: Path, match: str = "order", stamps_file: P
         src.ignore[s] = _clip(tf.ignore, sizes[index])
         src.gt_ids[s] = ids
     src.has_gt = True
+    src.truth_from = str(truth.path)
     src.class_names = truth.class_names
     src.sequences = _sequences(truth, len(stamps)) if match == "order" else [("bag", len(stamps))]
     return {"file": str(truth.path), "format": truth.kind, "match": match,

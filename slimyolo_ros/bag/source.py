@@ -53,6 +53,7 @@ class Source:
     gt_ids: dict[int, list[str]] = field(default_factory=dict)
     sequences: list[tuple[str, int]] = field(default_factory=list)
     fps: float = 10.0  # of the image topic's stamps
+    truth_from: str = ""  # the annotation file the ground truth came from (--gt); "": the bag's topic
 
 
 def open_reader(bag: Path):
