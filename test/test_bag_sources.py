@@ -335,6 +335,26 @@ def test_tracks_against_coco_without_target_ids_say_so(tmp_path):
     assert any(str(coco) in w and "without a target id" in w for w in run.warnings), run.warnings
 
 
+def test_rosbag2_sqlite3_bag_with_coco_by_stamp(tmp_path):
+    """rosbag2_py's sqlite3 bag (stamps 0, 1, 2 s) and a COCO file whose frames are timed by a mapping file,
+    listed out of order; one annotated time lies past the last image."""
+    bag = shared_bags() / "ros2bag_tools_images.bag"
+    coco = _coco(tmp_path / "c.json", ["a.png", "b.png", "c.png"])
+    mapping = tmp_path / "stamps.csv"
+    mapping.write_text("c.png,0.000000001\na.png,2000000000\nb.png,3.0\n")
+    reader = open_reader(bag)
+    try:
+        src = open_source(bag, reader)
+        summary = attach(src, reader, coco, match="stamp", stamps_file=mapping)
+    finally:
+        reader.close()
+    assert summary["matched"] == 2 and summary["tolerance_ms"] == 500
+    assert summary["ground_truth_unmatched"] == {"no bag image within 500 ms of its stamp": 1}
+    assert sorted(src.gt) == [0, 2_000_000_000]
+    # the boxes (x from 0 and 2, y from 2) lie outside the 2x2 images: clipped away, frames without objects
+    assert src.gt[0][1] == [] and src.gt[2_000_000_000][1] == [] and src.gt_ids[0] == []
+
+
 def test_stamps_in_file_names():
     assert stamp_from_name("1694350000.123456789.jpg") == 1694350000_123456789
     assert stamp_from_name("cam_1694350000_5.png") == 1694350000_500000000
