@@ -308,6 +308,8 @@ def test_coco_by_stamp_from_a_mapping_file(tmp_path):
         mapping.write_text("a.jpg;12\n")
         with pytest.raises(DatasetError, match=r"stamps.csv:1: expected KEY,STAMP"):
             attach(src, reader, coco, match="stamp", stamps_file=mapping)
+        with pytest.raises(DatasetError, match="only with --gt-match stamp"):
+            attach(src, reader, coco, stamps_file=mapping)
         with pytest.raises(DatasetError, match="has no times"):  # VID without a mapping has no stamps
             ann = tmp_path / "s.txt"
             ann.write_text(_vid_line(1, 1, (1, 1, 5, 5), 4) + "\n")
@@ -427,11 +429,18 @@ def _bag_eval(args: list[str], env: dict, timeout: float = 300) -> subprocess.Co
                           timeout=timeout)
 
 
-def test_eval_names_the_image_topics_to_choose_from(ros_env):
+def test_eval_names_the_image_topics_to_choose_from(ros_env, tmp_path):
     rerun = shared_bags() / "rerun_rosbag2_2025_09_10"
     r = _bag_eval(["--bag", str(rerun)], ros_env, timeout=60)
     assert r.returncode == 2 and "--image-topic" in r.stderr
     assert "/compressed_image (sensor_msgs/msg/CompressedImage), /image (sensor_msgs/msg/Image)" in r.stderr
+    r = _bag_eval(["--bag", str(rerun), "--image-topic", "/image", "--gt-match", "stamp"], ros_env,
+                  timeout=60)
+    assert r.returncode == 2 and "give them with --gt PATH" in r.stderr
+    bad = tmp_path / "gt.txt"
+    bad.write_text("1,2,3\n")
+    r = _bag_eval(["--bag", str(rerun), "--image-topic", "/image", "--gt", str(bad)], ros_env, timeout=60)
+    assert r.returncode == 2 and f"{bad}: 3 comma-separated fields" in r.stderr
 
 
 @pytest.mark.slow

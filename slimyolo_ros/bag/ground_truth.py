@@ -64,6 +64,8 @@ def attach(src: Source, reader, path: Path, match: str = "order", stamps_file: P
     summary for the report."""
     if match not in MATCH_MODES:
         raise DatasetError(f"--gt-match {match!r}: choose one of {', '.join(MATCH_MODES)}")
+    if stamps_file and match != "stamp":
+        raise DatasetError(f"--gt-stamps {stamps_file}: times are used only with --gt-match stamp")
     truth = read_truth(Path(path))
     stamps, sizes = bag_images(reader, src.image_topic)
     if match == "order":

@@ -288,6 +288,8 @@ def replay(cfg: ReplayConfig) -> dict:
     bag = Path(cfg.bag)
     if cfg.rate is not None and not cfg.rate > 0:
         raise BagError(f"--rate {cfg.rate}: must be > 0")
+    if (cfg.gt_stamps or cfg.gt_match != "order") and not cfg.gt:
+        raise BagError("--gt-match stamp and --gt-stamps describe annotation files: give them with --gt PATH")
     params = Path(cfg.params) if cfg.params else default_params()
     reader = open_reader(bag)
     try:
