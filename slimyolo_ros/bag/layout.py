@@ -28,4 +28,5 @@ def storage_path(bag: Path) -> Path:
         raise BagError(f"{bag}: no metadata.yaml and no .mcap or .db3 file in the folder")
     names = ", ".join(p.name for p in files)
     raise BagError(f"{bag}: no metadata.yaml and {len(files)} storage files ({names}): "
-                   "a split bag is read through its metadata.yaml; give one file to read only that one")
+                   f"a split bag is read through its metadata.yaml (`ros2 bag reindex {bag}` rebuilds it); "
+                   "give one file to read only that one")
