@@ -17,6 +17,7 @@ from slimyolo_ros.harness import use_large_frames_profile
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "slimyolov3"
+SHARED_BAGS = REPO.parent / "shared" / "data" / "bags"
 MODELS = REPO / "models"
 VENV_BIN = Path(sys.executable).parent
 
@@ -79,6 +80,17 @@ def shared_reference() -> Path:
             pytest.fail(msg + "; CI=true requires it")
         pytest.skip(msg)
     return SHARED_REFERENCE
+
+
+def shared_bags() -> Path:
+    """Bags recorded by rosbag2 itself (../shared/data/bags, see its README): skipped in a user's clone,
+    required in CI."""
+    if not SHARED_BAGS.is_dir():
+        msg = f"rosbag2-recorded bags not found at {SHARED_BAGS} (third-party files, not part of the repo)"
+        if in_ci():
+            pytest.fail(msg + "; CI=true requires it")
+        pytest.skip(msg)
+    return SHARED_BAGS
 
 
 @pytest.fixture(scope="session")

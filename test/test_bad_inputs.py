@@ -209,7 +209,9 @@ def _broken_bags(tmp: Path, bag: Path) -> dict[str, Path]:
     out = {}
     for name in ("nometa", "garbage", "badfield", "damaged"):
         out[f"bag_{name}"] = shutil.copytree(bag, tmp / f"bag_{name}")
-    (out["bag_nometa"] / "metadata.yaml").unlink()
+    (out["bag_nometa"] / "metadata.yaml").unlink()  # and two storage files: which one, or a split bag?
+    one = next(out["bag_nometa"].glob("*.mcap"))
+    shutil.copy(one, one.with_name("second_0.mcap"))
     (out["bag_garbage"] / "metadata.yaml").write_text("just a string\n")
     meta = out["bag_badfield"] / "metadata.yaml"
     meta.write_text(meta.read_text().replace("relative_file_paths:", "relative_file_paths: 7\n  x:"))

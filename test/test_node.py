@@ -652,9 +652,16 @@ def test_use_sim_time_stamps_and_stats_follow_clock(ros_env, tmp_path):
             wait_for(lambda: any(json.loads(m.data)["processed"] > 0 for _, m in list(stats)), 30, "stats")
         finally:
             sent = cam.stop()
+        # /clock stopped, as when the bag is paused or has ended: sim time stands still, so ~/stats, a
+        # timer on the node's clock, goes quiet, however much wall time passes (3 stats periods here)
+        time.sleep(1.0)  # a stats message already on its way
+        quiet_from = len(stats)
+        time.sleep(3.0)
+        quiet_until = len(stats)
     finally:
         code = node.stop()
         probe.close()
+    assert quiet_until == quiet_from
     # a stats message is only due when sim time has advanced a stats_period: its stamp is sim time
     stamps = [json.loads(m.data)["stamp"] for _, m in list(stats)]
     assert stamps and all(base <= s <= base + sent for s in stamps), (stamps, base, sent)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from slimyolo_ros.bag import timeline
+from slimyolo_ros.bag.ground_truth import attach
 from slimyolo_ros.bag.make import GT_TOPIC
 from slimyolo_ros.bag.report import annotate_detections, annotate_tracks, record
 from slimyolo_ros.bag.score import Run, score, score_tracks
@@ -87,6 +89,9 @@ class ReplayConfig:
     track_node_params: list[str] = field(default_factory=list)  # extra "name:=value" for track_node
     track_node_command: list[str] | None = None  # override the tracker executable
     track_conf_threshold: float | None = None  # detector's conf_threshold in track mode; None: the config's
+    gt: Path | None = None  # annotation file or folder (bag/ground_truth.py) instead of a /ground_truth topic
+    gt_match: str = "order"  # "order" or "stamp"
+    gt_stamps: Path | None = None  # KEY,STAMP lines for gt_match="stamp"
 
 
 def _node_command(cfg: ReplayConfig, params: Path, src: Source) -> list[str]:
@@ -98,10 +103,14 @@ def _node_command(cfg: ReplayConfig, params: Path, src: Source) -> list[str]:
     # best effort over Fast DDS's default transports loses every image larger than ~0.5 MB (all
     # fragments must arrive, none is resent), and a replay must deliver each frame. The node still
     # keeps only the newest frame (depth 1), so a slow node drops frames in timed mode as on the vehicle.
-    fixed = {"input_topic": src.image_topic.removesuffix("/compressed") if compressed else src.image_topic,
-             "compressed": compressed, "detections_topic": DETECTIONS_TOPIC,
+    # A recorder's CompressedImage topic need not end in /compressed (e.g. /compressed_image): then the
+    # node's <input_topic>/compressed is remapped onto it.
+    input_topic = src.image_topic.removesuffix("/compressed") if compressed else src.image_topic
+    remaps = {f"{input_topic}/compressed": src.image_topic} \
+        if compressed and not src.image_topic.endswith("/compressed") else None
+    fixed = {"input_topic": input_topic, "compressed": compressed, "detections_topic": DETECTIONS_TOPIC,
              "label_info_topic": LABEL_INFO_TOPIC, "reliability": "reliable"}
-    return node_command(base, params, fixed, detector_overrides(cfg))
+    return node_command(base, params, fixed, detector_overrides(cfg), remaps)
 
 
 def detector_overrides(cfg: ReplayConfig) -> list[str]:
@@ -279,6 +288,8 @@ def replay(cfg: ReplayConfig) -> dict:
     bag = Path(cfg.bag)
     if cfg.rate is not None and not cfg.rate > 0:
         raise BagError(f"--rate {cfg.rate}: must be > 0")
+    if (cfg.gt_stamps or cfg.gt_match != "order") and not cfg.gt:
+        raise BagError("--gt-match stamp and --gt-stamps describe annotation files: give them with --gt PATH")
     params = Path(cfg.params) if cfg.params else default_params()
     reader = open_reader(bag)
     try:
@@ -286,6 +297,7 @@ def replay(cfg: ReplayConfig) -> dict:
         from slimyolo_ros.bag.checks import unannotated_in_bag
 
         unannotated = unannotated_in_bag(reader)
+        gt_file = attach(src, reader, cfg.gt, cfg.gt_match, cfg.gt_stamps) if cfg.gt else None
         if not params.is_file():
             raise BagError(f"--params {params}: no such file")
         out = Path(cfg.out) if cfg.out else None
@@ -300,6 +312,7 @@ def replay(cfg: ReplayConfig) -> dict:
         run.warnings.append(f"{bag}: {unannotated} frame(s) had no annotation file when the bag was made; "
                             f"they are scored as background (no objects)")
     report = score(run, src)
+    report["ground_truth_file"] = gt_file
     if cfg.track:
         report["tracking"] = score_tracks(run, src, report["class_names"])
     report.update(_facts(cfg, src, run, params))
@@ -355,8 +368,11 @@ def _facts(cfg: ReplayConfig, src: Source, run: Run, params: Path) -> dict:
 
 
 def _write(cfg: ReplayConfig, report: dict, run: Run, src: Source, out: Path | None) -> dict:
-    """Annotated frames, the recorded bag and report.json, as asked for."""
+    """Detections over time, annotated frames, the recorded bag and report.json, as asked for."""
+    over_time = timeline.series(run)
+    report["detections_per_frame"] = timeline.summary(over_time)
     if out:
+        report["timeline"] = timeline.write(out, over_time)
         # Draw at the best-F1 confidence when known: a lockstep run for mAP asks the node for the
         # whole low-score tail, which would bury the picture.
         report["annotated"] = annotate_detections(out, run.keep, run.answers, src.gt, report["class_names"],

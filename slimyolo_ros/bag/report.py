@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 
 from slimyolo_ros.bag import msgs
+from slimyolo_ros.bag.layout import storage_path
 from slimyolo_ros.bag.score import Run, read_message, read_tracks
 from slimyolo_ros.bag.source import Source, by_sequence
 from slimyolo_ros.bag.types import DETECTION2D_ARRAY, BagError, typestore
@@ -94,15 +95,17 @@ def record(dest: Path, bag: Path, frames, published, outputs: dict[str, dict]) -
     tmp_root = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     tmp = tmp_root / dest.name
     try:
-        with Reader(bag) as src:
-            files = [str(f.get("path", "")) for f in getattr(src.storage, "files", [])] or [bag.name]
+        with Reader(storage_path(bag)) as src:
+            files = [str(f.get("path", "")) for f in getattr(src.storage, "files", [])] or \
+                [storage_path(bag).name]
             storage = StoragePlugin.SQLITE3 if any(f.endswith(".db3") for f in files) else StoragePlugin.MCAP
             with Writer(tmp, version=Writer.VERSION_LATEST, storage_plugin=storage) as w:
                 conns = {}
                 for c in src.connections:
                     if c.topic not in conns:
+                        digest = c.digest or type_hash(c.msgtype, c.msgdef.data)
                         conns[c.topic] = w.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data,
-                                                          rihs01=c.digest)
+                                                          rihs01=digest)
                 out_conns = [(w.add_connection(topic, DETECTION2D_ARRAY, typestore=ts), got)
                              for topic, got in outputs.items()]
                 for c, t, raw in src.messages():
@@ -118,6 +121,19 @@ def record(dest: Path, bag: Path, frames, published, outputs: dict[str, dict]) -
     return dest
 
 
+def type_hash(msgtype: str, msgdef: str) -> str:
+    """The RIHS01 type hash of a recorded message definition: bags recorded before ROS 2 Iron (Humble's)
+    store none, and a bag written for Iron and later needs one per topic."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.EMPTY)
+    try:
+        store.register(get_types_from_msg(msgdef, msgtype))
+        return store.hash_rihs01(msgtype)
+    except Exception as exc:  # rosbags raises several types for definitions it cannot parse
+        raise BagError(f"topic type {msgtype}: its recorded definition does not parse ({exc})") from exc
+
+
 def format_report(r: dict) -> str:
     def ms(v):
         return "-" if v is None else f"{v:.1f} ms"
@@ -131,9 +147,15 @@ def format_report(r: dict) -> str:
                      f"({r['frames_scored']} frames scored)")
     else:
         lines.append("  mAP: n/a (no ground truth for the answered frames)")
+    if r.get("ground_truth_file"):
+        lines.extend(_format_gt_file(r["ground_truth_file"]))
     lat = r["latency_ms"]
     lines.append(f"  latency publish->detections: p50 {ms(lat['p50'])}, p95 {ms(lat['p95'])}, "
                  f"p99 {ms(lat['p99'])}; throughput {r['fps']:.1f} fps")
+    per_frame = (r.get("detections_per_frame") or {}).get("all") or {}
+    if per_frame.get("mean") is not None:
+        lines.append(f"  detections per answered frame: mean {per_frame['mean']:.2f}, max {per_frame['max']}"
+                     + (f"; over time: {r['timeline']['png']}" if r.get("timeline") else ""))
     classes = sorted(set(r["detections_per_class"]) | set(r["ground_truth_per_class"]))
     if classes:
         lines.append(f"  {'class':<16}{'detections':>11}{'truth':>7}{'AP@0.5':>8}")
@@ -152,6 +174,17 @@ def format_report(r: dict) -> str:
     if r.get("report"):
         lines.append(f"  report: {r['report']}")
     return "\n".join(lines)
+
+
+def _format_gt_file(g: dict) -> list[str]:
+    """How the annotation file's frames met the bag's images, and why the others did not."""
+    lines = [f"  ground truth: {g['file']} ({g['format']}, matched by {g['match']}): {g['matched']} of "
+             f"{g['ground_truth_frames']} annotated frames matched to {g['bag_frames']} bag images"]
+    for reason, n in g["ground_truth_unmatched"].items():
+        lines.append(f"    {n} annotated frame(s) not matched: {reason}")
+    for reason, n in g["bag_frames_without_ground_truth"].items():
+        lines.append(f"    {n} bag image(s) without ground truth: {reason}")
+    return lines
 
 
 def _format_tracking(t: dict) -> list[str]:

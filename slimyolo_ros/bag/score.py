@@ -75,7 +75,8 @@ def score(run: Run, src: Source) -> dict:
                               width=f.width, height=f.height))
         dets.append(to_array(msg, classes))
     if no_gt:
-        run.warnings.append(f"{no_gt} answered frame(s) have no {GT_TOPIC} message with their stamp: "
+        what = f"ground truth from {src.truth_from}" if src.truth_from else f"{GT_TOPIC} message"
+        run.warnings.append(f"{no_gt} answered frame(s) have no {what} with their stamp: "
                         "left out of the mAP")
     answered = len(lat)
     report: dict = {
@@ -135,7 +136,10 @@ def score_tracks(run: Run, src: Source, names: list[str]) -> dict:
         if mot:
             seqs.append(mot)
     result: dict = {"overall": None, "per_class": {}}
-    if no_ids:
+    if no_ids and src.truth_from:
+        warnings.append(f"{src.truth_from}: objects without a target id (COCO: track_id or instance_id): "
+                        "no MOT metrics")
+    elif no_ids:
         warnings.append(f"{src.bag}: {GT_TOPIC} has objects without a target id (Detection2D.id): "
                         "no MOT metrics (make the bag from a VisDrone-VID root, e.g. slimyolo synth --video)")
     elif seqs:

@@ -13,6 +13,7 @@ import numpy as np
 
 from slimyolo_ros.bag import msgs
 from slimyolo_ros.bag.checks import check_bag, read_error
+from slimyolo_ros.bag.layout import storage_path
 from slimyolo_ros.bag.make import (
     CLASS_NAMES_KEY,
     COMPRESSED_TOPIC,
@@ -53,6 +54,7 @@ class Source:
     gt_ids: dict[int, list[str]] = field(default_factory=dict)
     sequences: list[tuple[str, int]] = field(default_factory=list)
     fps: float = 10.0  # of the image topic's stamps
+    truth_from: str = ""  # the annotation file the ground truth came from (--gt); "": the bag's topic
 
 
 def open_reader(bag: Path):
@@ -60,9 +62,10 @@ def open_reader(bag: Path):
 
     if not bag.exists():
         raise BagError(f"{bag}: no such bag")
-    check_bag(bag)
+    path = storage_path(bag)  # a folder without metadata.yaml but with one storage file: that file
+    check_bag(path)
     try:
-        reader = Reader(bag)
+        reader = Reader(path)
         reader.open()
     except Exception as exc:  # rosbags raises several unrelated types for unreadable bags
         if (named := read_error(bag, exc)) is not None:
@@ -101,7 +104,8 @@ def _pick_image_topic(reader, bag: Path, wanted: str | None) -> tuple[str, str]:
     if not images:
         raise BagError(f"{bag}: no image topic (sensor_msgs/msg/Image or CompressedImage); "
                        f"topics in the bag: {listing}")
-    raise BagError(f"{bag}: several image topics ({', '.join(sorted(images))}); choose one")
+    raise BagError(f"{bag}: several image topics: {', '.join(f'{t} ({images[t]})' for t in sorted(images))}; "
+                   "choose one with --image-topic TOPIC")
 
 
 def _custom_class_names(reader) -> list[str] | None:

@@ -44,7 +44,7 @@ def _frame_number(path: Path) -> int:
     return int(digits[-1])
 
 
-def _parse(ann: Path) -> dict[int, list[tuple[str, int, tuple[float, float, float, float]]]]:
+def parse_annotation(ann: Path) -> dict[int, list[tuple[str, int, tuple[float, float, float, float]]]]:
     per_frame: dict[int, list] = defaultdict(list)
     for lineno, raw in enumerate(ann.read_text().splitlines(), start=1):
         line = raw.strip().rstrip(",")
@@ -79,7 +79,7 @@ def read_vid(root: str | Path) -> list[Frame]:
     for seq in seqs:
         images = sorted((p for p in seq.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_frame_number)
         ann = ann_dir / f"{seq.name}.txt"
-        per_frame = _parse(ann) if ann.is_file() else None
+        per_frame = parse_annotation(ann) if ann.is_file() else None
         for img in images:
             if per_frame is None:
                 frames.append(Frame(img, None, seq.name, []))

@@ -32,6 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                     "detections, MOT metrics against the ground truth's target ids, in "
                                     "lockstep and in real time (one of them with --lockstep / --rate)")
     ev.add_argument("--bag", required=True, type=Path, help="bag directory (or .mcap/.db3 file)")
+    ev.add_argument("--image-topic", default=None, metavar="TOPIC",
+                    help="the image topic to replay (sensor_msgs/Image or CompressedImage); needed when the "
+                         "bag has several (default: /camera/image_raw, its /compressed, or the only one)")
+    ev.add_argument("--gt", type=Path, default=None, metavar="PATH",
+                    help="ground truth from annotation files instead of a /ground_truth topic: a "
+                         "VisDrone-VID annotation file or folder (or VID root), a MOT Challenge gt.txt, "
+                         "or a COCO json")
+    ev.add_argument("--gt-match", choices=("order", "stamp"), default="order",
+                    help="order: the k-th annotated frame is the bag's k-th image (default); stamp: by time, "
+                         "from the COCO file names or --gt-stamps")
+    ev.add_argument("--gt-stamps", type=Path, default=None, metavar="FILE",
+                    help="with --gt-match stamp: lines KEY,STAMP (KEY a COCO file_name or frame number; "
+                         "STAMP in ns, or seconds with a decimal point)")
     ev.add_argument("--params", type=Path, default=None,
                     help="node parameters file (default: config/detect.yaml of the package)")
     mode = ev.add_mutually_exclusive_group()
@@ -51,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "low-score tail)")
     ev.add_argument("--track", action="store_true",
                     help="also run track_node on the detections and report HOTA/MOTA/IDF1/ID switches "
-                         "(the bag's /ground_truth needs target ids: bag make of a synth --video flight); "
+                         "(the ground truth needs target ids: a /ground_truth topic from bag make of a "
+                         "VID root, or --gt VisDrone-VID / MOT gt.txt); "
                          "the detector gets conf_threshold:=0.1 unless --node-arg sets it")
     ev.add_argument("--track-params", type=Path, default=None,
                     help="tracker parameters file (default: config/track.yaml of the package)")
@@ -125,7 +139,9 @@ def _replay(args: argparse.Namespace):
     cfg = ReplayConfig(bag=args.bag, params=args.params, rate=None if args.lockstep else (args.rate or 1.0),
                        record=args.record, out=out, annotated_frames=args.frames, timeout=args.timeout,
                        node_params=list(args.node_arg), track_params=args.track_params,
-                       track_node_params=list(args.track_arg), track_conf_threshold=args.track_conf_threshold)
+                       track_node_params=list(args.track_arg), track_conf_threshold=args.track_conf_threshold,
+                       image_topic=args.image_topic, gt=args.gt, gt_match=args.gt_match,
+                       gt_stamps=args.gt_stamps)
     if args.track:
         # Both modes unless one was asked for.
         modes = ("lockstep",) if args.lockstep else ("realtime",) if args.rate else ("lockstep", "realtime")

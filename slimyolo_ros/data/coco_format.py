@@ -62,6 +62,12 @@ def _load(path: Path):
     return coco
 
 
+def load_instances(path: str | Path):
+    """A COCO instances json as a pycocotools ``COCO`` (indexed), without looking for its images: for
+    annotations of images that live elsewhere (the frames of a bag)."""
+    return _load(Path(path))
+
+
 def _image_root(path: Path, root: Path, first: str) -> Path:
     base = root if root.is_dir() else path.parent
     stem = path.stem[len("instances_"):] if path.stem.startswith("instances_") else path.stem
