@@ -410,8 +410,15 @@ def _jpeg_claiming(width: int, height: int) -> bytes:
 
 
 def _ros2_param_set(value: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ros2"), "param", "set", "/slimyolo_detector", "conf_threshold", value],
-                          capture_output=True, text=True, timeout=60)
+    # The CLI's own discovery of the node can take longer than its wait on a loaded machine ("Node not
+    # found" with the node up): ask again, as a user would.
+    for _ in range(5):
+        r = subprocess.run([str(BIN / "ros2"), "param", "set", "/slimyolo_detector", "conf_threshold", value],
+                           capture_output=True, text=True, timeout=60)
+        if "Node not found" not in r.stderr:
+            return r
+        time.sleep(1.0)
+    return r
 
 
 @pytest.mark.slow

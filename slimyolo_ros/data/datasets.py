@@ -53,6 +53,9 @@ def detect_format(root: str | Path) -> str:
         return "coco"
     if visdrone:  # no annotation file at all: every image is background
         return "visdrone-det"
+    if root.is_file():  # only data.yaml and a COCO .json are read as files
+        raise DatasetError(f"{root}: is a file, not a directory: a dataset is a folder (VisDrone, YOLO "
+                           f"images/ + labels/), a data.yaml or a COCO instances .json")
     raise DatasetError(f"{root}: not a dataset this reads: expected images/ + annotations/ (VisDrone-DET), "
                        f"sequences/ + annotations/ (VisDrone-VID), data.yaml or images/ + labels/ (YOLO), "
                        f"or a COCO instances .json")

@@ -24,7 +24,6 @@ from typing import Any
 
 import rclpy
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
-from rclpy.utilities import remove_ros_args
 
 from slimyolo_ros.errors import SlimyoloError
 
@@ -35,9 +34,23 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 
 
 def node_class(cls: type, argv: Sequence[str] | None = None) -> type:
-    """``cls``, or its managed form when the command line (before ``--ros-args``) has ``--managed``."""
-    args = remove_ros_args(args=list(sys.argv if argv is None else argv))[1:]
-    return managed(cls) if MANAGED_FLAG in args else cls
+    """``cls``, or its managed form when the command line (outside ``--ros-args ... --``) has
+    ``--managed``."""
+    return managed(cls) if MANAGED_FLAG in _non_ros_args(sys.argv if argv is None else argv) else cls
+
+
+def _non_ros_args(argv: Sequence[str]) -> list[str]:
+    # Not rclpy's remove_ros_args: it raises on a bad ROS argument (--ros-args --bogus) here, before
+    # run_node can report that as the node's one start-up line.
+    out, in_ros = [], False
+    for arg in list(argv)[1:]:
+        if arg == "--ros-args":
+            in_ros = True
+        elif arg == "--" and in_ros:
+            in_ros = False
+        elif not in_ros:
+            out.append(arg)
+    return out
 
 
 def managed(cls: type) -> type:
