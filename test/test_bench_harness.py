@@ -90,7 +90,8 @@ def test_table_renders_selected_rows_and_nested_fields(bench, tmp_path, capsys) 
 
     rows = [*bench.rows, {"kind": "node", "model": "m", "node_stages_ms": {"forward": 12.345}}]
     torch_rows = select(rows, "forward", ["backend=torch", "shape=rect"])
-    assert {r["model"] for r in torch_rows} == {"yolov3-spp3", "slim-50"} and len(torch_rows) == 2
+    assert {r["model"] for r in torch_rows} == {"yolov3-spp3", "slim-50", "latency-100000ms"}
+    assert len(torch_rows) == 3
     text = table(torch_rows, ["model", "input", "latency_ms_median"])
     assert text.splitlines()[0] == "| model | input | latency_ms_median |" and "| slim-50 | 128x96 |" in text
     assert table(select(rows, "node", []), ["model", "node_stages_ms.forward", "missing"]).endswith(

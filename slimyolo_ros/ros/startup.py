@@ -10,6 +10,18 @@ from pathlib import Path
 _SOURCE_LOCATION = re.compile(r",? at [^,]+?:\d+")
 
 
+def _params_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader plus ``!!python/tuple`` as a list: launch_ros writes list parameters that way
+        (rcl reads them), so a launched node's own params file must not be refused here."""
+
+    Loader.add_constructor("tag:yaml.org,2002:python/tuple",
+                           lambda loader, node: loader.construct_sequence(node))
+    return Loader
+
+
 def ros_args_problem(argv: list[str]) -> str | None:
     """What is wrong with a ``--params-file`` in ``argv`` (missing, a directory, not YAML), or None.
     Checked here because rcl reports it as "Couldn't parse params file" for all three."""
@@ -30,7 +42,7 @@ def ros_args_problem(argv: list[str]) -> str | None:
             if not path.is_file():
                 return f"--params-file {path}: no such file"
             try:
-                content = yaml.safe_load(path.read_text())
+                content = yaml.load(path.read_text(), Loader=_params_loader())  # noqa: S506 (a SafeLoader)
             except (OSError, UnicodeDecodeError) as exc:
                 return f"--params-file {path}: cannot read it: {exc}"
             except yaml.YAMLError as exc:
