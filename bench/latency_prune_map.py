@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=15, help="interleaved rounds of each timing")
     p.add_argument("--latency-cache", default=None)
     p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--retime", action="store_true",
+                   help="only time OUT's two pruned models again beside the unpruned one (interleaved "
+                        "--repeats rounds) and add the percentile model's |gamma| kept: OUT/retime.json")
     p.add_argument("--train-args", default="--batch 8 --optimizer adam --lr 0.003 --lr-final 1.0 "
                    "--flip-ud 0.5 --warmup-epochs 0 --eval-every 5 --seed 0 --workers 0 --no-progress",
                    help="the rest of both `slimyolo train` commands")
@@ -112,12 +115,42 @@ def finetune_and_eval(a: argparse.Namespace, out: Path, names: list[str]) -> dic
     return {"commands": {n: shlex.join(c[2:]) for n, c in cmds.items()}, "scores": scores}
 
 
+def retime(a: argparse.Namespace, out: Path, facts: dict) -> dict:
+    """The written models timed again, all interleaved, and the percentile plan's share of |gamma|."""
+    from slimyolo_ros.darknet.channel_graph import channel_graph
+    from slimyolo_ros.darknet.checkpoint import load_model
+    from slimyolo_ros.darknet.complexity import count_gflops, count_params
+    from slimyolo_ros.prune.importance import gamma_sum
+    from slimyolo_ros.prune.latency_backends import interleaved_medians, model_runner
+    from slimyolo_ros.prune.latency_prune import importance_kept
+    from slimyolo_ros.prune.slimming import bn_gammas, plan_pruning
+
+    models = {"unpruned": load_model(a.weights)[0]}
+    for n in ("percentile", "latency"):
+        models[n] = load_model(out / n / "pruned.pt")[0]
+    plan, _ = plan_pruning(models["unpruned"], a.percent, a.layer_keep)
+    kept = importance_kept(channel_graph(models["unpruned"]), bn_gammas(models["unpruned"]), plan, gamma_sum)
+    ms = interleaved_medians({n: model_runner("onnxruntime", "cpu", a.threads, m, a.img_size)
+                              for n, m in models.items()}, warmup=2, repeats=a.repeats)
+    facts["uptime_end"] = uptime()
+    return {"run": facts, "percentile_importance_kept": round(kept, 6),
+            "rows": [{"model": n, "latency_ms": round(ms[n], 3), "params": count_params(m),
+                      "gflops": round(count_gflops(m, a.img_size), 4)} for n, m in models.items()]}
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     threads = fix_threads(a.threads)
     argv = sys.argv[1:] if argv is None else argv
     facts = run_facts("python bench/latency_prune_map.py " + " ".join(shlex.quote(x) for x in argv), threads)
     facts["uptime_start"] = uptime()
+    if a.retime:
+        from slimyolo_ros.io_utils import atomic_write_json
+
+        result = retime(a, Path(a.out), facts)
+        atomic_write_json(Path(a.out) / "retime.json", result)
+        print(json.dumps(result["rows"], indent=1), result["percentile_importance_kept"])
+        return 0
     from slimyolo_ros.darknet.complexity import count_gflops, count_params
     from slimyolo_ros.io_utils import atomic_write_json
     from slimyolo_ros.prune.latency_backends import interleaved_medians, model_runner
