@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from tiny_cfg import tiny_detector
 from slimyolo_ros.darknet.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = REPO / ".venv" / "bin"
+VENV_BIN = Path(sys.executable).parent  # the venv running the tests
 
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 

@@ -170,7 +170,7 @@ class Camera:
 def test_diagnostics_ok_then_warn_when_the_camera_stops_then_ok(ros_env, tmp_path):
     model = coco_tiny()
     env = node_env(ros_env)
-    node = NodeProcess([str(REPO / ".venv" / "bin" / "detect_node"), "--ros-args", "--params-file",
+    node = NodeProcess([str(Path(sys.executable).parent / "detect_node"), "--ros-args", "--params-file",
                         str(REPO / "config" / "detect.yaml"), "-p", f"weights:={model['weights']}",
                         "-p", f"cfg:={model['cfg']}", "-p", f"names:={model['names']}", "-p", "device:=cpu",
                         "-p", "starvation_timeout:=2.0", "-p", "reliability:=reliable",

@@ -144,7 +144,7 @@ def test_cli_reports_the_provider_and_refuses_a_missing_one(tiny_onnx, tmp_path)
 # ---- detect_node ---------------------------------------------------------------------------------
 
 def _node_cmd(tiny_onnx: Path, *params: str) -> list[str]:
-    cmd = [str(REPO / ".venv" / "bin" / "detect_node"), "--ros-args", "--params-file",
+    cmd = [str(Path(sys.executable).parent / "detect_node"), "--ros-args", "--params-file",
            str(REPO / "config" / "detect.yaml"), "-p", f"weights:={tiny_onnx}", "-p", "backend:=onnxruntime",
            "-p", "device:=cpu", "-p", "stats_period:=1.0"]
     for p in params:

@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from slimyolo_ros.errors import DatasetError
 from slimyolo_ros.slim.reproduce import SIZES, find_splits
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = Path(sys.executable)  # the venv running the tests
 
 
 def _cmd(data: Path, cfg: Path, backbone: Path, out: Path) -> list[str]:
