@@ -71,6 +71,16 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require_ros2_cli() -> None:
+    """``ros2`` and ``colcon`` next to the test's interpreter (the launch and lifecycle tests use both)."""
+    missing = [t for t in ("ros2", "colcon") if not (VENV_BIN / t).is_file()]
+    if missing:
+        msg = f"{', '.join(missing)} not in {VENV_BIN} (make setup installs them; see README)"
+        if in_ci():
+            pytest.fail(msg + "; CI=true requires them")
+        pytest.skip(msg)
+
+
 @pytest.fixture(scope="session")
 def shared_reference() -> Path:
     """The SlimYOLOv3 authors' files in ../shared: skipped in a user's clone, required in CI."""

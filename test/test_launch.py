@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO, VENV_BIN, in_ci
+from conftest import REPO, VENV_BIN, require_ros2_cli
 from ros_helpers.camera import CameraProcess, answered_after_first, default_dds_env
 from ros_helpers.probe import Probe, node_env, wait_for
 from vision_msgs.msg import Detection2DArray
@@ -32,15 +32,6 @@ sys.path.insert(0, str(REPO))
 from bench.soak import build_workspace  # noqa: E402  (the soak benchmark builds the same workspace)
 
 START_TIMEOUT = 120.0
-
-
-def require_ros2_cli() -> None:
-    missing = [t for t in ("ros2", "colcon") if not (VENV_BIN / t).is_file()]
-    if missing:
-        msg = f"{', '.join(missing)} not in {VENV_BIN} (make setup installs them; see README)"
-        if in_ci():
-            pytest.fail(msg + "; CI=true requires them")
-        pytest.skip(msg)
 
 
 def sourced(ws: Path, command: str) -> list[str]:

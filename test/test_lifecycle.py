@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VENV_BIN, in_ci
+from conftest import VENV_BIN, require_ros2_cli
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from ros_helpers.camera import default_dds_env
@@ -35,15 +35,6 @@ sys.path.insert(0, str(REPO))
 from bench.soak import build_workspace  # noqa: E402  (the workspace the launch test builds too)
 
 DETECTOR, TRACKER = "/slimyolo_detector", "/slimyolo_tracker"
-
-
-def require_ros2_cli() -> None:
-    missing = [t for t in ("ros2", "colcon") if not (VENV_BIN / t).is_file()]
-    if missing:
-        msg = f"{', '.join(missing)} not in {VENV_BIN} (make setup installs them; see README)"
-        if in_ci():
-            pytest.fail(msg + "; CI=true requires them")
-        pytest.skip(msg)
 
 
 class User:
